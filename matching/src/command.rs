@@ -1,0 +1,115 @@
+//! Commands: every state change enters the engine as one of these, journaled first.
+
+use crate::config::EngineConfig;
+use crate::types::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// The journal's first record: the rules every later command runs under.
+    Genesis(EngineConfig),
+    OpenAccount { kind: AccountKind },
+    /// Idempotent by `(asset, reference)`: an outpoint `txid:vout` or a fiat reference.
+    CreditDeposit { account: AccountId, asset: AssetId, amount: Amount, reference: String },
+    /// Debits `available` at once and keeps the amount locked until settlement completes or fails it.
+    RequestWithdrawal { account: AccountId, asset: AssetId, amount: Amount, destination: String },
+    CompleteWithdrawal { withdrawal: WithdrawalId },
+    /// Refunds the locked amount to `available`.
+    FailWithdrawal { withdrawal: WithdrawalId },
+    PlaceOrder(NewOrder),
+    CancelOrder { account: AccountId, order: OrderRef },
+    /// Changes price and/or total quantity. Time priority is kept only when the price is unchanged
+    /// and the quantity goes down.
+    AmendOrder { account: AccountId, order: OrderRef, price: Option<Price>, quantity: Option<Quantity> },
+    /// Cancels every open order of `account` (all accounts when `None`) in `market` (all when `None`).
+    CancelAll { account: Option<AccountId>, market: Option<MarketId> },
+    HaltMarket { market: MarketId },
+    ResumeMarket { market: MarketId },
+}
+
+impl Command {
+    pub fn encode(&self) -> Vec<u8> {
+        // Encoding a plain enum into a Vec cannot fail.
+        postcard::to_allocvec(self).expect("commands always encode")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Command, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
+
+    /// Short name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Genesis(_) => "genesis",
+            Command::OpenAccount { .. } => "open_account",
+            Command::CreditDeposit { .. } => "credit_deposit",
+            Command::RequestWithdrawal { .. } => "request_withdrawal",
+            Command::CompleteWithdrawal { .. } => "complete_withdrawal",
+            Command::FailWithdrawal { .. } => "fail_withdrawal",
+            Command::PlaceOrder(_) => "place_order",
+            Command::CancelOrder { .. } => "cancel_order",
+            Command::AmendOrder { .. } => "amend_order",
+            Command::CancelAll { .. } => "cancel_all",
+            Command::HaltMarket { .. } => "halt_market",
+            Command::ResumeMarket { .. } => "resume_market",
+        }
+    }
+}
+
+/// A command with its place in the journal. Replaying the same sequence of these rebuilds the
+/// same state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub seq: Seq,
+    pub timestamp: Timestamp,
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OrderRef {
+    Id(OrderId),
+    Client(ClientOrderId),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewOrder {
+    pub account: AccountId,
+    pub market: MarketId,
+    pub side: Side,
+    pub kind: OrderKind,
+    /// Total quantity in base minimal units.
+    pub quantity: Quantity,
+    pub client_order_id: Option<ClientOrderId>,
+    pub self_trade: SelfTradePrevention,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OrderKind {
+    Limit { price: Price, time_in_force: TimeInForce, post_only: bool },
+    /// Executes immediately against the book, never past `protection_price` (the worst price the
+    /// client accepts); whatever cannot fill there expires.
+    Market { protection_price: Price },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum TimeInForce {
+    /// Good till cancelled: the rest stays on the book.
+    Gtc,
+    /// Immediate or cancel: the rest expires.
+    Ioc,
+    /// Fill or kill: all at once or nothing at all.
+    Fok,
+}
+
+/// What happens when an order would trade against another order of the same account.
+/// The default, like most venues partners know, cancels the resting order and lets the
+/// incoming one go on matching.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SelfTradePrevention {
+    #[default]
+    CancelResting,
+    CancelIncoming,
+    CancelBoth,
+}
