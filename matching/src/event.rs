@@ -26,6 +26,7 @@ pub enum Event {
         account: AccountId,
         market: MarketId,
         side: Side,
+        previous_price: Price,
         price: Price,
         quantity: Quantity,
         remaining: Quantity,
@@ -37,6 +38,8 @@ pub enum Event {
         account: AccountId,
         market: MarketId,
         side: Side,
+        /// Limit price (a market order's protection price).
+        price: Price,
         reason: CloseReason,
         quantity: Quantity,
         filled: Quantity,

@@ -14,6 +14,7 @@ pub mod engine;
 pub mod event;
 pub mod invariants;
 pub mod ledger;
+pub mod sequencer;
 pub mod snapshot;
 pub mod types;
 
@@ -23,5 +24,6 @@ pub use engine::{Depth, DepthLevel, Engine, OrderView, FEE_ACCOUNT, SETTLEMENT_P
 pub use event::{CloseReason, Event, OrderAccepted, RejectReason, Trade};
 pub use invariants::InvariantViolation;
 pub use ledger::{Balance, PendingWithdrawal};
+pub use sequencer::{Applied, BookUpdate, CommandLog, MemoryLog, Sequencer, SequencerConfig, SequencerError, SequencerHandle, SnapshotSink};
 pub use snapshot::{EngineSnapshot, SnapshotError, StateHash};
 pub use types::*;

@@ -1,0 +1,521 @@
+//! The sequencer: one writer thread journals commands, one engine thread applies them.
+//!
+//! ```text
+//!  submit() ──> [journal thread] take a batch, stamp seq + time, append, ONE commit (fsync)
+//!                      │ only durable commands go on
+//!                      v
+//!               [engine thread]  apply each, reply, publish; run read-only queries between
+//! ```
+//! Group commit: a batch is whatever queued while the previous fsync ran (up to `max_batch`),
+//! so the wait is bounded by one fsync and throughput grows with load.
+//!
+//! The journal and snapshot store are ports ([`CommandLog`], [`SnapshotSink`]) so the engine
+//! crate stays free of file formats.
+
+use crate::command::{Command, Envelope};
+use crate::engine::Engine;
+use crate::event::Event;
+use crate::engine::Depth;
+use crate::types::{MarketId, Price, Quantity, Seq, Side, Timestamp};
+use crossbeam_channel::{bounded, select, Receiver, Sender, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{broadcast, oneshot};
+
+/// Where journaled commands go. `commit` returns only once everything appended is durable.
+pub trait CommandLog: Send + 'static {
+    fn append(&mut self, seq: Seq, record: &[u8]) -> Result<(), String>;
+    fn commit(&mut self) -> Result<(), String>;
+}
+
+/// Where engine snapshots go (written off the engine thread).
+pub trait SnapshotSink: Send + 'static {
+    fn save(&mut self, seq: Seq, bytes: &[u8]) -> Result<(), String>;
+}
+
+/// A command as applied: its place in the journal, what it did, and how it changed the books.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub seq: Seq,
+    pub timestamp: Timestamp,
+    pub command: Command,
+    pub events: Vec<Event>,
+    /// One entry per market whose book changed.
+    pub book_updates: Vec<BookUpdate>,
+}
+
+/// New aggregate quantities of the price levels one command touched (0: the level is gone).
+/// `book_seq` counts book changes per market, so a client holding a depth snapshot with
+/// `book_seq = n` applies updates `n + 1, n + 2, ...` and knows it missed one on a gap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookUpdate {
+    pub market: MarketId,
+    pub book_seq: u64,
+    pub levels: Vec<(Side, Price, Quantity)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SequencerError {
+    #[error("the exchange is overloaded, retry shortly")]
+    Overloaded,
+    #[error("the sequencer has stopped")]
+    Stopped,
+    #[error("journal failure: {0}")]
+    Journal(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct SequencerConfig {
+    /// Most commands per group commit.
+    pub max_batch: usize,
+    /// Most commands waiting to be journaled before `submit` answers `Overloaded`.
+    pub queue_depth: usize,
+    /// Take a snapshot every this many commands (0: never).
+    pub snapshot_every: u64,
+}
+
+impl Default for SequencerConfig {
+    fn default() -> Self {
+        SequencerConfig { max_batch: 4096, queue_depth: 65_536, snapshot_every: 100_000 }
+    }
+}
+
+/// Counters for `/metrics`, updated by the sequencer threads.
+#[derive(Debug, Default)]
+pub struct SequencerMetrics {
+    pub commands_applied: AtomicU64,
+    pub commands_rejected: AtomicU64,
+    pub trades: AtomicU64,
+    pub batches: AtomicU64,
+    pub commit_nanos_total: AtomicU64,
+    pub commit_nanos_max: AtomicU64,
+    pub last_seq: AtomicU64,
+    pub open_orders: AtomicU64,
+    pub snapshots: AtomicU64,
+}
+
+type Reply = oneshot::Sender<Result<Arc<Applied>, SequencerError>>;
+type Query = Box<dyn FnOnce(&Engine, &[u64]) + Send>;
+
+struct Request {
+    command: Command,
+    reply: Option<Reply>,
+}
+
+struct Batch {
+    items: Vec<(Envelope, Option<Reply>)>,
+}
+
+/// Cheap to clone; every API handler holds one.
+#[derive(Clone)]
+pub struct SequencerHandle {
+    requests: Sender<Request>,
+    queries: Sender<Query>,
+    bus: broadcast::Sender<Arc<Applied>>,
+    metrics: Arc<SequencerMetrics>,
+    failed: Arc<AtomicBool>,
+}
+
+impl SequencerHandle {
+    /// Journals and applies one command; resolves once it is durable and applied.
+    pub async fn submit(&self, command: Command) -> Result<Arc<Applied>, SequencerError> {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(command, Some(tx))?;
+        rx.await.map_err(|_| SequencerError::Stopped)?
+    }
+
+    /// Blocking form of [`SequencerHandle::submit`], for threads outside an async runtime.
+    pub fn submit_blocking(&self, command: Command) -> Result<Arc<Applied>, SequencerError> {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(command, Some(tx))?;
+        rx.blocking_recv().map_err(|_| SequencerError::Stopped)?
+    }
+
+    fn enqueue(&self, command: Command, reply: Option<Reply>) -> Result<(), SequencerError> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(SequencerError::Stopped);
+        }
+        match self.requests.try_send(Request { command, reply }) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(SequencerError::Overloaded),
+            Err(TrySendError::Disconnected(_)) => Err(SequencerError::Stopped),
+        }
+    }
+
+    /// Runs a read-only query on the engine thread, between commands, so it sees a consistent
+    /// state that includes every command already answered.
+    pub async fn read<R, F>(&self, f: F) -> Result<R, SequencerError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Engine) -> R + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.queries
+            .send(Box::new(move |engine: &Engine, _: &[u64]| {
+                let _ = tx.send(f(engine));
+            }))
+            .map_err(|_| SequencerError::Stopped)?;
+        rx.await.map_err(|_| SequencerError::Stopped)
+    }
+
+    /// Depth of a market with the `book_seq` it is current to; `None` for an unknown market.
+    pub async fn book(&self, market: MarketId, levels: usize) -> Result<Option<(u64, Depth)>, SequencerError> {
+        let (tx, rx) = oneshot::channel();
+        self.queries
+            .send(Box::new(move |engine: &Engine, book_seqs: &[u64]| {
+                let _ = tx.send(engine.depth(market, levels).map(|d| (book_seqs[market.0 as usize], d)));
+            }))
+            .map_err(|_| SequencerError::Stopped)?;
+        rx.await.map_err(|_| SequencerError::Stopped)
+    }
+
+    /// Blocking form of [`SequencerHandle::read`].
+    pub fn read_blocking<R, F>(&self, f: F) -> Result<R, SequencerError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Engine) -> R + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.queries
+            .send(Box::new(move |engine: &Engine, _: &[u64]| {
+                let _ = tx.send(f(engine));
+            }))
+            .map_err(|_| SequencerError::Stopped)?;
+        rx.blocking_recv().map_err(|_| SequencerError::Stopped)
+    }
+
+    /// Every applied command, for streams. Slow receivers lag and must resynchronise; lossless
+    /// consumers (projections) register a sink at start instead.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Applied>> {
+        self.bus.subscribe()
+    }
+
+    pub fn metrics(&self) -> &SequencerMetrics {
+        &self.metrics
+    }
+
+    /// True once a journal failure stopped the sequencer.
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+}
+
+/// The running sequencer; dropping every handle and calling [`Sequencer::shutdown`] stops it.
+pub struct Sequencer {
+    handle: SequencerHandle,
+    threads: Vec<JoinHandle<()>>,
+    stop: Sender<()>,
+}
+
+impl Sequencer {
+    /// Starts the threads. `engine` must already reflect every command in `log` (replayed).
+    /// `sinks` receive every applied command in order, losslessly (a full sink applies
+    /// backpressure to the engine rather than dropping).
+    pub fn start(
+        engine: Engine,
+        log: impl CommandLog,
+        snapshots: Option<Box<dyn SnapshotSink>>,
+        config: SequencerConfig,
+        sinks: Vec<Sender<Arc<Applied>>>,
+    ) -> Sequencer {
+        let (req_tx, req_rx) = bounded::<Request>(config.queue_depth);
+        let (query_tx, query_rx) = bounded::<Query>(1024);
+        let (batch_tx, batch_rx) = bounded::<Batch>(4);
+        let (snap_tx, snap_rx) = bounded::<(Seq, Vec<u8>)>(1);
+        let (stop_tx, stop_rx) = bounded::<()>(1);
+        let (bus, _) = broadcast::channel(16_384);
+        let metrics = Arc::new(SequencerMetrics::default());
+        metrics.last_seq.store(engine.last_seq().0, Ordering::Relaxed);
+        let failed = Arc::new(AtomicBool::new(false));
+        let handle = SequencerHandle {
+            requests: req_tx,
+            queries: query_tx,
+            bus: bus.clone(),
+            metrics: metrics.clone(),
+            failed: failed.clone(),
+        };
+        let mut threads = Vec::new();
+        let next_seq = engine.last_seq().0 + 1;
+        {
+            let (metrics, failed) = (metrics.clone(), failed.clone());
+            let max_batch = config.max_batch.max(1);
+            threads.push(
+                std::thread::Builder::new()
+                    .name("tandem-journal".into())
+                    .spawn(move || journal_loop(log, req_rx, stop_rx, batch_tx, next_seq, max_batch, metrics, failed))
+                    .expect("spawn journal thread"),
+            );
+        }
+        {
+            let metrics = metrics.clone();
+            let snapshot_every = config.snapshot_every;
+            threads.push(
+                std::thread::Builder::new()
+                    .name("tandem-engine".into())
+                    .spawn(move || engine_loop(engine, batch_rx, query_rx, bus, sinks, snap_tx, snapshot_every, metrics))
+                    .expect("spawn engine thread"),
+            );
+        }
+        if let Some(mut sink) = snapshots {
+            let metrics = metrics.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("tandem-snapshot".into())
+                    .spawn(move || {
+                        for (seq, bytes) in snap_rx {
+                            match sink.save(seq, &bytes) {
+                                Ok(()) => {
+                                    metrics.snapshots.fetch_add(1, Ordering::Relaxed);
+                                    tracing::info!(seq = seq.0, bytes = bytes.len(), "snapshot saved");
+                                }
+                                // A missing snapshot only makes the next start replay longer.
+                                Err(e) => tracing::warn!(seq = seq.0, error = %e, "snapshot failed"),
+                            }
+                        }
+                    })
+                    .expect("spawn snapshot thread"),
+            );
+        }
+        Sequencer { handle, threads, stop: stop_tx }
+    }
+
+    pub fn handle(&self) -> SequencerHandle {
+        self.handle.clone()
+    }
+
+    /// Finishes the commands already queued, then stops every thread.
+    pub fn shutdown(self) {
+        let _ = self.stop.send(());
+        drop(self.handle);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn journal_loop(
+    mut log: impl CommandLog,
+    requests: Receiver<Request>,
+    stop: Receiver<()>,
+    batches: Sender<Batch>,
+    mut next_seq: u64,
+    max_batch: usize,
+    metrics: Arc<SequencerMetrics>,
+    failed: Arc<AtomicBool>,
+) {
+    let mut last_ts = 0u64;
+    let mut buf = Vec::with_capacity(256);
+    loop {
+        let first = select! {
+            recv(requests) -> r => match r { Ok(r) => r, Err(_) => return },
+            recv(stop) -> _ => {
+                // Drain what is already queued, then stop.
+                match requests.try_recv() { Ok(r) => r, Err(_) => return }
+            }
+        };
+        let mut pending = Vec::with_capacity(64);
+        pending.push(first);
+        while pending.len() < max_batch {
+            match requests.try_recv() {
+                Ok(r) => pending.push(r),
+                Err(_) => break,
+            }
+        }
+        // Time never runs backwards in the journal, even if the wall clock does.
+        last_ts = last_ts.max(now_millis());
+        let mut items = Vec::with_capacity(pending.len());
+        let mut error = None;
+        for req in pending {
+            let envelope = Envelope { seq: Seq(next_seq), timestamp: Timestamp(last_ts), command: req.command };
+            buf.clear();
+            postcard::to_io(&envelope, &mut buf).expect("envelopes always encode");
+            if error.is_none() {
+                if let Err(e) = log.append(envelope.seq, &buf) {
+                    error = Some(e);
+                }
+            }
+            next_seq += 1;
+            items.push((envelope, req.reply));
+        }
+        let started = Instant::now();
+        if error.is_none() {
+            if let Err(e) = log.commit() {
+                error = Some(e);
+            }
+        }
+        if let Some(e) = error {
+            // After a failed commit the journal's durable end is unknown: stop taking commands
+            // rather than risk acknowledging something a restart would not find.
+            tracing::error!(error = %e, "journal commit failed; sequencer stopping");
+            failed.store(true, Ordering::Release);
+            for (_, reply) in items {
+                if let Some(r) = reply {
+                    let _ = r.send(Err(SequencerError::Journal(e.clone())));
+                }
+            }
+            for req in requests.try_iter() {
+                if let Some(r) = req.reply {
+                    let _ = r.send(Err(SequencerError::Journal(e.clone())));
+                }
+            }
+            return;
+        }
+        let nanos = started.elapsed().as_nanos() as u64;
+        metrics.batches.fetch_add(1, Ordering::Relaxed);
+        metrics.commit_nanos_total.fetch_add(nanos, Ordering::Relaxed);
+        metrics.commit_nanos_max.fetch_max(nanos, Ordering::Relaxed);
+        if batches.send(Batch { items }).is_err() {
+            return;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn engine_loop(
+    mut engine: Engine,
+    batches: Receiver<Batch>,
+    queries: Receiver<Query>,
+    bus: broadcast::Sender<Arc<Applied>>,
+    sinks: Vec<Sender<Arc<Applied>>>,
+    snapshots: Sender<(Seq, Vec<u8>)>,
+    snapshot_every: u64,
+    metrics: Arc<SequencerMetrics>,
+) {
+    let mut since_snapshot = 0u64;
+    let mut book_seqs = vec![0u64; engine.config().markets.len()];
+    let mut touched = Vec::new();
+    loop {
+        select! {
+            recv(batches) -> b => {
+                let Ok(batch) = b else { break };
+                for (envelope, reply) in batch.items {
+                    let mut events = Vec::with_capacity(8);
+                    engine.apply_into(envelope.seq, envelope.timestamp, &envelope.command, &mut events);
+                    count(&metrics, &events);
+                    let book_updates = book_updates(&engine, &events, &mut book_seqs, &mut touched);
+                    let applied = Arc::new(Applied {
+                        seq: envelope.seq,
+                        timestamp: envelope.timestamp,
+                        command: envelope.command,
+                        events,
+                        book_updates,
+                    });
+                    for sink in &sinks {
+                        let _ = sink.send(applied.clone());
+                    }
+                    let _ = bus.send(applied.clone());
+                    if let Some(r) = reply {
+                        let _ = r.send(Ok(applied));
+                    }
+                    since_snapshot += 1;
+                }
+                metrics.last_seq.store(engine.last_seq().0, Ordering::Relaxed);
+                metrics.open_orders.store(engine.open_order_count() as u64, Ordering::Relaxed);
+                if snapshot_every > 0 && since_snapshot >= snapshot_every {
+                    // try_send: if the previous snapshot is still being written, skip this one.
+                    if snapshots.try_send((engine.last_seq(), engine.snapshot_bytes())).is_ok() {
+                        since_snapshot = 0;
+                    }
+                }
+            }
+            recv(queries) -> q => {
+                let Ok(query) = q else { continue };
+                query(&engine, &book_seqs);
+            }
+        }
+    }
+    // Serve queries that raced with shutdown so no caller hangs.
+    for q in queries.try_iter() {
+        q(&engine, &book_seqs);
+    }
+}
+
+/// Levels the events touched, with their quantities now.
+fn book_updates(
+    engine: &Engine,
+    events: &[Event],
+    book_seqs: &mut [u64],
+    touched: &mut Vec<(MarketId, Side, Price)>,
+) -> Vec<BookUpdate> {
+    touched.clear();
+    for e in events {
+        match e {
+            Event::OrderAccepted(a) if !a.is_market => touched.push((a.market, a.side, a.price)),
+            Event::Trade(t) => touched.push((t.market, t.taker_side.opposite(), t.price)),
+            Event::OrderClosed { market, side, price, .. } => touched.push((*market, *side, *price)),
+            Event::OrderAmended { market, side, previous_price, price, .. } => {
+                touched.push((*market, *side, *previous_price));
+                touched.push((*market, *side, *price));
+            }
+            _ => {}
+        }
+    }
+    if touched.is_empty() {
+        return Vec::new();
+    }
+    touched.sort_unstable_by_key(|(m, s, p)| (*m, *s == Side::Sell, *p));
+    touched.dedup();
+    let mut updates: Vec<BookUpdate> = Vec::new();
+    for &(market, side, price) in touched.iter() {
+        let quantity = engine.level_quantity(market, side, price);
+        match updates.last_mut() {
+            Some(u) if u.market == market => u.levels.push((side, price, quantity)),
+            _ => {
+                book_seqs[market.0 as usize] += 1;
+                updates.push(BookUpdate { market, book_seq: book_seqs[market.0 as usize], levels: vec![(side, price, quantity)] });
+            }
+        }
+    }
+    updates
+}
+
+fn count(metrics: &SequencerMetrics, events: &[Event]) {
+    metrics.commands_applied.fetch_add(1, Ordering::Relaxed);
+    let mut trades = 0;
+    for e in events {
+        match e {
+            Event::Trade(_) => trades += 1,
+            Event::Rejected { .. } => {
+                metrics.commands_rejected.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+    if trades > 0 {
+        metrics.trades.fetch_add(trades, Ordering::Relaxed);
+    }
+}
+
+/// A log that keeps records in memory: for tests of everything above the journal, and for
+/// throwaway engines. It is a real log (records can be read back), not a no-op.
+#[derive(Clone, Default)]
+pub struct MemoryLog {
+    pub records: Arc<std::sync::Mutex<Vec<(Seq, Vec<u8>)>>>,
+}
+
+impl CommandLog for MemoryLog {
+    fn append(&mut self, seq: Seq, record: &[u8]) -> Result<(), String> {
+        self.records.lock().map_err(|e| e.to_string())?.push((seq, record.to_vec()));
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Decodes a journal record written by the sequencer.
+pub fn decode_record(bytes: &[u8]) -> Result<Envelope, postcard::Error> {
+    postcard::from_bytes(bytes)
+}
+
+pub fn encode_record(envelope: &Envelope) -> Vec<u8> {
+    postcard::to_allocvec(envelope).expect("envelopes always encode")
+}
