@@ -179,7 +179,10 @@ mod tests {
     #[test]
     fn names_round_trip_and_sort() {
         assert_eq!(segment_file_name(1), "00000000000000000001.seg");
-        assert_eq!(parse_segment_file_name(&segment_file_name(u64::MAX)), Some(u64::MAX));
+        assert_eq!(
+            parse_segment_file_name(&segment_file_name(u64::MAX)),
+            Some(u64::MAX)
+        );
         assert_eq!(parse_segment_file_name("1.seg"), None);
         assert_eq!(parse_segment_file_name("0000000000000000000a.seg"), None);
         assert_eq!(parse_segment_file_name("00000000000000000001.segx"), None);
@@ -190,19 +193,31 @@ mod tests {
     fn header_checks() {
         let h = encode_segment_header(42);
         assert!(check_segment_header(&h, 42).is_ok());
-        assert!(matches!(check_segment_header(&h, 43), Err(HeaderError::Bad { offset: 12, .. })));
+        assert!(matches!(
+            check_segment_header(&h, 43),
+            Err(HeaderError::Bad { offset: 12, .. })
+        ));
         let mut bad = h;
         bad[0] ^= 1;
-        assert!(matches!(check_segment_header(&bad, 42), Err(HeaderError::Bad { offset: 0, .. })));
+        assert!(matches!(
+            check_segment_header(&bad, 42),
+            Err(HeaderError::Bad { offset: 0, .. })
+        ));
         let mut bad = h;
         bad[15] ^= 1;
-        assert!(matches!(check_segment_header(&bad, 42), Err(HeaderError::Bad { offset: 20, .. })));
+        assert!(matches!(
+            check_segment_header(&bad, 42),
+            Err(HeaderError::Bad { offset: 20, .. })
+        ));
         // A future version with a valid checksum is reported as such, not as damage.
         let mut v2 = h;
         v2[8..12].copy_from_slice(&2u32.to_le_bytes());
         let crc = crc32c::crc32c(&v2[0..20]);
         v2[20..24].copy_from_slice(&crc.to_le_bytes());
-        assert!(matches!(check_segment_header(&v2, 42), Err(HeaderError::Version(2))));
+        assert!(matches!(
+            check_segment_header(&v2, 42),
+            Err(HeaderError::Version(2))
+        ));
     }
 
     #[test]

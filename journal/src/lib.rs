@@ -6,10 +6,15 @@
 //! It knows nothing about what the bytes mean.
 //!
 //! # Layout
-//! A journal is a directory of segment files named by their first seq
-//! (`00000000000000000001.seg`), each a small header followed by records (see [`format`] in the
-//! source for the byte layout). Each record carries a CRC-32C over its seq and payload.
-//! Segments are never deleted, so replay from genesis stays possible.
+//! A journal is a directory of segment files named by their first seq, zero-padded so lexical
+//! order is seq order (`00000000000000000001.seg`). Segments are never deleted, so replay from
+//! genesis stays possible. All integers are little-endian:
+//!
+//! ```text
+//! segment header = "TNDMJRNL" | version u32 | first_seq u64 | crc32c u32 of the previous 20 bytes
+//! record         = payload_len u32 | crc32c u32 of (seq ++ payload) | seq u64 | payload
+//! ```
+//! A payload is at most [`MAX_PAYLOAD_LEN`] bytes; a larger length on disk is corruption.
 //!
 //! # Durability
 //! [`Journal::append`] only buffers; [`Journal::commit`] writes the whole buffer with one

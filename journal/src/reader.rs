@@ -144,10 +144,9 @@ impl JournalReader {
                         }
                         if seq > from {
                             self.done = true;
-                            return Some(Err(self.not_found(
-                                from,
-                                format!("the journal starts at seq {seq}"),
-                            )));
+                            return Some(Err(
+                                self.not_found(from, format!("the journal starts at seq {seq}"))
+                            ));
                         }
                         self.reached_from = true;
                     }

@@ -77,13 +77,14 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<SegmentFile>, JournalError
         }
         let path = entry.path();
         match parse_segment_file_name(name) {
-            Some(first_seq) if entry.file_type().map_err(io_err(&path))?.is_file() => {
-                out.push(SegmentFile {
-                    path: Arc::from(path),
-                    first_seq,
-                })
+            // `is_file` follows symlinks, so a segment may be a link to elsewhere.
+            Some(first_seq) if path.is_file() => out.push(SegmentFile {
+                path: Arc::from(path),
+                first_seq,
+            }),
+            _ => {
+                tracing::warn!(path = %path.display(), "ignoring file that is not a journal segment")
             }
-            _ => tracing::warn!(path = %path.display(), "ignoring file that is not a journal segment"),
         }
     }
     out.sort_by_key(|s| s.first_seq);
@@ -256,7 +257,9 @@ pub(crate) enum Step {
         start: usize,
         len: usize,
     },
-    SegmentEnd { torn: Option<TornTail> },
+    SegmentEnd {
+        torn: Option<TornTail>,
+    },
 }
 
 enum State {
@@ -334,12 +337,9 @@ impl Scanner {
                     }
                     return self.open_segment().map(Some);
                 }
-                State::EndSegment { .. } => {
-                    let State::EndSegment { torn } =
-                        std::mem::replace(&mut self.state, State::NextSegment)
-                    else {
-                        unreachable!()
-                    };
+                State::EndSegment { torn } => {
+                    let torn = torn.take();
+                    self.state = State::NextSegment;
                     self.idx += 1;
                     return Ok(Some(Step::SegmentEnd { torn }));
                 }
@@ -414,7 +414,10 @@ impl Scanner {
             detail,
         };
         if seg.first_seq == 0 {
-            return Err(corrupt(0, "segment file name has seq 0; seqs start at 1".into()));
+            return Err(corrupt(
+                0,
+                "segment file name has seq 0; seqs start at 1".into(),
+            ));
         }
         match self.expected {
             Some(expected) if expected != seg.first_seq => {

@@ -63,7 +63,9 @@ impl SnapshotStore {
     /// snapshot with the same seq atomically.
     pub fn save(&self, seq: u64, bytes: &[u8]) -> Result<PathBuf, JournalError> {
         let final_path = self.path_for(seq);
-        let tmp_path = self.dir.join(format!("{}{TMP_SUFFIX}", snapshot_file_name(seq)));
+        let tmp_path = self
+            .dir
+            .join(format!("{}{TMP_SUFFIX}", snapshot_file_name(seq)));
         let header = encode_header(seq, bytes);
         let written = File::create(&tmp_path).and_then(|mut f| {
             f.write_all(&header)?;
@@ -179,7 +181,10 @@ fn encode_header(seq: u64, bytes: &[u8]) -> [u8; SNAPSHOT_HEADER_LEN] {
     h[8..12].copy_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
     h[16..24].copy_from_slice(&seq.to_le_bytes());
     h[24..32].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c_append(crc32c::crc32c(&h[8..12]), &h[16..32]), bytes);
+    let crc = crc32c::crc32c_append(
+        crc32c::crc32c_append(crc32c::crc32c(&h[8..12]), &h[16..32]),
+        bytes,
+    );
     h[12..16].copy_from_slice(&crc.to_le_bytes());
     h
 }
@@ -188,7 +193,10 @@ fn encode_header(seq: u64, bytes: &[u8]) -> [u8; SNAPSHOT_HEADER_LEN] {
 /// caller after this, so an unknown version with a good checksum is not called damage.
 fn check_snapshot(data: &[u8], name_seq: u64) -> Result<(), String> {
     if data.len() < SNAPSHOT_HEADER_LEN {
-        return Err(format!("file is {} bytes, shorter than its header", data.len()));
+        return Err(format!(
+            "file is {} bytes, shorter than its header",
+            data.len()
+        ));
     }
     if data[0..8] != SNAPSHOT_MAGIC {
         return Err("bad snapshot magic".into());
@@ -196,7 +204,9 @@ fn check_snapshot(data: &[u8], name_seq: u64) -> Result<(), String> {
     let len = le_u64(&data[24..32]);
     let actual = (data.len() - SNAPSHOT_HEADER_LEN) as u64;
     if len != actual {
-        return Err(format!("header says {len} payload bytes, file holds {actual}"));
+        return Err(format!(
+            "header says {len} payload bytes, file holds {actual}"
+        ));
     }
     let crc = crc32c::crc32c_append(crc32c::crc32c(&data[8..12]), &data[16..]);
     if crc != le_u32(&data[12..16]) {
@@ -204,7 +214,9 @@ fn check_snapshot(data: &[u8], name_seq: u64) -> Result<(), String> {
     }
     let seq = le_u64(&data[16..24]);
     if seq != name_seq {
-        return Err(format!("header says seq {seq} but the file name says {name_seq}"));
+        return Err(format!(
+            "header says seq {seq} but the file name says {name_seq}"
+        ));
     }
     Ok(())
 }
@@ -229,8 +241,14 @@ mod tests {
         }
         assert_eq!(s.list().unwrap(), vec![10, 20, 30]);
         assert_eq!(s.latest().unwrap(), Some((30, b"state@30".to_vec())));
-        assert_eq!(s.latest_at_or_before(29).unwrap(), Some((20, b"state@20".to_vec())));
-        assert_eq!(s.latest_at_or_before(20).unwrap(), Some((20, b"state@20".to_vec())));
+        assert_eq!(
+            s.latest_at_or_before(29).unwrap(),
+            Some((20, b"state@20".to_vec()))
+        );
+        assert_eq!(
+            s.latest_at_or_before(20).unwrap(),
+            Some((20, b"state@20".to_vec()))
+        );
         assert_eq!(s.latest_at_or_before(9).unwrap(), None);
         // Empty snapshots are valid too.
         s.save(40, b"").unwrap();
@@ -249,7 +267,10 @@ mod tests {
         let last = data.len() - 1;
         data[last] ^= 0x01;
         std::fs::write(&p2, &data).unwrap();
-        assert!(matches!(s.load(2), Err(JournalError::CorruptSnapshot { .. })));
+        assert!(matches!(
+            s.load(2),
+            Err(JournalError::CorruptSnapshot { .. })
+        ));
         assert_eq!(s.latest().unwrap(), Some((1, b"one".to_vec())));
 
         // Truncated and renamed files are caught too.
@@ -281,7 +302,9 @@ mod tests {
     fn open_removes_unfinished_temp_files() {
         let (t, s) = store();
         s.save(7, b"seven").unwrap();
-        let tmp = s.dir().join(format!("{}{TMP_SUFFIX}", snapshot_file_name(8)));
+        let tmp = s
+            .dir()
+            .join(format!("{}{TMP_SUFFIX}", snapshot_file_name(8)));
         std::fs::write(&tmp, b"half").unwrap();
         let stranger = s.dir().join("notes.txt");
         std::fs::write(&stranger, b"keep me").unwrap();

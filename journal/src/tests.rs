@@ -34,7 +34,10 @@ fn write(j: &mut Journal, seqs: std::ops::RangeInclusive<u64>, batch: usize) {
 }
 
 fn all_records(dir: &Path) -> Vec<Record> {
-    read_all(dir).unwrap().collect::<Result<Vec<_>, _>>().unwrap()
+    read_all(dir)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap()
 }
 
 fn seqs(dir: &Path) -> Vec<u64> {
@@ -73,7 +76,16 @@ fn round_trip_across_segment_rolls_and_reopen() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("journal");
     let (mut j, rec) = open(&dir, 2048);
-    assert_eq!(rec, Recovery { segments: 0, records: 0, first_seq: None, last_seq: 0, torn_tail: None });
+    assert_eq!(
+        rec,
+        Recovery {
+            segments: 0,
+            records: 0,
+            first_seq: None,
+            last_seq: 0,
+            torn_tail: None
+        }
+    );
     assert_eq!((j.last_seq(), j.durable_seq()), (0, 0));
 
     write(&mut j, 1..=300, 7);
@@ -81,7 +93,11 @@ fn round_trip_across_segment_rolls_and_reopen() {
     drop(j);
 
     let infos = segments(&dir).unwrap();
-    assert!(infos.len() > 5, "expected several rolls, got {}", infos.len());
+    assert!(
+        infos.len() > 5,
+        "expected several rolls, got {}",
+        infos.len()
+    );
     let mut next = 1;
     for s in &infos {
         assert_eq!(s.first_seq, next);
@@ -101,13 +117,19 @@ fn round_trip_across_segment_rolls_and_reopen() {
     // Reopen continues the sequence.
     let (mut j, rec) = open(&dir, 2048);
     assert_eq!(rec.segments, infos.len());
-    assert_eq!((rec.records, rec.first_seq, rec.last_seq, rec.torn_tail), (300, Some(1), 300, None));
+    assert_eq!(
+        (rec.records, rec.first_seq, rec.last_seq, rec.torn_tail),
+        (300, Some(1), 300, None)
+    );
     assert_eq!((j.last_seq(), j.durable_seq()), (300, 300));
     write(&mut j, 301..=400, 13);
     drop(j);
     assert_eq!(seqs(&dir), (1..=400).collect::<Vec<_>>());
     let report = verify(&dir).unwrap();
-    assert_eq!((report.records, report.first_seq, report.last_seq), (400, Some(1), 400));
+    assert_eq!(
+        (report.records, report.first_seq, report.last_seq),
+        (400, Some(1), 400)
+    );
 }
 
 #[test]
@@ -119,9 +141,8 @@ fn reader_from_middle_boundaries_and_errors() {
     drop(j);
     let infos = segments(dir).unwrap();
 
-    let from = |s: u64| -> Vec<u64> {
-        read_from(dir, s).unwrap().map(|r| r.unwrap().seq).collect()
-    };
+    let from =
+        |s: u64| -> Vec<u64> { read_from(dir, s).unwrap().map(|r| r.unwrap().seq).collect() };
     assert_eq!(from(1), (1..=200).collect::<Vec<_>>());
     assert_eq!(from(123), (123..=200).collect::<Vec<_>>());
     // Exactly at a segment's first seq, and at the record before it.
@@ -133,9 +154,15 @@ fn reader_from_middle_boundaries_and_errors() {
 
     // Seqs the journal does not cover are an error, never a silent skip.
     let err = read_from(dir, 202).unwrap().next().unwrap().unwrap_err();
-    assert!(matches!(err, JournalError::SeqNotFound { requested: 202, .. }), "{err}");
+    assert!(
+        matches!(err, JournalError::SeqNotFound { requested: 202, .. }),
+        "{err}"
+    );
     let err = read_from(dir, 0).unwrap().next().unwrap().unwrap_err();
-    assert!(matches!(err, JournalError::SeqNotFound { requested: 0, .. }), "{err}");
+    assert!(
+        matches!(err, JournalError::SeqNotFound { requested: 0, .. }),
+        "{err}"
+    );
 
     // Records carry their position; the borrowed API agrees with the owned one.
     let mut r = read_from(dir, 150).unwrap();
@@ -159,39 +186,82 @@ fn reader_from_middle_boundaries_and_errors() {
     write(&mut j, 1000..=1100, 10);
     drop(j);
     assert_eq!(read_all(tmp2.path()).unwrap().count(), 101);
-    assert!(read_from(tmp2.path(), 999).unwrap().next().unwrap().is_err());
+    assert!(read_from(tmp2.path(), 999)
+        .unwrap()
+        .next()
+        .unwrap()
+        .is_err());
     assert_eq!(read_from(tmp2.path(), 1000).unwrap().count(), 101);
 
     // Empty or missing journal.
     let tmp3 = tempfile::tempdir().unwrap();
     assert_eq!(read_from(tmp3.path(), 5).unwrap().count(), 0);
-    assert!(matches!(read_all(&tmp3.path().join("nope")), Err(JournalError::Io { .. })));
+    assert!(matches!(
+        read_all(&tmp3.path().join("nope")),
+        Err(JournalError::Io { .. })
+    ));
 }
 
 #[test]
 fn appends_must_be_consecutive() {
     let tmp = tempfile::tempdir().unwrap();
     let (mut j, _) = open(tmp.path(), 1 << 20);
-    assert!(matches!(j.append(0, b"x"), Err(JournalError::OutOfOrderAppend { expected: 1, got: 0 })));
+    assert!(matches!(
+        j.append(0, b"x"),
+        Err(JournalError::OutOfOrderAppend {
+            expected: 1,
+            got: 0
+        })
+    ));
     j.append(50, b"first may be any seq >= 1").unwrap();
-    assert!(matches!(j.append(50, b"dup"), Err(JournalError::OutOfOrderAppend { expected: 51, got: 50 })));
-    assert!(matches!(j.append(52, b"gap"), Err(JournalError::OutOfOrderAppend { expected: 51, got: 52 })));
-    assert!(matches!(j.append(49, b"back"), Err(JournalError::OutOfOrderAppend { expected: 51, got: 49 })));
+    assert!(matches!(
+        j.append(50, b"dup"),
+        Err(JournalError::OutOfOrderAppend {
+            expected: 51,
+            got: 50
+        })
+    ));
+    assert!(matches!(
+        j.append(52, b"gap"),
+        Err(JournalError::OutOfOrderAppend {
+            expected: 51,
+            got: 52
+        })
+    ));
+    assert!(matches!(
+        j.append(49, b"back"),
+        Err(JournalError::OutOfOrderAppend {
+            expected: 51,
+            got: 49
+        })
+    ));
     j.append(51, b"ok").unwrap();
     assert_eq!((j.last_seq(), j.durable_seq(), j.pending()), (51, 0, 2));
     let stats = j.commit().unwrap();
     assert_eq!((stats.records, stats.durable_seq), (2, 51));
-    assert!(stats.new_segment.unwrap().ends_with("00000000000000000050.seg"));
+    assert!(stats
+        .new_segment
+        .unwrap()
+        .ends_with("00000000000000000050.seg"));
     let empty = j.commit().unwrap();
     assert_eq!((empty.records, empty.bytes, empty.durable_seq), (0, 0, 51));
 
     let too_big = vec![0u8; MAX_PAYLOAD_LEN + 1];
-    assert!(matches!(j.append(52, &too_big), Err(JournalError::PayloadTooLarge { .. })));
+    assert!(matches!(
+        j.append(52, &too_big),
+        Err(JournalError::PayloadTooLarge { .. })
+    ));
     drop(j);
 
     let (mut j, rec) = open(tmp.path(), 1 << 20);
     assert_eq!((rec.first_seq, rec.last_seq), (Some(50), 51));
-    assert!(matches!(j.append(53, b"x"), Err(JournalError::OutOfOrderAppend { expected: 52, got: 53 })));
+    assert!(matches!(
+        j.append(53, b"x"),
+        Err(JournalError::OutOfOrderAppend {
+            expected: 52,
+            got: 53
+        })
+    ));
     j.append(52, b"x").unwrap();
 }
 
@@ -217,7 +287,10 @@ fn commit_reports_rolls() {
     let s = j.commit().unwrap();
     // 24 + 16 + 90 >= 100, so the second commit starts a new segment named by its first seq.
     assert!(s.new_segment.unwrap().ends_with("00000000000000000002.seg"));
-    assert_eq!(j.current_segment().unwrap().file_name().unwrap(), "00000000000000000002.seg");
+    assert_eq!(
+        j.current_segment().unwrap().file_name().unwrap(),
+        "00000000000000000002.seg"
+    );
 }
 
 /// Builds a journal of records with the given payload sizes, one commit per `batch`.
@@ -359,7 +432,12 @@ fn reader_stops_at_torn_tail_without_touching_it() {
     build(dir, &[10, 20, 30], 1 << 20, 1);
     let seg = seg_files(dir).pop().unwrap();
     let len = fs::metadata(&seg).unwrap().len();
-    fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 5).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
     let mut r = read_all(dir).unwrap();
     let got: Vec<u64> = r.by_ref().map(|x| x.unwrap().seq).collect();
     assert_eq!(got, vec![1, 2]);
@@ -378,19 +456,40 @@ fn assert_corrupt_at(dir: &Path, segment: &Path, offset: u64) {
         segments(dir).unwrap_err(),
     ] {
         match &err {
-            JournalError::Corrupt { segment: s, offset: o, .. }
-            | JournalError::SeqGap { segment: s, offset: o, .. } => {
+            JournalError::Corrupt {
+                segment: s,
+                offset: o,
+                ..
+            }
+            | JournalError::SeqGap {
+                segment: s,
+                offset: o,
+                ..
+            } => {
                 assert_eq!((s.as_path(), *o), (segment, offset), "{err}");
             }
             other => panic!("expected corruption, got {other}"),
         }
         let msg = err.to_string();
-        assert!(msg.contains(&segment.display().to_string()) && msg.contains(&offset.to_string()), "{msg}");
+        assert!(
+            msg.contains(&segment.display().to_string()) && msg.contains(&offset.to_string()),
+            "{msg}"
+        );
     }
     // The reader reports the same error when it gets there.
     let err = read_all(dir).unwrap().find_map(Result::err).unwrap();
-    assert!(matches!(err, JournalError::Corrupt { .. } | JournalError::SeqGap { .. }), "{err}");
-    assert_eq!(dir_bytes(dir), files, "read-only paths and a failed open must not modify files");
+    assert!(
+        matches!(
+            err,
+            JournalError::Corrupt { .. } | JournalError::SeqGap { .. }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        dir_bytes(dir),
+        files,
+        "read-only paths and a failed open must not modify files"
+    );
 }
 
 #[test]
@@ -470,7 +569,14 @@ fn seq_gaps_are_corruption() {
     fs::write(&path, &b).unwrap();
     let gap_at = (SEGMENT_HEADER_LEN + 2 * (16 + 3)) as u64;
     assert_corrupt_at(dir, &path, gap_at);
-    assert!(matches!(verify(dir), Err(JournalError::SeqGap { expected: 3, found: 4, .. })));
+    assert!(matches!(
+        verify(dir),
+        Err(JournalError::SeqGap {
+            expected: 3,
+            found: 4,
+            ..
+        })
+    ));
 
     // A segment whose name disagrees with its header.
     let tmp = tempfile::tempdir().unwrap();
@@ -523,7 +629,10 @@ fn empty_and_half_created_last_segments() {
     assert_eq!(verify(dir).unwrap().torn_tail.unwrap().offset, 0);
     let (mut j, rec) = open(dir, 1 << 20);
     let torn = rec.torn_tail.unwrap();
-    assert_eq!((torn.segment.as_path(), torn.offset, torn.bytes_dropped), (seg8.as_path(), 0, 10));
+    assert_eq!(
+        (torn.segment.as_path(), torn.offset, torn.bytes_dropped),
+        (seg8.as_path(), 0, 10)
+    );
     assert_eq!(fs::read(&seg8).unwrap(), encode_segment_header(8));
     j.append(8, b"eight").unwrap();
     j.commit().unwrap();
@@ -533,8 +642,15 @@ fn empty_and_half_created_last_segments() {
     // An empty segment that is not the last one is not something the writer makes.
     let seg9 = dir.join("00000000000000000009.seg");
     fs::write(&seg9, encode_segment_header(9)).unwrap();
-    fs::write(dir.join("00000000000000000010.seg"), encode_segment_header(10)).unwrap();
-    assert!(matches!(verify(dir), Err(JournalError::Corrupt { .. }) | Err(JournalError::SeqGap { .. })));
+    fs::write(
+        dir.join("00000000000000000010.seg"),
+        encode_segment_header(10),
+    )
+    .unwrap();
+    assert!(matches!(
+        verify(dir),
+        Err(JournalError::Corrupt { .. }) | Err(JournalError::SeqGap { .. })
+    ));
 }
 
 #[test]
@@ -577,6 +693,9 @@ fn snapshots_and_journal_share_a_directory() {
     // Recovery: newest snapshot, then replay from the next seq.
     let (seq, state) = snaps.latest().unwrap().unwrap();
     assert_eq!((seq, state.as_slice()), (12, &b"state at 12"[..]));
-    let replay: Vec<u64> = read_from(dir, seq + 1).unwrap().map(|r| r.unwrap().seq).collect();
+    let replay: Vec<u64> = read_from(dir, seq + 1)
+        .unwrap()
+        .map(|r| r.unwrap().seq)
+        .collect();
     assert_eq!(replay, (13..=30).collect::<Vec<_>>());
 }

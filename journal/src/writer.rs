@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{io_err, JournalError};
 use crate::format::{
-    encode_record, encode_segment_header, segment_file_name, MAX_PAYLOAD_LEN,
-    SEGMENT_HEADER_LEN,
+    encode_record, encode_segment_header, segment_file_name, MAX_PAYLOAD_LEN, SEGMENT_HEADER_LEN,
 };
 use crate::fsutil::{ensure_dir, sync_dir};
 use crate::scan::{scan_dir, TornTail};
@@ -191,7 +190,7 @@ impl Journal {
                 });
             }
         } else {
-            let expected = self.last_seq.checked_add(1).unwrap_or(u64::MAX);
+            let expected = self.last_seq.saturating_add(1);
             if seq != expected || seq == self.last_seq {
                 return Err(JournalError::OutOfOrderAppend { expected, got: seq });
             }
@@ -347,7 +346,5 @@ fn cut_torn_tail(torn: &TornTail, first_seq: u64) -> Result<(), JournalError> {
     } else {
         file.set_len(torn.offset)
     };
-    result
-        .and_then(|()| file.sync_all())
-        .map_err(io_err(path))
+    result.and_then(|()| file.sync_all()).map_err(io_err(path))
 }
