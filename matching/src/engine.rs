@@ -888,6 +888,11 @@ impl Engine {
         v
     }
 
+    /// The id the next accepted order will get.
+    pub fn next_order_id(&self) -> OrderId {
+        OrderId(self.next_order)
+    }
+
     pub fn open_order_count(&self) -> usize {
         self.orders.len()
     }
