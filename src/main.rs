@@ -1,1 +1,178 @@
-fn main() {}
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tandem::{bench_http, demo, journal_cli, node};
+use tandem_matching::{ExchangeConfig, SequencerConfig};
+
+#[derive(Parser)]
+#[command(name = "tandem", version, about = "Instant exchange on split custody")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Everything in one process with embedded defaults: demo accounts, market maker, API.
+    Demo {
+        #[arg(long, default_value = "tandem-demo")]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Do not run the built-in market maker.
+        #[arg(long)]
+        no_market_maker: bool,
+    },
+    /// Runs an exchange node on a data dir.
+    Serve {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        bind: SocketAddr,
+        /// Bearer token for the operator API.
+        #[arg(long, env = "TANDEM_OPERATOR_TOKEN", hide_env_values = true)]
+        operator_token: String,
+        /// Assets and markets as JSON (default: BTC, USD, BTC-USD).
+        #[arg(long)]
+        markets: Option<PathBuf>,
+        #[arg(long, default_value_t = 2)]
+        http_workers: usize,
+        /// Snapshot every this many commands.
+        #[arg(long, default_value_t = 100_000)]
+        snapshot_every: u64,
+    },
+    /// Operator tools for the write-ahead journal.
+    Journal {
+        #[command(subcommand)]
+        command: JournalCmd,
+    },
+    /// Query projections.
+    Store {
+        #[command(subcommand)]
+        command: StoreCmd,
+    },
+    /// Load tools.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum JournalCmd {
+    /// Checks every record and snapshot, replays from genesis, prints the state hash.
+    Verify {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lists segments and prints records as JSON lines.
+    Inspect {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        from: Option<u64>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCmd {
+    /// Drops every projection; the next start rebuilds them from the journal.
+    Rebuild {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Signed orders over keep-alive HTTP connections; own node unless --credentials is given.
+    Http {
+        /// A demo-credentials.json of a running exchange.
+        #[arg(long)]
+        credentials: Option<PathBuf>,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 2)]
+        warmup_seconds: u64,
+        #[arg(long, default_value_t = 1)]
+        http_workers: usize,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,actix_server=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Journal { command: JournalCmd::Verify { data_dir, json } } => journal_cli::verify(&data_dir, json),
+        Cmd::Journal { command: JournalCmd::Inspect { data_dir, from, limit } } => journal_cli::inspect(&data_dir, from, limit),
+        other => runtime()?.block_on(run_async(other)),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+}
+
+async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Demo { data_dir, port, no_market_maker } => {
+            demo::run(demo::DemoOptions { data_dir, port, market_maker: !no_market_maker }).await
+        }
+        Cmd::Serve { data_dir, bind, operator_token, markets, http_workers, snapshot_every } => {
+            let exchange = match markets {
+                Some(p) => serde_json::from_slice::<ExchangeConfig>(&std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?)
+                    .with_context(|| format!("parsing {}", p.display()))?,
+                None => ExchangeConfig::default(),
+            };
+            let mut n = node::start(node::NodeOptions {
+                data_dir,
+                bind,
+                exchange,
+                gateway: tandem_gateway::GatewayConfig { operator_token, ..Default::default() },
+                sequencer: SequencerConfig { snapshot_every, ..SequencerConfig::default() },
+                http_workers,
+            })
+            .await?;
+            println!("listening on {}", n.base_url());
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                r = n.wait() => tracing::warn!(result = ?r, "server stopped"),
+            }
+            n.shutdown().await
+        }
+        Cmd::Store { command: StoreCmd::Rebuild { data_dir } } => {
+            let dirs = node::DataDir::new(&data_dir);
+            let _lock = dirs.lock_exclusive()?;
+            let store = tandem_store::Store::open_sqlite(&dirs.store()).await?;
+            store.reset_projections().await?;
+            println!("projections dropped; the next start rebuilds them from the journal");
+            Ok(())
+        }
+        Cmd::Bench { command: BenchCmd::Http { credentials, connections, seconds, warmup_seconds, http_workers } } => {
+            let opts = bench_http::BenchOptions {
+                credentials,
+                connections,
+                duration: Duration::from_secs(seconds),
+                warmup: Duration::from_secs(warmup_seconds),
+                http_workers,
+            };
+            let report = bench_http::run(opts.clone()).await?;
+            bench_http::print(&report, &opts);
+            Ok(())
+        }
+        Cmd::Journal { .. } => unreachable!("handled without a runtime"),
+    }
+}

@@ -1,0 +1,195 @@
+//! `tandem bench http`: drives the HTTP API with signed orders over keep-alive connections and
+//! reports orders per second and latency percentiles (HDR histogram).
+//!
+//! Without `--credentials` it starts its own node (journal durable, group commit as configured)
+//! in a temporary data dir, so one command measures the whole path.
+
+use crate::client::{Auth, Client};
+use crate::demo::Credentials;
+use crate::node::{self, NodeOptions};
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tandem_matching::{AccountId, Amount, AssetId, Command, ExchangeConfig, SequencerConfig};
+
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    pub credentials: Option<PathBuf>,
+    pub connections: usize,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub http_workers: usize,
+}
+
+#[derive(Debug)]
+pub struct BenchReport {
+    pub orders: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub errors: u64,
+    pub seconds: f64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+}
+
+impl BenchReport {
+    pub fn per_second(&self) -> f64 {
+        self.orders as f64 / self.seconds
+    }
+}
+
+pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
+    let mut owned_node = None;
+    let mut _tmp = None;
+    let (base_url, accounts) = match &opts.credentials {
+        Some(path) => {
+            let creds: Credentials = serde_json::from_slice(&std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)?;
+            let accounts: Vec<Auth> = creds.accounts.iter().map(|a| a.auth()).collect();
+            (creds.base_url, accounts)
+        }
+        None => {
+            let dir = tempfile::tempdir()?;
+            let token = tandem_gateway::random_hex(16);
+            let node = node::start(NodeOptions {
+                data_dir: dir.path().to_path_buf(),
+                bind: ([127, 0, 0, 1], 0).into(),
+                exchange: ExchangeConfig::default(),
+                gateway: tandem_gateway::GatewayConfig { operator_token: token.clone(), ..Default::default() },
+                sequencer: SequencerConfig { snapshot_every: 1_000_000, ..SequencerConfig::default() },
+                http_workers: opts.http_workers,
+            })
+            .await?;
+            let accounts = open_bench_accounts(&node, &token, 8).await?;
+            let url = node.base_url();
+            owned_node = Some(node);
+            _tmp = Some(dir);
+            (url, accounts)
+        }
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let counters = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
+    let mut tasks = Vec::new();
+    for c in 0..opts.connections {
+        let (url, auth) = (base_url.clone(), accounts[c % accounts.len()].clone());
+        let (stop, measuring, counters) = (stop.clone(), measuring.clone(), counters.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+            let mut client = Client::connect(&url).await?;
+            let mut rng = rand::rngs::StdRng::seed_from_u64(c as u64);
+            while !stop.load(Ordering::Relaxed) {
+                let order = next_order(&mut rng);
+                let body = serde_json::to_vec(&order)?;
+                let started = Instant::now();
+                let result = client.send_raw("POST", "/v1/orders", body, &auth).await;
+                let micros = started.elapsed().as_micros() as u64;
+                if !measuring.load(Ordering::Relaxed) {
+                    continue;
+                }
+                match result {
+                    Ok((s, _)) if (200..300).contains(&s) => counters[0].fetch_add(1, Ordering::Relaxed),
+                    Ok(_) => counters[1].fetch_add(1, Ordering::Relaxed),
+                    Err(_) => {
+                        counters[2].fetch_add(1, Ordering::Relaxed);
+                        client = Client::connect(&url).await?;
+                        continue;
+                    }
+                };
+                hist.record(micros.max(1)).ok();
+            }
+            anyhow::Ok(hist)
+        }));
+    }
+    tokio::time::sleep(opts.warmup).await;
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(opts.duration).await;
+    measuring.store(false, Ordering::Relaxed);
+    let seconds = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for t in tasks {
+        hist.add(t.await??)?;
+    }
+    if let Some(node) = owned_node {
+        node.shutdown().await?;
+    }
+    let (accepted, rejected, errors) =
+        (counters[0].load(Ordering::Relaxed), counters[1].load(Ordering::Relaxed), counters[2].load(Ordering::Relaxed));
+    Ok(BenchReport {
+        orders: accepted + rejected,
+        accepted,
+        rejected,
+        errors,
+        seconds,
+        p50_us: hist.value_at_quantile(0.5),
+        p99_us: hist.value_at_quantile(0.99),
+        p999_us: hist.value_at_quantile(0.999),
+        max_us: hist.max(),
+    })
+}
+
+/// Half passive limit orders that rest, half IOC orders that cross them, around 60,000 USD, so
+/// the book stays bounded and trades happen all the time.
+fn next_order(rng: &mut impl Rng) -> serde_json::Value {
+    let buy = rng.gen_bool(0.5);
+    let side = if buy { "buy" } else { "sell" };
+    let quantity = format!("0.000{}", rng.gen_range(1..=5));
+    if rng.gen_bool(0.5) {
+        let offset = rng.gen_range(1..=50) * 100; // cents
+        let price = if buy { 6_000_000 - offset } else { 6_000_000 + offset };
+        json!({"market": "BTC-USD", "side": side, "type": "limit", "price": format!("{}.{:02}", price / 100, price % 100),
+               "quantity": quantity, "time_in_force": "GTC"})
+    } else {
+        let price = if buy { 6_010_000 } else { 5_990_000 };
+        json!({"market": "BTC-USD", "side": side, "type": "limit", "price": format!("{}.{:02}", price / 100, price % 100),
+               "quantity": quantity, "time_in_force": "IOC"})
+    }
+}
+
+async fn open_bench_accounts(node: &node::Node, token: &str, n: usize) -> anyhow::Result<Vec<Auth>> {
+    let mut client = Client::connect(&node.base_url()).await?;
+    let operator = Auth::Operator(token.to_string());
+    let mut out = Vec::new();
+    for i in 0..n {
+        let (status, body) =
+            client.send("POST", "/v1/operator/accounts", Some(&json!({"kind": "partner", "label": format!("bench-{i}")})), &operator).await?;
+        anyhow::ensure!(status < 300, "opening bench account: {status} {body}");
+        let account = AccountId(body["account_id"].as_u64().context("account_id")?);
+        for (asset, amount) in [(AssetId(0), 1_000 * 100_000_000u64), (AssetId(1), 100_000_000_00u64)] {
+            node.sequencer
+                .submit(Command::CreditDeposit { account, asset, amount: Amount(amount), reference: format!("bench-{i}-{}", asset.0) })
+                .await?;
+        }
+        out.push(Auth::Key {
+            key: body["api_key"].as_str().context("api_key")?.to_string(),
+            secret: body["api_secret"].as_str().context("api_secret")?.to_string(),
+        });
+    }
+    Ok(out)
+}
+
+pub fn print(report: &BenchReport, opts: &BenchOptions) {
+    println!(
+        "{} connections, {:.1} s: {} orders ({} accepted, {} rejected, {} transport errors), {:.0} orders/s; latency p50 {} us, p99 {} us, p99.9 {} us, max {} us",
+        opts.connections,
+        report.seconds,
+        report.orders,
+        report.accepted,
+        report.rejected,
+        report.errors,
+        report.per_second(),
+        report.p50_us,
+        report.p99_us,
+        report.p999_us,
+        report.max_us
+    );
+}

@@ -1,0 +1,76 @@
+//! A small keep-alive HTTP/1.1 client for Tandem's API that signs requests: used by the demo's
+//! bots, the load tool and the end-to-end tests.
+
+use anyhow::{anyhow, Context};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::net::TcpStream;
+
+#[derive(Clone, Debug)]
+pub enum Auth {
+    None,
+    /// API key and secret: every request is signed.
+    Key { key: String, secret: String },
+    /// Operator bearer token.
+    Operator(String),
+}
+
+pub struct Client {
+    host: String,
+    sender: SendRequest<Full<Bytes>>,
+}
+
+/// `http://127.0.0.1:8080` -> `127.0.0.1:8080`
+pub fn host_of(base_url: &str) -> anyhow::Result<String> {
+    let host = base_url.strip_prefix("http://").ok_or_else(|| anyhow!("only http:// URLs are supported: {base_url}"))?;
+    Ok(host.trim_end_matches('/').to_string())
+}
+
+impl Client {
+    pub async fn connect(base_url: &str) -> anyhow::Result<Client> {
+        let host = host_of(base_url)?;
+        let stream = TcpStream::connect(&host).await.with_context(|| format!("connecting to {host}"))?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Client { host, sender })
+    }
+
+    /// Sends one request; answers the status and the JSON body (`Null` when empty or not JSON).
+    pub async fn send(&mut self, method: &str, path_and_query: &str, body: Option<&Value>, auth: &Auth) -> anyhow::Result<(u16, Value)> {
+        let body = body.map(|b| serde_json::to_vec(b)).transpose()?.unwrap_or_default();
+        self.send_raw(method, path_and_query, body, auth).await
+    }
+
+    pub async fn send_raw(&mut self, method: &str, path_and_query: &str, body: Vec<u8>, auth: &Auth) -> anyhow::Result<(u16, Value)> {
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path_and_query)
+            .header("host", &self.host)
+            .header("content-type", "application/json");
+        match auth {
+            Auth::None => {}
+            Auth::Key { key, secret } => {
+                let ts = crate::node::now_millis();
+                let sig = tandem_gateway::sign(secret, ts, method, path_and_query, &body);
+                req = req
+                    .header("x-tandem-key", key)
+                    .header("x-tandem-timestamp", ts.to_string())
+                    .header("x-tandem-signature", sig);
+            }
+            Auth::Operator(token) => req = req.header("authorization", format!("Bearer {token}")),
+        }
+        let req = req.body(Full::new(Bytes::from(body)))?;
+        self.sender.ready().await?;
+        let resp = self.sender.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok((status, value))
+    }
+}

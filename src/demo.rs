@@ -1,0 +1,231 @@
+//! `tandem demo`: the whole exchange in one process with embedded defaults, demo accounts with
+//! money, a credentials file, and (optionally) a small market maker that keeps the book alive.
+//!
+//! Restarting on the same data dir resumes the same exchange: the credentials file is read back
+//! and nothing is opened or funded twice.
+
+use crate::client::{Auth, Client};
+use crate::node::{self, Node, NodeOptions};
+use anyhow::{bail, Context};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tandem_gateway::GatewayConfig;
+use tandem_matching::{AccountId, Amount, Command, ExchangeConfig, SequencerConfig};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Credentials {
+    pub base_url: String,
+    pub accounts: Vec<DemoAccount>,
+    pub operator: Operator,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DemoAccount {
+    pub name: String,
+    pub account_id: u64,
+    pub api_key: String,
+    pub api_secret: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Operator {
+    pub token: String,
+}
+
+impl Credentials {
+    pub fn account(&self, name: &str) -> Option<&DemoAccount> {
+        self.accounts.iter().find(|a| a.name == name)
+    }
+}
+
+impl DemoAccount {
+    pub fn auth(&self) -> Auth {
+        Auth::Key { key: self.api_key.clone(), secret: self.api_secret.clone() }
+    }
+}
+
+pub struct DemoOptions {
+    pub data_dir: PathBuf,
+    pub port: u16,
+    pub market_maker: bool,
+}
+
+const ACCOUNTS: [&str; 4] = ["alice", "bob", "market-maker", "noise-trader"];
+const BTC_EACH: u64 = 10 * 100_000_000;
+const USD_EACH: &str = "1000000.00";
+
+pub fn credentials_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("demo-credentials.json")
+}
+
+pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&opts.data_dir).with_context(|| format!("creating {}", opts.data_dir.display()))?;
+    let creds_path = credentials_path(&opts.data_dir);
+    let existing: Option<Credentials> = match std::fs::read(&creds_path) {
+        Ok(bytes) => Some(serde_json::from_slice(&bytes).with_context(|| format!("reading {}", creds_path.display()))?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", creds_path.display())),
+    };
+    let token = existing.as_ref().map(|c| c.operator.token.clone()).unwrap_or_else(|| tandem_gateway::random_hex(24));
+    let bind = SocketAddr::from(([127, 0, 0, 1], opts.port));
+    let mut node = node::start(NodeOptions {
+        data_dir: opts.data_dir.clone(),
+        bind,
+        exchange: ExchangeConfig::default(),
+        gateway: GatewayConfig { operator_token: token.clone(), ..GatewayConfig::default() },
+        sequencer: SequencerConfig::default(),
+        http_workers: 2,
+    })
+    .await?;
+    let base_url = node.base_url();
+    let creds = match existing {
+        Some(mut c) => {
+            c.base_url = base_url.clone();
+            c
+        }
+        None => open_demo_accounts(&node, &base_url, &token).await?,
+    };
+    write_credentials(&creds_path, &creds)?;
+    print_welcome(&creds, &creds_path);
+
+    let bots = if opts.market_maker {
+        let mm = creds.account("market-maker").context("market-maker account")?.clone();
+        let taker = creds.account("noise-trader").context("noise-trader account")?.clone();
+        let url = base_url.clone();
+        Some(tokio::spawn(async move { market_maker(url, mm, taker).await }))
+    } else {
+        None
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("stopping"),
+        r = node.wait() => tracing::warn!(result = ?r, "server stopped"),
+    }
+    if let Some(b) = bots {
+        b.abort();
+    }
+    node.shutdown().await
+}
+
+fn write_credentials(path: &Path, creds: &Credentials) -> anyhow::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(creds)?)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Opens the demo accounts through the operator API (the same path an operator uses), funds
+/// USD as fiat deposits, and BTC through a demo-only faucet (real BTC arrives from the chain).
+async fn open_demo_accounts(node: &Node, base_url: &str, token: &str) -> anyhow::Result<Credentials> {
+    let mut client = Client::connect(base_url).await?;
+    let operator = Auth::Operator(token.to_string());
+    let btc = node.engine_config.asset_by_symbol("BTC").context("BTC asset")?;
+    let mut accounts = Vec::new();
+    for name in ACCOUNTS {
+        let kind = if name == "market-maker" { "partner" } else { "user" };
+        let (status, body) =
+            client.send("POST", "/v1/operator/accounts", Some(&json!({"kind": kind, "label": name})), &operator).await?;
+        if status != 200 && status != 201 {
+            bail!("opening demo account {name}: {status} {body}");
+        }
+        let account = DemoAccount {
+            name: name.to_string(),
+            account_id: body["account_id"].as_u64().context("account_id")?,
+            api_key: body["api_key"].as_str().context("api_key")?.to_string(),
+            api_secret: body["api_secret"].as_str().context("api_secret")?.to_string(),
+        };
+        let deposit = json!({"account_id": account.account_id, "asset": "USD", "amount": USD_EACH, "reference": format!("demo-wire-{name}")});
+        let (status, body) = client.send("POST", "/v1/operator/deposits", Some(&deposit), &operator).await?;
+        if status != 200 && status != 201 {
+            bail!("funding demo account {name} with USD: {status} {body}");
+        }
+        let applied = node
+            .sequencer
+            .submit(Command::CreditDeposit {
+                account: AccountId(account.account_id),
+                asset: btc,
+                amount: Amount(BTC_EACH),
+                reference: format!("demo-faucet:{name}"),
+            })
+            .await?;
+        tracing::info!(name, account = account.account_id, events = applied.events.len(), "demo account ready");
+        accounts.push(account);
+    }
+    Ok(Credentials { base_url: base_url.to_string(), accounts, operator: Operator { token: token.to_string() } })
+}
+
+fn print_welcome(creds: &Credentials, path: &Path) {
+    let alice = creds.account("alice").expect("alice exists");
+    println!(
+        r#"
+Tandem demo running at {url}
+Credentials: {path}
+
+Place an order as alice (HMAC-SHA256 over timestamp + method + path + body):
+
+  KEY={key}
+  SECRET={secret}
+  BODY='{{"market":"BTC-USD","side":"buy","type":"limit","price":"59000.00","quantity":"0.01"}}'
+  TS=$(date +%s%3N)
+  SIG=$(printf '%s' "${{TS}}POST/v1/orders${{BODY}}" | openssl dgst -sha256 -hmac "$SECRET" | sed 's/^.*= //')
+  curl -s -X POST {url}/v1/orders -H "X-Tandem-Key: $KEY" -H "X-Tandem-Timestamp: $TS" \
+       -H "X-Tandem-Signature: $SIG" -H 'Content-Type: application/json' -d "$BODY"
+
+Public data:  curl -s {url}/v1/markets/BTC-USD/book?depth=5
+Metrics:      curl -s {url}/metrics
+Stop with Ctrl-C; run the same command again to resume this exchange.
+"#,
+        url = creds.base_url,
+        path = path.display(),
+        key = alice.api_key,
+        secret = alice.api_secret,
+    );
+}
+
+/// Quotes five levels a side around a drifting reference price and refreshes them every second;
+/// a second account sends a small market order now and then so there are trades to watch.
+async fn market_maker(base_url: String, mm: DemoAccount, taker: DemoAccount) {
+    let mut reference: i64 = 60_000_00; // cents
+    let mut rng = rand::rngs::StdRng::from_entropy();
+    loop {
+        if let Err(e) = quote_round(&base_url, &mm, &taker, &mut reference, &mut rng).await {
+            tracing::warn!(error = %e, "market maker round failed");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn quote_round(
+    base_url: &str,
+    mm: &DemoAccount,
+    taker: &DemoAccount,
+    reference: &mut i64,
+    rng: &mut rand::rngs::StdRng,
+) -> anyhow::Result<()> {
+    let mut client = Client::connect(base_url).await?;
+    let auth = mm.auth();
+    *reference = (*reference + rng.gen_range(-3_000..=3_000)).clamp(40_000_00, 80_000_00);
+    client.send("DELETE", "/v1/orders?market=BTC-USD", None, &auth).await?;
+    for level in 1..=5i64 {
+        let spread = level * 500; // 5 dollars a level
+        for (side, price) in [("buy", *reference - spread), ("sell", *reference + spread)] {
+            let quantity = format!("0.{:03}", rng.gen_range(5..=50));
+            let order = json!({
+                "market": "BTC-USD", "side": side, "type": "limit", "post_only": true,
+                "price": format!("{}.{:02}", price / 100, price % 100), "quantity": quantity,
+            });
+            client.send("POST", "/v1/orders", Some(&order), &auth).await?;
+        }
+    }
+    if rng.gen_bool(0.5) {
+        let side = if rng.gen_bool(0.5) { "buy" } else { "sell" };
+        let order = json!({"market": "BTC-USD", "side": side, "type": "market", "quantity": format!("0.00{}", rng.gen_range(1..=9))});
+        client.send("POST", "/v1/orders", Some(&order), &taker.auth()).await?;
+    }
+    Ok(())
+}
+
+use rand::SeedableRng;

@@ -1,0 +1,11 @@
+//! tandem: the one binary. Command line, configuration, and the wiring of matching, journal,
+//! store and gateway into a node (`node`), plus the demo (`demo`), the operator's journal tools
+//! (`journal_cli`) and the HTTP load tool (`bench_http`).
+
+pub mod bench_http;
+pub mod client;
+pub mod demo;
+pub mod journal_cli;
+pub mod journal_port;
+pub mod node;
+pub mod replay;

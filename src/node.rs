@@ -1,0 +1,195 @@
+//! One exchange node: journal, engine, projections and API wired together over a data dir.
+//!
+//! Start-up order matters for durability: the journal is opened (a torn tail is cut), the engine
+//! is rebuilt from the newest snapshot the projections allow plus every later record, the
+//! projections catch up from the same replay, and only then does the API accept commands.
+
+use crate::journal_port::{FileCommandLog, FileSnapshotSink};
+use crate::replay::{genesis_config, replay};
+use anyhow::{bail, Context};
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tandem_gateway::{Gateway, GatewayConfig};
+use tandem_journal::{Journal, JournalConfig, SnapshotStore};
+use tandem_matching::sequencer::encode_record;
+use tandem_matching::{
+    Applied, Command, Engine, EngineConfig, Envelope, ExchangeConfig, Seq, Sequencer, SequencerConfig, SequencerHandle,
+    Timestamp,
+};
+use tandem_store::{ProjectorHandle, Projector, Store};
+
+pub struct NodeOptions {
+    pub data_dir: PathBuf,
+    pub bind: SocketAddr,
+    pub exchange: ExchangeConfig,
+    pub gateway: GatewayConfig,
+    pub sequencer: SequencerConfig,
+    pub http_workers: usize,
+}
+
+/// Paths inside a data dir.
+pub struct DataDir {
+    pub root: PathBuf,
+}
+
+impl DataDir {
+    pub fn new(root: &Path) -> DataDir {
+        DataDir { root: root.to_path_buf() }
+    }
+    pub fn journal(&self) -> PathBuf {
+        self.root.join("journal")
+    }
+    pub fn snapshots(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+    pub fn store(&self) -> PathBuf {
+        self.root.join("tandem.sqlite")
+    }
+    pub fn lock(&self) -> PathBuf {
+        self.root.join("LOCK")
+    }
+
+    /// Exclusive use of the data dir: two writers on one journal would corrupt it.
+    pub fn lock_exclusive(&self) -> anyhow::Result<File> {
+        std::fs::create_dir_all(&self.root).with_context(|| format!("creating {}", self.root.display()))?;
+        let file = File::create(self.lock()).with_context(|| format!("creating {}", self.lock().display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(_) => bail!("another tandem process is using {}", self.root.display()),
+        }
+    }
+}
+
+pub struct Node {
+    pub addr: SocketAddr,
+    pub sequencer: SequencerHandle,
+    pub store: Store,
+    pub projector: ProjectorHandle,
+    pub engine_config: EngineConfig,
+    server: actix_web::dev::ServerHandle,
+    server_task: tokio::task::JoinHandle<std::io::Result<()>>,
+    core: Option<Sequencer>,
+    _lock: File,
+}
+
+pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
+    let dirs = DataDir::new(&opts.data_dir);
+    let lock = dirs.lock_exclusive()?;
+    let wanted = opts.exchange.to_engine()?;
+
+    let (mut journal, recovery) = Journal::open(JournalConfig::new(dirs.journal()))
+        .with_context(|| format!("opening the journal in {}", dirs.journal().display()))?;
+    if let Some(t) = &recovery.torn_tail {
+        tracing::warn!(segment = %t.segment.display(), offset = t.offset, bytes = t.bytes_dropped, "cut a torn journal tail (crash during a write)");
+    }
+    tracing::info!(records = recovery.records, last_seq = recovery.last_seq, segments = recovery.segments, "journal opened");
+    let engine_config = if recovery.last_seq == 0 {
+        let genesis = Envelope { seq: Seq(1), timestamp: Timestamp(now_millis()), command: Command::Genesis(wanted.clone()) };
+        journal.append(1, &encode_record(&genesis))?;
+        journal.commit()?;
+        wanted
+    } else {
+        let recorded = genesis_config(&dirs.journal())?.context("journal has records but no genesis")?;
+        if recorded != wanted {
+            bail!(
+                "the configured assets and markets differ from the ones this exchange was created with \
+                 (journal genesis in {}); start with the original configuration",
+                dirs.journal().display()
+            );
+        }
+        recorded
+    };
+
+    let store = Store::open_sqlite(&dirs.store()).await.with_context(|| format!("opening {}", dirs.store().display()))?;
+    let projected = store.projected_seq().await?;
+    let journal_end = journal.last_seq();
+    if projected.0 > journal_end {
+        bail!(
+            "the store has projected seq {} but the journal ends at {journal_end}; run `tandem store rebuild`",
+            projected.0
+        );
+    }
+    let (sink, sink_rx) = crossbeam_channel::bounded::<Arc<Applied>>(1 << 16);
+    let projector = Projector::spawn(store.clone(), sink_rx, projected);
+
+    let snapshots = SnapshotStore::open(&dirs.snapshots())?;
+    let journal_dir = dirs.journal();
+    let replay_sink = sink.clone();
+    let started = std::time::Instant::now();
+    let (replayed, snapshots) = tokio::task::spawn_blocking(move || {
+        let r = replay(&journal_dir, Some(&snapshots), Some(projected), projected, |a| {
+            let _ = replay_sink.send(a);
+        });
+        (r, snapshots)
+    })
+    .await?;
+    let replayed = replayed?.context("journal is empty after genesis")?;
+    let engine: Engine = replayed.engine;
+    tracing::info!(
+        last_seq = engine.last_seq().0,
+        from_snapshot = ?replayed.from_snapshot,
+        records = replayed.records,
+        millis = started.elapsed().as_millis() as u64,
+        "engine rebuilt from the journal"
+    );
+
+    let core = Sequencer::start(
+        engine,
+        FileCommandLog(journal),
+        Some(Box::new(FileSnapshotSink { store: snapshots, keep: 3 })),
+        opts.sequencer,
+        vec![sink],
+    );
+    let sequencer = core.handle();
+
+    let listener = TcpListener::bind(opts.bind).with_context(|| format!("binding {}", opts.bind))?;
+    let addr = listener.local_addr()?;
+    let gateway = Gateway::new(sequencer.clone(), store.clone(), projector.clone(), engine_config.clone(), opts.gateway);
+    let server = tandem_gateway::serve(gateway, listener, opts.http_workers)?;
+    let server_handle = server.handle();
+    let server_task = tokio::spawn(server);
+    tracing::info!(%addr, "API listening");
+    Ok(Node {
+        addr,
+        sequencer,
+        store,
+        projector,
+        engine_config,
+        server: server_handle,
+        server_task,
+        core: Some(core),
+        _lock: lock,
+    })
+}
+
+impl Node {
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops taking requests, finishes queued commands, and lets the projections catch up.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.server.stop(true).await;
+        let _ = (&mut self.server_task).await;
+        let last = self.sequencer.metrics().last_seq.load(std::sync::atomic::Ordering::Relaxed);
+        if let Some(core) = self.core.take() {
+            tokio::task::spawn_blocking(move || core.shutdown()).await?;
+        }
+        if !self.projector.wait_for(Seq(last), Duration::from_secs(30)).await {
+            tracing::warn!(last, "projections still behind at shutdown; they catch up on the next start");
+        }
+        Ok(())
+    }
+
+    /// Resolves when the server stops for any reason.
+    pub async fn wait(&mut self) -> std::io::Result<()> {
+        (&mut self.server_task).await.unwrap_or(Ok(()))
+    }
+}
+
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

@@ -1,0 +1,102 @@
+//! Helpers for end-to-end tests: run the real `tandem` binary on a data dir and talk to it.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tandem::client::{Auth, Client};
+use tandem::demo::Credentials;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tandem");
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Demo {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub port: u16,
+    pub creds: Credentials,
+}
+
+impl Demo {
+    /// Starts `tandem demo` without the market maker and waits until it serves requests.
+    pub async fn start(dir: &Path) -> Demo {
+        let port = free_port();
+        let log = std::fs::File::create(dir.join(format!("demo-{port}.log"))).unwrap();
+        let child = Command::new(BIN)
+            .args(["demo", "--no-market-maker", "--port", &port.to_string(), "--data-dir"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn tandem demo");
+        let creds_path = dir.join("demo-credentials.json");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(Instant::now() < deadline, "demo did not come up; see {}", dir.display());
+            if let Ok(bytes) = std::fs::read(&creds_path) {
+                if let Ok(creds) = serde_json::from_slice::<Credentials>(&bytes) {
+                    if creds.base_url.ends_with(&format!(":{port}")) {
+                        if let Ok(mut c) = Client::connect(&creds.base_url).await {
+                            if let Ok((200, _)) = c.send("GET", "/v1/health", None, &Auth::None).await {
+                                return Demo { child, dir: dir.to_path_buf(), port, creds };
+                            }
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.creds.base_url).await.unwrap()
+    }
+
+    pub fn auth(&self, name: &str) -> Auth {
+        self.creds.account(name).unwrap().auth()
+    }
+
+    pub fn account_id(&self, name: &str) -> u64 {
+        self.creds.account(name).unwrap().account_id
+    }
+
+    pub fn operator(&self) -> Auth {
+        Auth::Operator(self.creds.operator.token.clone())
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM-free graceful stop is not needed by these tests; kill and wait.
+    pub fn stop(self) {
+        self.kill()
+    }
+}
+
+pub fn journal_verify(dir: &Path) -> Result<Value, String> {
+    let out = Command::new(BIN).args(["journal", "verify", "--json", "--data-dir"]).arg(dir).output().unwrap();
+    if out.status.success() {
+        Ok(serde_json::from_slice(&out.stdout).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// The journal's segment files, oldest first.
+pub fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("journal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    v.sort();
+    v
+}
