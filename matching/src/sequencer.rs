@@ -519,3 +519,105 @@ pub fn decode_record(bytes: &[u8]) -> Result<Envelope, postcard::Error> {
 pub fn encode_record(envelope: &Envelope) -> Vec<u8> {
     postcard::to_allocvec(envelope).expect("envelopes always encode")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::*;
+    use crate::config::ExchangeConfig;
+    use crate::types::*;
+
+    fn start(log: impl CommandLog) -> Sequencer {
+        let engine = Engine::genesis(ExchangeConfig::default().to_engine().unwrap(), Seq(1)).unwrap();
+        Sequencer::start(engine, log, None, SequencerConfig::default(), vec![])
+    }
+
+    #[test]
+    fn journals_before_applying_and_replay_matches() {
+        let log = MemoryLog::default();
+        let seq = start(log.clone());
+        let h = seq.handle();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let h = h.clone();
+                std::thread::spawn(move || {
+                    (0..50).map(|_| h.submit_blocking(Command::OpenAccount { kind: AccountKind::User }).unwrap().seq).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut seqs: Vec<Seq> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+        seqs.sort();
+        assert_eq!(seqs, (2..202).map(Seq).collect::<Vec<_>>());
+        let hash = h.read_blocking(|e| e.state_hash()).unwrap();
+        seq.shutdown();
+
+        let mut replayed = Engine::genesis(ExchangeConfig::default().to_engine().unwrap(), Seq(1)).unwrap();
+        let records = log.records.lock().unwrap();
+        assert_eq!(records.len(), 200);
+        for (s, bytes) in records.iter() {
+            let env = decode_record(bytes).unwrap();
+            assert_eq!(env.seq, *s);
+            replayed.apply(&env);
+        }
+        assert_eq!(replayed.state_hash(), hash);
+    }
+
+    struct FailingLog;
+    impl CommandLog for FailingLog {
+        fn append(&mut self, _: Seq, _: &[u8]) -> Result<(), String> {
+            Ok(())
+        }
+        fn commit(&mut self) -> Result<(), String> {
+            Err("disk on fire".into())
+        }
+    }
+
+    #[test]
+    fn a_failed_commit_acknowledges_nothing_and_stops() {
+        let seq = start(FailingLog);
+        let h = seq.handle();
+        let r = h.submit_blocking(Command::OpenAccount { kind: AccountKind::User });
+        assert_eq!(r, Err(SequencerError::Journal("disk on fire".into())));
+        assert!(h.has_failed());
+        assert_eq!(h.submit_blocking(Command::OpenAccount { kind: AccountKind::User }), Err(SequencerError::Stopped));
+        // Nothing was applied.
+        assert_eq!(h.read_blocking(|e| e.account_count()).unwrap(), 2);
+        seq.shutdown();
+    }
+
+    #[test]
+    fn book_updates_carry_a_gapless_per_market_sequence() {
+        let seq = start(MemoryLog::default());
+        let h = seq.handle();
+        let mut rx = h.subscribe();
+        h.submit_blocking(Command::OpenAccount { kind: AccountKind::User }).unwrap();
+        h.submit_blocking(Command::CreditDeposit { account: AccountId(3), asset: AssetId(0), amount: Amount(100_000_000), reference: "r".into() })
+            .unwrap();
+        for i in 0..3u64 {
+            h.submit_blocking(Command::PlaceOrder(NewOrder {
+                account: AccountId(3),
+                market: MarketId(0),
+                side: Side::Sell,
+                kind: OrderKind::Limit { price: Price(6_000_000 + i * 100), time_in_force: TimeInForce::Gtc, post_only: false },
+                quantity: Quantity(100_000),
+                client_order_id: None,
+                self_trade: SelfTradePrevention::default(),
+            }))
+            .unwrap();
+        }
+        let mut book_seqs = Vec::new();
+        while let Ok(a) = rx.try_recv() {
+            for u in &a.book_updates {
+                assert_eq!(u.levels.len(), 1);
+                assert_eq!(u.levels[0].2, Quantity(100_000));
+                book_seqs.push(u.book_seq);
+            }
+        }
+        assert_eq!(book_seqs, vec![1, 2, 3]);
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let (book_seq, depth) = rt.block_on(h.book(MarketId(0), 10)).unwrap().unwrap();
+        assert_eq!(book_seq, 3);
+        assert_eq!(depth.asks.len(), 3);
+        seq.shutdown();
+    }
+}
