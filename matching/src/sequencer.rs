@@ -207,6 +207,7 @@ pub struct Sequencer {
     handle: SequencerHandle,
     threads: Vec<JoinHandle<()>>,
     stop: Sender<()>,
+    stopping: Arc<AtomicBool>,
 }
 
 impl Sequencer {
@@ -248,13 +249,14 @@ impl Sequencer {
                     .expect("spawn journal thread"),
             );
         }
+        let stopping = Arc::new(AtomicBool::new(false));
         {
-            let metrics = metrics.clone();
+            let (metrics, stopping) = (metrics.clone(), stopping.clone());
             let snapshot_every = config.snapshot_every;
             threads.push(
                 std::thread::Builder::new()
                     .name("tandem-engine".into())
-                    .spawn(move || engine_loop(engine, batch_rx, query_rx, bus, sinks, snap_tx, snapshot_every, metrics))
+                    .spawn(move || engine_loop(engine, batch_rx, query_rx, bus, sinks, snap_tx, snapshot_every, metrics, stopping))
                     .expect("spawn engine thread"),
             );
         }
@@ -278,7 +280,7 @@ impl Sequencer {
                     .expect("spawn snapshot thread"),
             );
         }
-        Sequencer { handle, threads, stop: stop_tx }
+        Sequencer { handle, threads, stop: stop_tx, stopping }
     }
 
     pub fn handle(&self) -> SequencerHandle {
@@ -289,7 +291,13 @@ impl Sequencer {
     pub fn shutdown(self) {
         let _ = self.stop.send(());
         drop(self.handle);
-        for t in self.threads {
+        let mut threads = self.threads.into_iter();
+        // The journal thread first: it drains the queue, then the engine applies the rest.
+        if let Some(journal) = threads.next() {
+            let _ = journal.join();
+        }
+        self.stopping.store(true, Ordering::Release);
+        for t in threads {
             let _ = t.join();
         }
     }
@@ -387,6 +395,7 @@ fn engine_loop(
     snapshots: Sender<(Seq, Vec<u8>)>,
     snapshot_every: u64,
     metrics: Arc<SequencerMetrics>,
+    stopping: Arc<AtomicBool>,
 ) {
     let mut since_snapshot = 0u64;
     let mut book_seqs = vec![0u64; engine.config().markets.len()];
@@ -431,7 +440,15 @@ fn engine_loop(
             }
         }
     }
-    // Serve queries that raced with shutdown so no caller hangs.
+    // No more commands (shutdown, or a journal failure): keep answering reads, which stay
+    // consistent, until shutdown.
+    while !stopping.load(Ordering::Acquire) {
+        match queries.recv_timeout(std::time::Duration::from_millis(50)) {
+            Ok(q) => q(&engine, &book_seqs),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        }
+    }
     for q in queries.try_iter() {
         q(&engine, &book_seqs);
     }
