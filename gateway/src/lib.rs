@@ -1,1 +1,187 @@
-//! placeholder
+//! tandem-gateway: the HTTP and WebSocket API in front of the sequencer.
+//!
+//! Writes become engine commands submitted through [`SequencerHandle`] and are answered with
+//! that command's own events, synchronously. Open orders and balances are read from the engine
+//! (always current); history (closed orders, trades, ledger, withdrawals) from the store's
+//! projections, after waiting for the projector to reach the caller's last write.
+//!
+//! Parts: [`auth`] (signatures, operator token, key cache), [`dto`] (wire types and decimal
+//! conversion), [`error`] (the error shape and status mapping), `routes::*` (handlers),
+//! [`ws`] (market data and user streams), [`metrics`] (Prometheus).
+//!
+//! See `docs/API.md` for the API itself.
+
+pub mod auth;
+pub mod dto;
+pub mod error;
+pub mod metrics;
+mod routes;
+pub mod ws;
+
+pub use auth::{random_hex, sign};
+pub use error::ApiError;
+
+use actix_web::web::{self, Data};
+use actix_web::{App, HttpServer};
+use std::sync::Arc;
+use std::time::Duration;
+use tandem_matching::{Applied, Command, EngineConfig, Seq, SequencerHandle};
+use tandem_store::{ProjectorHandle, Store};
+
+/// How long a history read waits for the projector to reach the caller's writes.
+const READ_YOUR_WRITES: Duration = Duration::from_secs(1);
+
+#[derive(Clone)]
+pub struct GatewayConfig {
+    /// Largest allowed distance between a request's timestamp and the server clock.
+    pub recv_window_ms: u64,
+    /// Bearer token of the operator routes; empty disables them.
+    pub operator_token: String,
+    /// Market orders without `protection_price` may trade at most this far (in basis points)
+    /// past the best opposite price at submission.
+    pub market_protection_bps: u32,
+    /// Network BTC withdrawal addresses must belong to.
+    pub bitcoin_network: bitcoin::Network,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    /// The operator token stays out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("recv_window_ms", &self.recv_window_ms)
+            .field("operator_token", &if self.operator_token.is_empty() { "(none)" } else { "(set)" })
+            .field("market_protection_bps", &self.market_protection_bps)
+            .field("bitcoin_network", &self.bitcoin_network)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish()
+    }
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            recv_window_ms: 5_000,
+            operator_token: String::new(),
+            market_protection_bps: 500,
+            bitcoin_network: bitcoin::Network::Bitcoin,
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Everything a handler needs; shared by all workers through `web::Data`.
+pub struct Gateway {
+    pub(crate) sequencer: SequencerHandle,
+    pub(crate) store: Store,
+    pub(crate) projector: ProjectorHandle,
+    pub(crate) engine_config: Arc<EngineConfig>,
+    pub(crate) config: GatewayConfig,
+    pub(crate) metrics: metrics::Metrics,
+    pub(crate) keys: auth::KeyCache,
+}
+
+impl Gateway {
+    /// `engine_config` is the engine's own (`sequencer.read(|e| e.config().clone())`): the
+    /// gateway converts decimals under exactly the rules the engine enforces.
+    pub fn new(
+        sequencer: SequencerHandle,
+        store: Store,
+        projector: ProjectorHandle,
+        engine_config: EngineConfig,
+        config: GatewayConfig,
+    ) -> Gateway {
+        let metrics = metrics::Metrics::new(sequencer.clone(), projector.clone());
+        Gateway {
+            sequencer,
+            store,
+            projector,
+            engine_config: Arc::new(engine_config),
+            config,
+            metrics,
+            keys: auth::KeyCache::default(),
+        }
+    }
+
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+
+    pub fn engine_config(&self) -> &EngineConfig {
+        &self.engine_config
+    }
+
+    pub(crate) fn fmt(&self) -> dto::Fmt<'_> {
+        dto::Fmt(&self.engine_config)
+    }
+
+    /// Journals and applies a command; sequencer failures become 503s.
+    pub(crate) async fn submit(&self, command: Command) -> Result<Arc<Applied>, ApiError> {
+        Ok(self.sequencer.submit(command).await?)
+    }
+
+    /// The engine's last applied seq, read on the engine thread, so it covers every write the
+    /// caller has already been answered for.
+    pub(crate) async fn engine_seq(&self) -> Result<Seq, ApiError> {
+        Ok(self.sequencer.read(|e| e.last_seq()).await?)
+    }
+
+    /// Waits (bounded) until the store reflects `seq`; false if it did not get there in time.
+    pub(crate) async fn catch_up(&self, seq: Seq) -> bool {
+        self.projector.projected_seq() >= seq || self.projector.wait_for(seq, READ_YOUR_WRITES).await
+    }
+
+    /// Read-your-writes for history reads: wait for everything applied so far.
+    pub(crate) async fn catch_up_all(&self) -> Result<(), ApiError> {
+        let seq = self.engine_seq().await?;
+        if !self.catch_up(seq).await {
+            tracing::warn!(
+                seq = seq.0,
+                projected = self.projector.projected_seq().0,
+                "projector behind; serving older history"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Registers every route, the extractor error handlers, the body limit and the request metrics,
+/// and makes unmatched paths answer 404 in the common error shape (the app's default service).
+pub fn configure(cfg: &mut web::ServiceConfig, gateway: Data<Gateway>) {
+    let limit = gateway.config.max_body_bytes;
+    cfg.app_data(gateway.clone())
+        .app_data(web::PayloadConfig::new(limit))
+        .app_data(
+            web::JsonConfig::default()
+                .limit(limit)
+                .content_type_required(false)
+                .error_handler(error::json_extractor_error(limit)),
+        )
+        .app_data(web::QueryConfig::default().error_handler(error::query_extractor_error))
+        .app_data(web::PathConfig::default().error_handler(error::path_extractor_error))
+        .configure(routes::public::configure)
+        .configure(routes::orders::configure)
+        .configure(routes::account::configure)
+        .configure(routes::operator::configure)
+        .service(routes::resource("/v1/ws", |r| r.route(web::get().to(ws::connect))))
+        .service(routes::resource("/metrics", |r| r.route(web::get().to(metrics::scrape))))
+        .default_service(web::to(error::not_found));
+}
+
+/// Runs the API on `listener` with `workers` threads. The caller awaits (or spawns) the server.
+pub fn serve(
+    gateway: Gateway,
+    listener: std::net::TcpListener,
+    workers: usize,
+) -> std::io::Result<actix_web::dev::Server> {
+    let data = Data::new(gateway);
+    let server = HttpServer::new(move || {
+        let data = data.clone();
+        App::new().configure(move |cfg| configure(cfg, data))
+    })
+    .workers(workers.max(1))
+    .listen(listener)?
+    .run();
+    Ok(server)
+}

@@ -1,0 +1,130 @@
+//! A trader's account: balances (from the engine), withdrawals, and history (fills, ledger,
+//! deposits, withdrawals) from the store.
+
+use super::{resource, RawBody};
+use crate::auth::authenticate;
+use crate::dto::{
+    self, parse_json, parse_query, printable, units, LimitQuery, TradeFacts, WithdrawalJson, WithdrawalRequest,
+};
+use crate::error::ApiError;
+use crate::Gateway;
+use actix_web::http::StatusCode;
+use actix_web::web::{self, Data};
+use actix_web::{HttpRequest, HttpResponse};
+use serde_json::json;
+use std::str::FromStr;
+use tandem_matching::{Amount, AssetId, Command, Event, RejectReason};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/v1/balances", |r| r.route(web::get().to(balances))))
+        .service(resource("/v1/withdrawals", |r| r.route(web::post().to(withdraw)).route(web::get().to(withdrawals))))
+        .service(resource("/v1/deposits", |r| r.route(web::get().to(deposits))))
+        .service(resource("/v1/trades", |r| r.route(web::get().to(my_trades))))
+        .service(resource("/v1/ledger", |r| r.route(web::get().to(ledger))));
+}
+
+async fn balances(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
+    let account = authenticate(&gw, &req, &body).await?;
+    let balances = gw.sequencer.read(move |e| e.balances(account)).await?.ok_or(RejectReason::UnknownAccount)?;
+    let f = gw.fmt();
+    let balances: Vec<_> = balances.into_iter().enumerate().map(|(i, b)| f.balance(AssetId(i as u16), b)).collect();
+    Ok(HttpResponse::Ok().json(json!({ "balances": balances })))
+}
+
+/// Where a withdrawal may go: a BTC address of the configured network, or for other assets a
+/// printable reference (a bank account, a payout id) of 1 to 128 characters.
+pub(crate) fn destination(gw: &Gateway, asset_symbol: &str, destination: &str) -> Result<String, ApiError> {
+    if asset_symbol.eq_ignore_ascii_case("BTC") {
+        let bad = |why: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_address", why);
+        if destination.len() > 128 {
+            return Err(bad("not a bitcoin address".into()));
+        }
+        let address = bitcoin::Address::from_str(destination.trim())
+            .map_err(|e| bad(format!("not a bitcoin address: {e}")))?
+            .require_network(gw.config.bitcoin_network)
+            .map_err(|_| bad(format!("not an address of the {} network", gw.config.bitcoin_network)))?;
+        Ok(address.to_string())
+    } else {
+        printable("destination", destination, 1, 128).map_err(|e| ApiError { code: "bad_destination", ..e })?;
+        Ok(destination.to_owned())
+    }
+}
+
+async fn withdraw(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
+    let account = authenticate(&gw, &req, &body).await?;
+    let r: WithdrawalRequest = parse_json(&body)?;
+    let (asset, spec) = dto::asset_by_symbol(&gw.engine_config, &r.asset)?;
+    let amount = Amount(units("amount", &r.amount, spec.decimals)?);
+    if amount.is_zero() {
+        return Err(RejectReason::ZeroAmount.into());
+    }
+    let destination = destination(&gw, &spec.symbol, &r.destination)?;
+    let applied = gw.submit(Command::RequestWithdrawal { account, asset, amount, destination }).await?;
+    if let Some(reason) = dto::rejection(&applied.events) {
+        return Err(reason.into());
+    }
+    let f = gw.fmt();
+    let withdrawal = applied
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::WithdrawalRequested { withdrawal, asset, amount, destination, .. } => Some(WithdrawalJson {
+                withdrawal_id: withdrawal.0,
+                asset: f.asset(*asset),
+                amount: f.amount(*asset, *amount),
+                destination: destination.clone(),
+                status: "pending".into(),
+                requested_at: applied.timestamp.0,
+                updated_at: applied.timestamp.0,
+            }),
+            _ => None,
+        })
+        .ok_or_else(|| ApiError::unavailable("the engine accepted the withdrawal but reported none"))?;
+    Ok(HttpResponse::Ok().json(json!({ "withdrawal": withdrawal })))
+}
+
+async fn withdrawals(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
+    let account = authenticate(&gw, &req, &body).await?;
+    let q: LimitQuery = parse_query(&req)?;
+    let limit = dto::limit(q.limit)?;
+    gw.catch_up_all().await?;
+    let f = gw.fmt();
+    let rows = gw.store.withdrawals(account, limit).await?;
+    let rows: Vec<_> = rows.iter().map(|w| WithdrawalJson::from_record(f, w)).collect();
+    Ok(HttpResponse::Ok().json(json!({ "withdrawals": rows })))
+}
+
+async fn deposits(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
+    let account = authenticate(&gw, &req, &body).await?;
+    let q: LimitQuery = parse_query(&req)?;
+    let limit = dto::limit(q.limit)?;
+    gw.catch_up_all().await?;
+    let f = gw.fmt();
+    let rows = gw.store.deposits(account, limit).await?;
+    let rows: Vec<_> = rows.iter().map(|d| dto::deposit_json(f, d)).collect();
+    Ok(HttpResponse::Ok().json(json!({ "deposits": rows })))
+}
+
+async fn my_trades(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
+    let account = authenticate(&gw, &req, &body).await?;
+    let q: LimitQuery = parse_query(&req)?;
+    let limit = dto::limit(q.limit)?;
+    let market =
+        q.market.as_deref().map(|m| dto::market_by_symbol(&gw.engine_config, m).map(|(id, _)| id)).transpose()?;
+    gw.catch_up_all().await?;
+    let f = gw.fmt();
+    let rows = gw.store.account_trades(account, market, limit).await?;
+    let fills: Vec<_> = rows.iter().filter_map(|t| TradeFacts::from_record(t).fill_for(f, account)).collect();
+    Ok(HttpResponse::Ok().json(json!({ "fills": fills })))
+}
+
+async fn ledger(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
+    let account = authenticate(&gw, &req, &body).await?;
+    let q: LimitQuery = parse_query(&req)?;
+    let limit = dto::limit(q.limit)?;
+    gw.catch_up_all().await?;
+    let f = gw.fmt();
+    let rows = gw.store.ledger_entries(account, limit).await?;
+    let rows: Vec<_> = rows.iter().map(|e| dto::ledger_json(f, e)).collect();
+    Ok(HttpResponse::Ok().json(json!({ "entries": rows })))
+}

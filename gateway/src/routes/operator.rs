@@ -1,0 +1,180 @@
+//! Operator routes (`Authorization: Bearer <operator_token>`): open accounts with their API
+//! credentials, credit fiat deposits, halt and resume markets, inspect an account.
+
+use super::{resource, RawBody};
+use crate::auth::{authenticate_operator, random_hex};
+use crate::dto::{self, parse_json, path_id, printable, units, DepositRequest, OpenAccountKind, OpenAccountRequest};
+use crate::error::ApiError;
+use crate::Gateway;
+use actix_web::http::StatusCode;
+use actix_web::web::{self, Data};
+use actix_web::{HttpRequest, HttpResponse};
+use serde_json::json;
+use tandem_matching::{AccountId, AccountKind, Amount, AssetId, Command, Event, RejectReason};
+use tandem_store::{ApiKeyRecord, StoreError};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/v1/operator/accounts", |r| r.route(web::post().to(open_account))))
+        .service(resource("/v1/operator/accounts/{id}", |r| r.route(web::get().to(account))))
+        .service(resource("/v1/operator/deposits", |r| r.route(web::post().to(deposit))))
+        .service(resource("/v1/operator/state", |r| r.route(web::get().to(state))))
+        .service(resource("/v1/operator/markets/{symbol}/halt", |r| r.route(web::post().to(halt))))
+        .service(resource("/v1/operator/markets/{symbol}/resume", |r| r.route(web::post().to(resume))));
+}
+
+/// Opens a trading account and hands out its API key and secret (shown this once).
+async fn open_account(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
+    authenticate_operator(&gw, &req)?;
+    let r: OpenAccountRequest = parse_json(&body)?;
+    let label = r.label.unwrap_or_default();
+    printable("label", &label, 0, 128)?;
+    let kind = match r.kind {
+        OpenAccountKind::User => AccountKind::User,
+        OpenAccountKind::Partner => AccountKind::Partner,
+    };
+    let applied = gw.submit(Command::OpenAccount { kind }).await?;
+    if let Some(reason) = dto::rejection(&applied.events) {
+        return Err(reason.into());
+    }
+    let account = applied
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::AccountOpened { account, .. } => Some(*account),
+            _ => None,
+        })
+        .ok_or_else(|| ApiError::unavailable("the engine opened no account"))?;
+    // A random 256-bit key cannot realistically collide, but a conflict must never hand out
+    // someone else's key: retry with a fresh one.
+    let mut last_error = None;
+    for _ in 0..3 {
+        let record = ApiKeyRecord {
+            api_key: random_hex(32),
+            secret: random_hex(32),
+            account_id: account,
+            label: label.clone(),
+            created_at: applied.timestamp,
+        };
+        match gw.store.insert_api_key(&record).await {
+            Ok(()) => {
+                let (api_key, api_secret) = (record.api_key.clone(), record.secret.clone());
+                gw.keys.insert(record);
+                return Ok(HttpResponse::Ok().json(json!({
+                    "account_id": account.0,
+                    "kind": kind.as_str(),
+                    "label": label,
+                    "api_key": api_key,
+                    "api_secret": api_secret,
+                })));
+            }
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => {
+                last_error = Some(e);
+                break;
+            }
+        }
+    }
+    // The account exists without a key; say which, so the operator can follow up.
+    let err = match last_error {
+        Some(e) => ApiError::from(e),
+        None => ApiError::unavailable("could not create a unique API key"),
+    };
+    Err(err.with("account_id", json!(account.0)))
+}
+
+async fn account(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    authenticate_operator(&gw, &req)?;
+    let id = AccountId(path_id(&req, "id")?);
+    let found = gw
+        .sequencer
+        .read(move |e| {
+            let kind = e.account_kind(id)?;
+            let open = e.open_orders(Some(id), None).len();
+            Some((kind, e.balances(id).unwrap_or_default(), open))
+        })
+        .await?;
+    let (kind, balances, open_orders) = found.ok_or(RejectReason::UnknownAccount)?;
+    let f = gw.fmt();
+    let balances: Vec<_> = balances.into_iter().enumerate().map(|(i, b)| f.balance(AssetId(i as u16), b)).collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "account_id": id.0,
+        "kind": kind.as_str(),
+        "balances": balances,
+        "open_orders": open_orders,
+    })))
+}
+
+/// Credits a fiat deposit. BTC is refused: it is credited by settlement from the chain.
+async fn deposit(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
+    authenticate_operator(&gw, &req)?;
+    let r: DepositRequest = parse_json(&body)?;
+    let (asset, spec) = dto::asset_by_symbol(&gw.engine_config, &r.asset)?;
+    if spec.symbol.eq_ignore_ascii_case("BTC") {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "unsupported_asset",
+            "BTC deposits are credited by settlement from the chain, not by the operator",
+        ));
+    }
+    let amount = Amount(units("amount", &r.amount, spec.decimals)?);
+    printable("reference", &r.reference, 1, 128)?;
+    let account = AccountId(r.account_id);
+    let applied = gw.submit(Command::CreditDeposit { account, asset, amount, reference: r.reference.clone() }).await?;
+    if let Some(reason) = dto::rejection(&applied.events) {
+        return Err(reason.into());
+    }
+    let f = gw.fmt();
+    let balance = applied.events.iter().find_map(|e| match e {
+        Event::BalanceChanged { account: a, asset: s, available, locked } if *a == account && *s == asset => {
+            Some(f.balance(asset, tandem_matching::Balance { available: *available, locked: *locked }))
+        }
+        _ => None,
+    });
+    Ok(HttpResponse::Ok().json(json!({
+        "deposit": {
+            "account_id": account.0,
+            "asset": spec.symbol,
+            "amount": f.amount(asset, amount),
+            "reference": r.reference,
+            "seq": applied.seq.0,
+        },
+        "balance": balance,
+    })))
+}
+
+/// The engine's position and state hash: equal to a fresh replay of the journal up to
+/// `last_seq` (what `tandem journal verify` prints). Hashing walks the whole state: operator use.
+async fn state(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    authenticate_operator(&gw, &req)?;
+    let (last_seq, hash, accounts, open_orders) = gw
+        .sequencer
+        .read(|e| (e.last_seq().0, e.state_hash().to_string(), e.account_count(), e.open_order_count()))
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "last_seq": last_seq,
+        "state_hash": hash,
+        "projected_seq": gw.projector.projected_seq().0,
+        "accounts": accounts,
+        "open_orders": open_orders,
+    })))
+}
+
+async fn halt(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    set_halted(gw, req, true).await
+}
+
+async fn resume(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    set_halted(gw, req, false).await
+}
+
+async fn set_halted(gw: Data<Gateway>, req: HttpRequest, halt: bool) -> Result<HttpResponse, ApiError> {
+    authenticate_operator(&gw, &req)?;
+    let symbol = req.match_info().get("symbol").unwrap_or("");
+    let (market, spec) = dto::market_by_symbol(&gw.engine_config, symbol)?;
+    let command = if halt { Command::HaltMarket { market } } else { Command::ResumeMarket { market } };
+    let applied = gw.submit(command).await?;
+    if let Some(reason) = dto::rejection(&applied.events) {
+        return Err(reason.into());
+    }
+    Ok(HttpResponse::Ok().json(json!({ "market": spec.symbol, "halted": halt })))
+}

@@ -1,0 +1,105 @@
+//! Public, unauthenticated reads: health, markets, order books, recent trades.
+
+use super::resource;
+use crate::dto::{self, BookQuery, Levels, LimitQuery, TradeFacts};
+use crate::error::ApiError;
+use crate::Gateway;
+use actix_web::http::StatusCode;
+use actix_web::web::{self, Data};
+use actix_web::HttpResponse;
+use serde_json::json;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tandem_matching::config::to_decimal;
+use tandem_matching::{DepthLevel, MarketId};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/v1/health", |r| r.route(web::get().to(health))))
+        .service(resource("/v1/markets", |r| r.route(web::get().to(markets))))
+        .service(resource("/v1/markets/{symbol}/book", |r| r.route(web::get().to(book))))
+        .service(resource("/v1/markets/{symbol}/trades", |r| r.route(web::get().to(trades))));
+}
+
+/// 200 while the engine answers queries and the journal works; 503 otherwise.
+async fn health(gw: Data<Gateway>) -> HttpResponse {
+    let engine = tokio::time::timeout(Duration::from_secs(2), gw.sequencer.read(|e| e.last_seq())).await;
+    let projected = gw.projector.projected_seq().0;
+    match engine {
+        Ok(Ok(seq)) if !gw.sequencer.has_failed() => {
+            HttpResponse::Ok().json(json!({ "status": "ok", "last_seq": seq.0, "projected_seq": projected }))
+        }
+        _ => HttpResponse::build(StatusCode::SERVICE_UNAVAILABLE).json(json!({
+            "status": "unavailable",
+            "last_seq": gw.sequencer.metrics().last_seq.load(Ordering::Relaxed),
+            "projected_seq": projected,
+        })),
+    }
+}
+
+async fn markets(gw: Data<Gateway>) -> Result<HttpResponse, ApiError> {
+    let n = gw.engine_config.markets.len();
+    let halted: Vec<bool> =
+        gw.sequencer.read(move |e| (0..n).map(|i| e.is_halted(MarketId(i as u16)).unwrap_or(false)).collect()).await?;
+    let cfg = &gw.engine_config;
+    let markets: Vec<_> = cfg
+        .markets
+        .iter()
+        .zip(halted)
+        .map(|(m, halted)| {
+            let (bd, qd) = dto::market_decimals(cfg, m);
+            json!({
+                "symbol": m.symbol,
+                "base": gw.fmt().asset(m.base),
+                "quote": gw.fmt().asset(m.quote),
+                "base_decimals": bd,
+                "quote_decimals": qd,
+                "tick_size": to_decimal(m.tick.0, qd).to_string(),
+                "lot_size": to_decimal(m.lot.0, bd).to_string(),
+                "min_notional": to_decimal(m.min_notional.0, qd).to_string(),
+                "maker_fee_bps": m.maker_fee_bps,
+                "taker_fee_bps": m.taker_fee_bps,
+                "halted": halted,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "markets": markets })))
+}
+
+pub(crate) fn levels(gw: &Gateway, market: MarketId, levels: &[DepthLevel]) -> Levels {
+    let f = gw.fmt();
+    levels.iter().map(|l| [f.price(market, l.price), f.qty(market, l.quantity)]).collect()
+}
+
+async fn book(
+    gw: Data<Gateway>,
+    symbol: web::Path<String>,
+    q: web::Query<BookQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (market, spec) = dto::market_by_symbol(&gw.engine_config, &symbol)?;
+    let depth = match q.depth {
+        None => 20,
+        Some(d) if (1..=1000).contains(&d) => d as usize,
+        Some(_) => return Err(ApiError::new(StatusCode::BAD_REQUEST, "out_of_range", "depth must be 1 to 1000")),
+    };
+    let (book_seq, depth) = gw.sequencer.book(market, depth).await?.ok_or_else(|| ApiError::unknown_market(&symbol))?;
+    Ok(HttpResponse::Ok().json(json!({
+        "market": spec.symbol,
+        "book_seq": book_seq,
+        "bids": levels(&gw, market, &depth.bids),
+        "asks": levels(&gw, market, &depth.asks),
+    })))
+}
+
+async fn trades(
+    gw: Data<Gateway>,
+    symbol: web::Path<String>,
+    q: web::Query<LimitQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (market, spec) = dto::market_by_symbol(&gw.engine_config, &symbol)?;
+    let limit = dto::limit(q.limit)?;
+    gw.catch_up_all().await?;
+    let trades = gw.store.trades(market, limit).await?;
+    let f = gw.fmt();
+    let trades: Vec<_> = trades.iter().map(|t| TradeFacts::from_record(t).public(f)).collect();
+    Ok(HttpResponse::Ok().json(json!({ "market": spec.symbol, "trades": trades })))
+}

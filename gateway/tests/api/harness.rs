@@ -1,0 +1,198 @@
+//! A real exchange for the API tests: sequencer (in-memory log), store (in-memory SQLite) fed by
+//! the projector, and the gateway served on 127.0.0.1 with a real HTTP client. No mocks.
+
+use actix_web::dev::ServerHandle;
+use awc::http::Method;
+use rust_decimal::Decimal;
+use serde_json::Value;
+use std::net::TcpListener;
+use std::time::Duration;
+use tandem_gateway::{auth::now_millis, serve, sign, Gateway, GatewayConfig};
+use tandem_matching::{
+    AccountId, Amount, AssetId, Command, Engine, ExchangeConfig, MemoryLog, Seq, Sequencer, SequencerConfig,
+    SequencerHandle, Side,
+};
+use tandem_store::{Projector, Store};
+
+pub const OPERATOR_TOKEN: &str = "test-operator-token";
+pub const MAX_BODY: usize = 4096;
+pub const BTC: AssetId = AssetId(0);
+
+pub struct Exchange {
+    pub base: String,
+    pub client: awc::Client,
+    pub sequencer: SequencerHandle,
+    owner: Option<Sequencer>,
+    server: ServerHandle,
+}
+
+#[derive(Clone, Debug)]
+pub struct User {
+    pub account: u64,
+    pub key: String,
+    pub secret: String,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Reply {
+    /// The error code of an error reply (panics with the whole reply otherwise).
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not an error reply: {} {}", self.status, self.body))
+    }
+
+    #[track_caller]
+    pub fn ok(&self) -> &Value {
+        assert_eq!(self.status, 200, "expected 200, got {}", self.body);
+        &self.body
+    }
+
+    #[track_caller]
+    pub fn err(&self, status: u16, code: &str) {
+        assert_eq!((self.status, self.code()), (status, code), "{}", self.body);
+        assert!(self.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", self.body);
+    }
+}
+
+impl Exchange {
+    pub async fn start() -> Exchange {
+        let (owner, gateway) = build().await;
+        let sequencer = owner.handle();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = serve(gateway, listener, 1).unwrap();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        let client = awc::Client::builder().timeout(Duration::from_secs(20)).finish();
+        Exchange { base, client, sequencer, owner: Some(owner), server: handle }
+    }
+
+    pub async fn stop(mut self) {
+        self.server.stop(true).await;
+        if let Some(owner) = self.owner.take() {
+            let _ = tokio::task::spawn_blocking(move || owner.shutdown()).await;
+        }
+    }
+
+    pub async fn raw(&self, method: Method, path: &str, headers: &[(&str, String)], body: &[u8]) -> Reply {
+        let mut req = self.client.request(method, format!("{}{}", self.base, path));
+        for (k, v) in headers {
+            req = req.insert_header((*k, v.as_str()));
+        }
+        let mut res = req.send_body(body.to_vec()).await.unwrap();
+        let status = res.status().as_u16();
+        let bytes = res.body().limit(1 << 24).await.unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        Reply { status, body }
+    }
+
+    pub async fn public(&self, path: &str) -> Reply {
+        self.raw(Method::GET, path, &[], b"").await
+    }
+
+    pub fn headers(user: &User, ts: u64, method: &str, path: &str, body: &[u8]) -> Vec<(&'static str, String)> {
+        vec![
+            ("X-Tandem-Key", user.key.clone()),
+            ("X-Tandem-Timestamp", ts.to_string()),
+            ("X-Tandem-Signature", sign(&user.secret, ts, method, path, body)),
+        ]
+    }
+
+    /// A correctly signed request.
+    pub async fn signed(&self, user: &User, method: &str, path: &str, body: &str) -> Reply {
+        let headers = Self::headers(user, now_millis(), method, path, body.as_bytes());
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        self.raw(method, path, &headers, body.as_bytes()).await
+    }
+
+    pub async fn operator(&self, method: &str, path: &str, body: &str) -> Reply {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        self.raw(method, path, &[("Authorization", format!("Bearer {OPERATOR_TOKEN}"))], body.as_bytes()).await
+    }
+
+    /// Opens an account through the operator API.
+    pub async fn user(&self) -> User {
+        let r = self.operator("POST", "/v1/operator/accounts", r#"{"kind":"user","label":"test"}"#).await;
+        let b = r.ok();
+        User {
+            account: b["account_id"].as_u64().unwrap(),
+            key: b["api_key"].as_str().unwrap().into(),
+            secret: b["api_secret"].as_str().unwrap().into(),
+        }
+    }
+
+    pub async fn deposit_usd(&self, user: &User, amount: &str) {
+        let body = format!(
+            r#"{{"account_id":{},"asset":"USD","amount":"{amount}","reference":"wire-{}-{}"}}"#,
+            user.account,
+            user.account,
+            now_millis()
+        );
+        self.operator("POST", "/v1/operator/deposits", &body).await.ok();
+    }
+
+    /// BTC arrives from the chain through settlement, not the API: submit what settlement would.
+    pub async fn deposit_btc(&self, user: &User, sats: u64) {
+        let applied = self
+            .sequencer
+            .submit(Command::CreditDeposit {
+                account: AccountId(user.account),
+                asset: BTC,
+                amount: Amount(sats),
+                reference: format!("txid-{}:{}", user.account, sats),
+            })
+            .await
+            .unwrap();
+        assert!(tandem_gateway::dto::rejection(&applied.events).is_none(), "{applied:?}");
+    }
+
+    /// What a rejected request must leave untouched: balances and open orders, from the engine.
+    pub async fn facts(&self, user: &User) -> String {
+        let account = AccountId(user.account);
+        self.sequencer
+            .read(move |e| format!("{:?} {:?}", e.balances(account), e.open_orders(Some(account), None)))
+            .await
+            .unwrap()
+    }
+
+    pub async fn last_seq(&self) -> u64 {
+        self.sequencer.read(|e| e.last_seq().0).await.unwrap()
+    }
+}
+
+/// The running parts: a sequencer over BTC-USD with a 0.10 USD tick (so off-tick prices exist
+/// in cents) and a 0.00001 BTC lot, a store kept current by a projector, and a gateway on them.
+pub async fn build() -> (Sequencer, Gateway) {
+    let mut exchange = ExchangeConfig::default();
+    exchange.markets[0].tick_size = Decimal::new(10, 2);
+    let engine = Engine::genesis(exchange.to_engine().unwrap(), Seq(1)).unwrap();
+    let store = Store::open_in_memory().await.unwrap();
+    let (tx, rx) = crossbeam_channel::bounded(4096);
+    let owner = Sequencer::start(engine, MemoryLog::default(), None, SequencerConfig::default(), vec![tx]);
+    let sequencer = owner.handle();
+    let projector = Projector::spawn(store.clone(), rx, store.projected_seq().await.unwrap());
+    let engine_config = sequencer.read(|e| e.config().clone()).await.unwrap();
+    let config = GatewayConfig {
+        operator_token: OPERATOR_TOKEN.into(),
+        bitcoin_network: bitcoin::Network::Regtest,
+        max_body_bytes: MAX_BODY,
+        ..GatewayConfig::default()
+    };
+    (owner, Gateway::new(sequencer, store, projector, engine_config, config))
+}
+
+pub fn limit_order(side: Side, price: &str, quantity: &str) -> String {
+    format!(
+        r#"{{"market":"BTC-USD","side":"{}","type":"limit","price":"{price}","quantity":"{quantity}"}}"#,
+        side.as_str()
+    )
+}

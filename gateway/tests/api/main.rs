@@ -1,0 +1,5 @@
+//! API tests against a real sequencer, store, projector and HTTP server.
+
+mod harness;
+mod http;
+mod websocket;
