@@ -84,6 +84,39 @@ impl MarketRules {
         }
         Ok(())
     }
+
+    /// The static terms of an order: size on the lot grid, price on the tick grid, value at
+    /// least the minimum notional.
+    fn check_terms(&self, price: Price, qty: Quantity) -> Result<(), RejectReason> {
+        self.check_quantity(qty)?;
+        self.check_price(price)?;
+        if self.notional(price, qty) < self.min_notional as u128 {
+            return Err(RejectReason::BelowMinNotional);
+        }
+        Ok(())
+    }
+
+    fn of(config: &EngineConfig, m: &crate::config::MarketSpec) -> MarketRules {
+        MarketRules {
+            base: m.base,
+            quote: m.quote,
+            base_scale: config.base_scale(m),
+            tick: m.tick.0,
+            lot: m.lot.0,
+            min_notional: m.min_notional.0,
+            maker_fee_bps: m.maker_fee_bps as u64,
+            taker_fee_bps: m.taker_fee_bps as u64,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// The engine's static order checks, for edges that want to refuse a malformed order before
+    /// it takes a journal slot. Same checks, same order, same reasons as the engine.
+    pub fn check_order_terms(&self, market: MarketId, price: Price, quantity: Quantity) -> Result<(), RejectReason> {
+        let spec = self.market(market).ok_or(RejectReason::UnknownMarket)?;
+        MarketRules::of(self, spec).check_terms(price, quantity)
+    }
 }
 
 #[inline]
@@ -210,20 +243,7 @@ impl Engine {
     }
 
     pub(crate) fn rules_of(config: &EngineConfig) -> Vec<MarketRules> {
-        config
-            .markets
-            .iter()
-            .map(|m| MarketRules {
-                base: m.base,
-                quote: m.quote,
-                base_scale: config.base_scale(m),
-                tick: m.tick.0,
-                lot: m.lot.0,
-                min_notional: m.min_notional.0,
-                maker_fee_bps: m.maker_fee_bps as u64,
-                taker_fee_bps: m.taker_fee_bps as u64,
-            })
-            .collect()
+        config.markets.iter().map(|m| MarketRules::of(config, m)).collect()
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -402,11 +422,7 @@ impl Engine {
             OrderKind::Limit { price, time_in_force, post_only } => (price, time_in_force, post_only, false),
             OrderKind::Market { protection_price } => (protection_price, TimeInForce::Ioc, false, true),
         };
-        rules.check_quantity(order.quantity)?;
-        rules.check_price(price)?;
-        if rules.notional(price, order.quantity) < rules.min_notional as u128 {
-            return Err(RejectReason::BelowMinNotional);
-        }
+        rules.check_terms(price, order.quantity)?;
         if let Some(cid) = order.client_order_id {
             if let Some(&existing) = self.client_ids.get(&(order.account, cid)) {
                 return Err(RejectReason::DuplicateClientOrderId(existing));
@@ -746,16 +762,12 @@ impl Engine {
         let rules = self.open_market(o.market)?;
         let price = new_price.unwrap_or(o.price);
         let quantity = new_quantity.unwrap_or(o.quantity);
-        rules.check_price(price)?;
-        rules.check_quantity(quantity)?;
         if price == o.price && quantity == o.quantity {
             return Err(RejectReason::AmendNoChange);
         }
+        rules.check_terms(price, quantity)?;
         if quantity <= o.filled {
             return Err(RejectReason::AmendBelowFilled);
-        }
-        if rules.notional(price, quantity) < rules.min_notional as u128 {
-            return Err(RejectReason::BelowMinNotional);
         }
         let remaining = Quantity(quantity.0 - o.filled.0);
         let lock = rules.lock_for(o.side, price, remaining).ok_or(RejectReason::InsufficientBalance)?;

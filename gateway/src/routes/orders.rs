@@ -33,27 +33,10 @@ fn bad(message: impl Into<String>) -> ApiError {
     ApiError::bad_request(message)
 }
 
-/// The engine's static order rules, checked before journaling so malformed orders never take
-/// a journal slot. Same checks, same order, same codes as the engine.
-#[allow(clippy::manual_is_multiple_of)] // `is_multiple_of` needs Rust 1.87; the workspace supports 1.85
-fn check_grid(spec: &MarketSpec, price: Price, quantity: Quantity) -> Result<(), ApiError> {
-    if quantity.0 == 0 || quantity.0 % spec.lot.0 != 0 {
-        return Err(RejectReason::QuantityOffLot.into());
-    }
-    if price.0 == 0 || price.0 % spec.tick.0 != 0 {
-        return Err(RejectReason::PriceOffTick.into());
-    }
-    Ok(())
-}
-
-/// [`check_grid`] plus the minimum order value.
-fn precheck(gw: &Gateway, spec: &MarketSpec, price: Price, quantity: Quantity) -> Result<(), ApiError> {
-    check_grid(spec, price, quantity)?;
-    let notional = price.0 as u128 * quantity.0 as u128 / gw.engine_config.base_scale(spec) as u128;
-    if notional < spec.min_notional.0 as u128 {
-        return Err(RejectReason::BelowMinNotional.into());
-    }
-    Ok(())
+/// The engine's static order checks, before journaling, so malformed orders never take a
+/// journal slot.
+fn precheck(gw: &Gateway, market: MarketId, price: Price, quantity: Quantity) -> Result<(), ApiError> {
+    gw.engine_config.check_order_terms(market, price, quantity).map_err(Into::into)
 }
 
 /// A market order's protection price when the client gave none: the best opposite price moved
@@ -124,7 +107,7 @@ async fn place(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<Htt
         OrderKind::Limit { price, .. } => price,
         OrderKind::Market { protection_price } => protection_price,
     };
-    precheck(&gw, spec, price, quantity)?;
+    precheck(&gw, market, price, quantity)?;
     let order = NewOrder {
         account,
         market,
@@ -324,7 +307,7 @@ async fn amend(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<Htt
         .map(|q| units("quantity", q, bd).and_then(|v| engine_range("quantity", v)))
         .transpose()?;
     let (price, quantity) = (price.map(Price), quantity.map(Quantity));
-    check_grid(spec, price.unwrap_or(view.price), quantity.unwrap_or(view.quantity))?;
+    precheck(&gw, view.market, price.unwrap_or(view.price), quantity.unwrap_or(view.quantity))?;
     let applied = gw.submit(Command::AmendOrder { account, order: OrderRef::Id(id), price, quantity }).await?;
     if let Some(reason) = dto::rejection(&applied.events) {
         return Err(reason.into());
