@@ -139,12 +139,12 @@ fn generate() -> Stream {
                 lob.push(lobster::OrderType::Limit { id: id as u128, side: lob_side(side), qty: lots - 1, price });
                 (Command::AmendOrder { account: AccountId(account), order: OrderRef::Id(OrderId(id)), price: None, quantity: Some(Quantity(new_total)) }, None)
             }
-        } else if roll < 80 && ids.len() > RESTING / 2 {
+        } else if roll < 80 && ids.len() > RESTING - 20 {
             let id = ids[rng.gen_range(0..ids.len())];
             let account = open[&id].0;
             lob.push(lobster::OrderType::Cancel { id: id as u128 });
             (Command::CancelOrder { account: AccountId(account), order: OrderRef::Id(OrderId(id)) }, None)
-        } else if roll < 92 || ids.len() < RESTING / 2 {
+        } else if roll < 92 || ids.len() <= RESTING - 20 {
             let side = if rng.gen_bool(0.5) { Side::Buy } else { Side::Sell };
             let (account, price, lots) = (rng.gen_range(3..3 + ACCOUNTS), passive_price(&mut rng, side), rng.gen_range(1..=20));
             let next_id = engine.snapshot_next_order();
