@@ -83,7 +83,7 @@ fn write_journal(dir: &std::path::Path, records: &[Vec<u8>]) {
     let (mut j, _) = Journal::open(JournalConfig::new(dir)).unwrap();
     for (i, r) in records.iter().enumerate() {
         j.append(i as u64 + 1, r).unwrap();
-        if (i as u64 + 1) % BATCH == 0 {
+        if (i as u64 + 1).is_multiple_of(BATCH) {
             j.commit().unwrap();
         }
     }

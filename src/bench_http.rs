@@ -164,7 +164,7 @@ async fn open_bench_accounts(node: &node::Node, token: &str, n: usize) -> anyhow
             client.send("POST", "/v1/operator/accounts", Some(&json!({"kind": "partner", "label": format!("bench-{i}")})), &operator).await?;
         anyhow::ensure!(status < 300, "opening bench account: {status} {body}");
         let account = AccountId(body["account_id"].as_u64().context("account_id")?);
-        for (asset, amount) in [(AssetId(0), 1_000 * 100_000_000u64), (AssetId(1), 100_000_000_00u64)] {
+        for (asset, amount) in [(AssetId(0), 1_000 * 100_000_000u64), (AssetId(1), 10_000_000_000u64)] {
             node.sequencer
                 .submit(Command::CreditDeposit { account, asset, amount: Amount(amount), reference: format!("bench-{i}-{}", asset.0) })
                 .await?;

@@ -43,7 +43,7 @@ impl Client {
 
     /// Sends one request; answers the status and the JSON body (`Null` when empty or not JSON).
     pub async fn send(&mut self, method: &str, path_and_query: &str, body: Option<&Value>, auth: &Auth) -> anyhow::Result<(u16, Value)> {
-        let body = body.map(|b| serde_json::to_vec(b)).transpose()?.unwrap_or_default();
+        let body = body.map(serde_json::to_vec).transpose()?.unwrap_or_default();
         self.send_raw(method, path_and_query, body, auth).await
     }
 

@@ -188,7 +188,7 @@ Stop with Ctrl-C; run the same command again to resume this exchange.
 /// Quotes five levels a side around a drifting reference price and refreshes them every second;
 /// a second account sends a small market order now and then so there are trades to watch.
 async fn market_maker(base_url: String, mm: DemoAccount, taker: DemoAccount) {
-    let mut reference: i64 = 60_000_00; // cents
+    let mut reference: i64 = 6_000_000; // cents
     let mut rng = rand::rngs::StdRng::from_entropy();
     loop {
         if let Err(e) = quote_round(&base_url, &mm, &taker, &mut reference, &mut rng).await {
@@ -207,7 +207,7 @@ async fn quote_round(
 ) -> anyhow::Result<()> {
     let mut client = Client::connect(base_url).await?;
     let auth = mm.auth();
-    *reference = (*reference + rng.gen_range(-3_000..=3_000)).clamp(40_000_00, 80_000_00);
+    *reference = (*reference + rng.gen_range(-3_000..=3_000)).clamp(4_000_000, 8_000_000);
     client.send("DELETE", "/v1/orders?market=BTC-USD", None, &auth).await?;
     for level in 1..=5i64 {
         let spread = level * 500; // 5 dollars a level

@@ -69,7 +69,7 @@ fn generate() -> Stream {
     // open order id -> (account, side, price, remaining lots)
     let mut open: HashMap<u64, (u64, Side, u64, u64)> = HashMap::new();
     let mut ids: Vec<u64> = Vec::new();
-    let mut track = |out: &[Event], open: &mut HashMap<u64, (u64, Side, u64, u64)>, ids: &mut Vec<u64>, placed: Option<(u64, Side, u64, u64)>| {
+    let track = |out: &[Event], open: &mut HashMap<u64, (u64, Side, u64, u64)>, ids: &mut Vec<u64>, placed: Option<(u64, Side, u64, u64)>| {
         for e in out {
             match e {
                 Event::OrderAccepted(a) => {

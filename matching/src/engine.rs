@@ -69,7 +69,7 @@ impl MarketRules {
         if price.0 > MAX_UNITS {
             return Err(RejectReason::OutOfRange);
         }
-        if price.0 == 0 || price.0 % self.tick != 0 {
+        if price.0 == 0 || !price.0.is_multiple_of(self.tick) {
             return Err(RejectReason::PriceOffTick);
         }
         Ok(())
@@ -79,7 +79,7 @@ impl MarketRules {
         if qty.0 > MAX_UNITS {
             return Err(RejectReason::OutOfRange);
         }
-        if qty.0 == 0 || qty.0 % self.lot != 0 {
+        if qty.0 == 0 || !qty.0.is_multiple_of(self.lot) {
             return Err(RejectReason::QuantityOffLot);
         }
         Ok(())

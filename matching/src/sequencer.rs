@@ -514,8 +514,11 @@ fn count(metrics: &SequencerMetrics, events: &[Event]) {
 /// throwaway engines. It is a real log (records can be read back), not a no-op.
 #[derive(Clone, Default)]
 pub struct MemoryLog {
-    pub records: Arc<std::sync::Mutex<Vec<(Seq, Vec<u8>)>>>,
+    pub records: Arc<std::sync::Mutex<Vec<LogRecord>>>,
 }
+
+/// One record of a [`MemoryLog`]: its seq and encoded envelope.
+pub type LogRecord = (Seq, Vec<u8>);
 
 impl CommandLog for MemoryLog {
     fn append(&mut self, seq: Seq, record: &[u8]) -> Result<(), String> {

@@ -16,7 +16,7 @@ pub fn free_port() -> u16 {
 }
 
 pub struct Demo {
-    pub child: Child,
+    child: Child,
     pub dir: PathBuf,
     pub port: u16,
     pub creds: Credentials,
@@ -27,6 +27,7 @@ impl Demo {
     pub async fn start(dir: &Path) -> Demo {
         let port = free_port();
         let log = std::fs::File::create(dir.join(format!("demo-{port}.log"))).unwrap();
+        #[allow(clippy::zombie_processes)] // Demo's Drop kills and waits
         let child = Command::new(BIN)
             .args(["demo", "--no-market-maker", "--port", &port.to_string(), "--data-dir"])
             .arg(dir)
@@ -70,14 +71,16 @@ impl Demo {
     }
 
     /// SIGKILL: no shutdown code runs.
-    pub fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+    pub fn kill(self) {
+        // Drop does it.
     }
+}
 
-    /// SIGTERM-free graceful stop is not needed by these tests; kill and wait.
-    pub fn stop(self) {
-        self.kill()
+impl Drop for Demo {
+    /// Also when a test fails: no demo outlives its test.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
