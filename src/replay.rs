@@ -2,9 +2,9 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use tandem_journal::SnapshotStore;
+use tandem_journal::{RecordRef, SnapshotStore};
 use tandem_matching::sequencer::decode_record;
-use tandem_matching::{Applied, Command, Engine, EngineConfig, Seq, StateHash};
+use tandem_matching::{Applied, Command, Engine, EngineConfig, Envelope, Seq, StateHash};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -20,6 +20,15 @@ pub enum ReplayError {
     Snapshot { seq: u64, detail: String },
     #[error("genesis configuration is invalid: {0}")]
     Config(String),
+}
+
+fn decode(record: &RecordRef<'_>) -> Result<Envelope, ReplayError> {
+    decode_record(record.payload).map_err(|e| ReplayError::Decode {
+        seq: record.seq,
+        segment: record.segment.display().to_string(),
+        offset: record.offset,
+        detail: e.to_string(),
+    })
 }
 
 /// What a replay produced.
@@ -60,12 +69,7 @@ pub fn replay(
     let mut events = Vec::with_capacity(16);
     while let Some(record) = reader.next_ref() {
         let record = record?;
-        let envelope = decode_record(record.payload).map_err(|e| ReplayError::Decode {
-            seq: record.seq,
-            segment: record.segment.display().to_string(),
-            offset: record.offset,
-            detail: e.to_string(),
-        })?;
+        let envelope = decode(&record)?;
         if envelope.seq.0 != record.seq {
             return Err(ReplayError::SeqMismatch {
                 outer: record.seq,
@@ -106,14 +110,7 @@ pub fn genesis_config(journal_dir: &Path) -> Result<Option<EngineConfig>, Replay
     match reader.next_ref() {
         None => Ok(None),
         Some(r) => {
-            let r = r?;
-            let envelope = decode_record(r.payload).map_err(|e| ReplayError::Decode {
-                seq: r.seq,
-                segment: r.segment.display().to_string(),
-                offset: r.offset,
-                detail: e.to_string(),
-            })?;
-            match envelope.command {
+            match decode(&r?)?.command {
                 Command::Genesis(c) => Ok(Some(c)),
                 _ => Err(ReplayError::NoGenesis),
             }

@@ -151,13 +151,22 @@ impl SequencerHandle {
         R: Send + 'static,
         F: FnOnce(&Engine) -> R + Send + 'static,
     {
+        self.ask(f)?.await.map_err(|_| SequencerError::Stopped)
+    }
+
+    /// Queues a query for the engine thread; the receiver gets its answer.
+    fn ask<R, F>(&self, f: F) -> Result<oneshot::Receiver<R>, SequencerError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Engine) -> R + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
         self.queries
             .send(Box::new(move |engine: &Engine, _: &[u64]| {
                 let _ = tx.send(f(engine));
             }))
             .map_err(|_| SequencerError::Stopped)?;
-        rx.await.map_err(|_| SequencerError::Stopped)
+        Ok(rx)
     }
 
     /// Depth of a market with the `book_seq` it is current to; `None` for an unknown market.
@@ -177,13 +186,7 @@ impl SequencerHandle {
         R: Send + 'static,
         F: FnOnce(&Engine) -> R + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
-        self.queries
-            .send(Box::new(move |engine: &Engine, _: &[u64]| {
-                let _ = tx.send(f(engine));
-            }))
-            .map_err(|_| SequencerError::Stopped)?;
-        rx.blocking_recv().map_err(|_| SequencerError::Stopped)
+        self.ask(f)?.blocking_recv().map_err(|_| SequencerError::Stopped)
     }
 
     /// Every applied command, for streams. Slow receivers lag and must resynchronise; lossless
