@@ -101,13 +101,14 @@ struct EngineCollector {
     descs: Vec<Desc>,
 }
 
-const COUNTERS: [(&str, &str); 6] = [
+const COUNTERS: [(&str, &str); 7] = [
     ("tandem_engine_commands_applied_total", "Commands applied by the engine"),
     ("tandem_engine_commands_rejected_total", "Commands the engine rejected (changed nothing)"),
     ("tandem_engine_trades_total", "Trades executed"),
     ("tandem_journal_batches_total", "Journal group commits"),
     ("tandem_journal_commit_seconds_total", "Time spent in journal commits (fsync)"),
     ("tandem_snapshots_total", "Engine snapshots saved"),
+    ("tandem_engine_orders_accepted_total", "Orders the engine accepted"),
 ];
 
 const GAUGES: [(&str, &str); 5] = [
@@ -187,6 +188,7 @@ impl Collector for EngineCollector {
         out.extend(counter(COUNTERS[3].0, COUNTERS[3].1, load(&m.batches)));
         out.extend(float_counter(COUNTERS[4].0, COUNTERS[4].1, load(&m.commit_nanos_total) as f64 / 1e9));
         out.extend(counter(COUNTERS[5].0, COUNTERS[5].1, load(&m.snapshots)));
+        out.extend(counter(COUNTERS[6].0, COUNTERS[6].1, load(&m.orders_accepted)));
         out.extend(float_gauge(GAUGES[0].0, GAUGES[0].1, load(&m.commit_nanos_max) as f64 / 1e9));
         out.extend(gauge(GAUGES[1].0, GAUGES[1].1, as_i64(last_seq)));
         out.extend(gauge(GAUGES[2].0, GAUGES[2].1, as_i64(load(&m.open_orders))));

@@ -88,6 +88,7 @@ pub struct SequencerMetrics {
     pub commands_applied: AtomicU64,
     pub commands_rejected: AtomicU64,
     pub trades: AtomicU64,
+    pub orders_accepted: AtomicU64,
     pub batches: AtomicU64,
     pub commit_nanos_total: AtomicU64,
     pub commit_nanos_max: AtomicU64,
@@ -502,6 +503,9 @@ fn count(metrics: &SequencerMetrics, events: &[Event]) {
     for e in events {
         match e {
             Event::Trade(_) => trades += 1,
+            Event::OrderAccepted(_) => {
+                metrics.orders_accepted.fetch_add(1, Ordering::Relaxed);
+            }
             Event::Rejected { .. } => {
                 metrics.commands_rejected.fetch_add(1, Ordering::Relaxed);
             }
