@@ -52,6 +52,7 @@ pub struct DemoOptions {
     pub data_dir: PathBuf,
     pub port: u16,
     pub market_maker: bool,
+    pub snapshot_every: u64,
 }
 
 const ACCOUNTS: [&str; 4] = ["alice", "bob", "market-maker", "noise-trader"];
@@ -77,7 +78,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         bind,
         exchange: ExchangeConfig::default(),
         gateway: GatewayConfig { operator_token: token.clone(), ..GatewayConfig::default() },
-        sequencer: SequencerConfig::default(),
+        sequencer: SequencerConfig { snapshot_every: opts.snapshot_every, ..SequencerConfig::default() },
         http_workers: 2,
     })
     .await?;

@@ -24,6 +24,9 @@ enum Cmd {
         /// Do not run the built-in market maker.
         #[arg(long)]
         no_market_maker: bool,
+        /// Snapshot (and log a state-hash checkpoint) every this many commands.
+        #[arg(long, default_value_t = 100_000)]
+        snapshot_every: u64,
     },
     /// Runs an exchange node on a data dir.
     Serve {
@@ -128,8 +131,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
-        Cmd::Demo { data_dir, port, no_market_maker } => {
-            demo::run(demo::DemoOptions { data_dir, port, market_maker: !no_market_maker }).await
+        Cmd::Demo { data_dir, port, no_market_maker, snapshot_every } => {
+            demo::run(demo::DemoOptions { data_dir, port, market_maker: !no_market_maker, snapshot_every }).await
         }
         Cmd::Serve { data_dir, bind, operator_token, markets, http_workers, snapshot_every } => {
             let exchange = match markets {

@@ -117,6 +117,9 @@ async fn sigkill_under_load_loses_no_acknowledged_order() {
     assert_eq!(status, 200, "{state}");
     demo.kill();
     let verified = journal_verify(dir).expect("journal verifies");
+    let snapshots = verified["snapshots"].as_array().unwrap();
+    assert!(!snapshots.is_empty(), "the run should have taken snapshots: {verified}");
+    assert!(snapshots.iter().all(|s| s["agrees"] == true), "{verified}");
     assert_eq!(verified["last_seq"], state["last_seq"]);
     assert_eq!(verified["state_hash"], state["state_hash"]);
 }

@@ -16,6 +16,7 @@ use crate::command::{Command, Envelope};
 use crate::engine::Engine;
 use crate::event::Event;
 use crate::engine::Depth;
+use crate::snapshot::StateHash;
 use crate::types::{MarketId, Price, Quantity, Seq, Side, Timestamp};
 use crossbeam_channel::{bounded, select, Receiver, Sender, TrySendError};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -95,6 +96,8 @@ pub struct SequencerMetrics {
     pub last_seq: AtomicU64,
     pub open_orders: AtomicU64,
     pub snapshots: AtomicU64,
+    /// Seq of the last checkpoint (state hash logged, snapshot taken).
+    pub checkpoint_seq: AtomicU64,
 }
 
 type Reply = oneshot::Sender<Result<Arc<Applied>, SequencerError>>;
@@ -432,10 +435,15 @@ fn engine_loop(
                 metrics.last_seq.store(engine.last_seq().0, Ordering::Relaxed);
                 metrics.open_orders.store(engine.open_order_count() as u64, Ordering::Relaxed);
                 if snapshot_every > 0 && since_snapshot >= snapshot_every {
+                    // A checkpoint: the state hash is the hash of the snapshot's bytes, so it
+                    // costs one pass over the encoding, logged for comparison with a replay.
+                    let bytes = engine.snapshot_bytes();
+                    let hash = StateHash(*blake3::hash(&bytes).as_bytes());
+                    tracing::info!(seq = engine.last_seq().0, state_hash = %hash, "checkpoint");
+                    metrics.checkpoint_seq.store(engine.last_seq().0, Ordering::Relaxed);
+                    since_snapshot = 0;
                     // try_send: if the previous snapshot is still being written, skip this one.
-                    if snapshots.try_send((engine.last_seq(), engine.snapshot_bytes())).is_ok() {
-                        since_snapshot = 0;
-                    }
+                    let _ = snapshots.try_send((engine.last_seq(), bytes));
                 }
             }
             recv(queries) -> q => {

@@ -29,7 +29,8 @@ impl Demo {
         let log = std::fs::File::create(dir.join(format!("demo-{port}.log"))).unwrap();
         #[allow(clippy::zombie_processes)] // Demo's Drop kills and waits
         let child = Command::new(BIN)
-            .args(["demo", "--no-market-maker", "--port", &port.to_string(), "--data-dir"])
+            // Small snapshot interval: restarts exercise snapshot + journal replay.
+            .args(["demo", "--no-market-maker", "--snapshot-every", "200", "--port", &port.to_string(), "--data-dir"])
             .arg(dir)
             .stdout(Stdio::null())
             .stderr(log)

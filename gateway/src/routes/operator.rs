@@ -19,7 +19,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/operator/deposits", |r| r.route(web::post().to(deposit))))
         .service(resource("/v1/operator/state", |r| r.route(web::get().to(state))))
         .service(resource("/v1/operator/markets/{symbol}/halt", |r| r.route(web::post().to(halt))))
-        .service(resource("/v1/operator/markets/{symbol}/resume", |r| r.route(web::post().to(resume))));
+        .service(resource("/v1/operator/markets/{symbol}/resume", |r| r.route(web::post().to(resume))))
+        .service(resource("/v1/operator/markets/{symbol}/cancel-all", |r| r.route(web::post().to(cancel_market))));
 }
 
 /// Opens a trading account and hands out its API key and secret (shown this once).
@@ -165,6 +166,20 @@ async fn halt(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpResponse, ApiEr
 
 async fn resume(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     set_halted(gw, req, false).await
+}
+
+/// Cancels every open order in a market, of every account (an operator's kill switch, often
+/// used together with a halt).
+async fn cancel_market(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    authenticate_operator(&gw, &req)?;
+    let symbol = req.match_info().get("symbol").unwrap_or("");
+    let (market, spec) = dto::market_by_symbol(&gw.engine_config, symbol)?;
+    let applied = gw.submit(Command::CancelAll { account: None, market: Some(market) }).await?;
+    if let Some(reason) = dto::rejection(&applied.events) {
+        return Err(reason.into());
+    }
+    let canceled = applied.events.iter().filter(|e| matches!(e, tandem_matching::Event::OrderClosed { .. })).count();
+    Ok(HttpResponse::Ok().json(json!({ "market": spec.symbol, "canceled": canceled })))
 }
 
 async fn set_halted(gw: Data<Gateway>, req: HttpRequest, halt: bool) -> Result<HttpResponse, ApiError> {

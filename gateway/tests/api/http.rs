@@ -72,6 +72,13 @@ async fn operator_opens_accounts_and_credits_fiat_only() {
     ex.signed(&b, "POST", "/v1/orders", &limit_order(Side::Buy, "100.00", "0.1")).await.err(409, "market_halted");
     ex.operator("POST", "/v1/operator/markets/BTC-USD/resume", "").await.ok();
     ex.operator("POST", "/v1/operator/markets/NOPE/resume", "").await.err(404, "unknown_market");
+
+    // The operator's cancel-all empties the market for every account.
+    ex.signed(&b, "POST", "/v1/orders", &limit_order(Side::Buy, "100.00", "0.1")).await.ok();
+    ex.signed(&b, "POST", "/v1/orders", &limit_order(Side::Buy, "99.00", "0.1")).await.ok();
+    let canceled = ex.operator("POST", "/v1/operator/markets/BTC-USD/cancel-all", "").await;
+    assert_eq!(canceled.ok()["canceled"], 2);
+    assert_eq!(ex.sequencer.read(|e| e.open_order_count()).await.unwrap(), 0);
     ex.stop().await;
 }
 

@@ -374,6 +374,14 @@ fn bad_input_is_rejected_with_a_reason() {
 }
 
 #[test]
+fn state_hash_is_the_hash_of_the_snapshot_bytes() {
+    let mut h = Harness::new();
+    let a = h.account(COIN, 0);
+    h.limit(a, Side::Sell, 100, 10_000);
+    assert_eq!(h.engine.state_hash().0, *blake3::hash(&h.engine.snapshot_bytes()).as_bytes());
+}
+
+#[test]
 fn snapshot_restores_the_same_state() {
     let mut h = Harness::new();
     let a = h.account(COIN, 1_000_000_00);
