@@ -1,5 +1,5 @@
 //! A small keep-alive HTTP/1.1 client for Tandem's API that signs requests: used by the demo's
-//! bots, the load tool and the end-to-end tests.
+//! bots, the load tool, the wallet and the end-to-end tests.
 
 use anyhow::{anyhow, Context};
 use bytes::Bytes;
@@ -7,6 +7,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
+use std::sync::Arc;
 use tokio::net::TcpStream;
 
 #[derive(Clone, Debug)]
@@ -16,6 +17,8 @@ pub enum Auth {
     Key { key: String, secret: String },
     /// Operator bearer token.
     Operator(String),
+    /// A wallet's device key: every request is signed with BIP-340.
+    Device(Arc<crate::wallet::device::DeviceKey>),
 }
 
 pub struct Client {
@@ -64,6 +67,13 @@ impl Client {
                     .header("x-tandem-signature", sig);
             }
             Auth::Operator(token) => req = req.header("authorization", format!("Bearer {token}")),
+            Auth::Device(device) => {
+                let ts = crate::node::now_millis();
+                req = req
+                    .header("x-tandem-device", device.pubkey_hex())
+                    .header("x-tandem-timestamp", ts.to_string())
+                    .header("x-tandem-signature", device.sign_request(ts, method, path_and_query, &body));
+            }
         }
         let req = req.body(Full::new(Bytes::from(body)))?;
         self.sender.ready().await?;

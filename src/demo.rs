@@ -77,7 +77,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         data_dir: opts.data_dir.clone(),
         bind,
         exchange: ExchangeConfig::default(),
-        gateway: GatewayConfig { operator_token: token.clone(), ..GatewayConfig::default() },
+        // Open enrolment: any wallet can open an account (`tandem wallet init`). Demo only.
+        gateway: GatewayConfig { operator_token: token.clone(), open_enrolment: true, ..GatewayConfig::default() },
         sequencer: SequencerConfig { snapshot_every: opts.snapshot_every, ..SequencerConfig::default() },
         http_workers: 2,
     })
@@ -175,6 +176,14 @@ Place an order as alice (HMAC-SHA256 over timestamp + method + path + body):
   curl -s -X POST {url}/v1/orders -H "X-Tandem-Key: $KEY" -H "X-Tandem-Timestamp: $TS" \
        -H "X-Tandem-Signature: $SIG" -H 'Content-Type: application/json' -d "$BODY"
 
+Or trade from your own wallet (a device key, encrypted under a passphrase; init prints the
+new account's id, fund it as the operator, then trade):
+
+  tandem wallet init --provider {url}
+  curl -s -X POST {url}/v1/operator/deposits -H "Authorization: Bearer {token}" \
+       -d '{{"account_id":ACCOUNT_ID,"asset":"USD","amount":"10000.00","reference":"wire-ACCOUNT_ID"}}'
+  tandem wallet order --market BTC-USD --side buy --price 59000 --quantity 0.01
+
 Public data:  curl -s {url}/v1/markets/BTC-USD/book?depth=5
 Metrics:      curl -s {url}/metrics
 Stop with Ctrl-C; run the same command again to resume this exchange.
@@ -183,6 +192,7 @@ Stop with Ctrl-C; run the same command again to resume this exchange.
         path = path.display(),
         key = alice.api_key,
         secret = alice.api_secret,
+        token = creds.operator.token,
     );
 }
 

@@ -1,6 +1,6 @@
 //! tandem: the one binary. Command line, configuration, and the wiring of matching, journal,
 //! store and gateway into a node (`node`), plus the demo (`demo`), the operator's journal tools
-//! (`journal_cli`) and the HTTP load tool (`bench_http`).
+//! (`journal_cli`), the HTTP load tool (`bench_http`) and the user's wallet (`wallet`).
 
 pub mod bench_http;
 pub mod client;
@@ -9,3 +9,4 @@ pub mod journal_cli;
 pub mod journal_port;
 pub mod node;
 pub mod replay;
+pub mod wallet;

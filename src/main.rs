@@ -3,7 +3,7 @@ use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use tandem::{bench_http, demo, journal_cli, node};
+use tandem::{bench_http, demo, journal_cli, node, wallet};
 use tandem_matching::{ExchangeConfig, SequencerConfig};
 
 #[derive(Parser)]
@@ -61,6 +61,8 @@ enum Cmd {
         #[command(subcommand)]
         command: BenchCmd,
     },
+    /// Trade from your wallet: its device key signs every request.
+    Wallet(wallet::cli::WalletArgs),
 }
 
 #[derive(Subcommand)]
@@ -121,6 +123,14 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Cmd::Journal { command: JournalCmd::Verify { data_dir, json } } => journal_cli::verify(&data_dir, json),
         Cmd::Journal { command: JournalCmd::Inspect { data_dir, from, limit } } => journal_cli::inspect(&data_dir, from, limit),
+        // A user's tool: errors are one readable line (with their causes), never a backtrace.
+        Cmd::Wallet(args) => {
+            if let Err(e) = runtime()?.block_on(wallet::cli::run(args)) {
+                eprintln!("error: {e:#}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         other => runtime()?.block_on(run_async(other)),
     }
 }
@@ -176,6 +186,6 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
             bench_http::print(&report, &opts);
             Ok(())
         }
-        Cmd::Journal { .. } => unreachable!("handled without a runtime"),
+        Cmd::Journal { .. } | Cmd::Wallet(_) => unreachable!("handled in main"),
     }
 }

@@ -1,26 +1,33 @@
-//! Who is calling: API-key request signatures for users and partners, the bearer token for the
-//! operator, and the in-memory cache of API keys.
+//! Who is calling: request signatures for users and partners (an HMAC API key, or a wallet's
+//! device key), the bearer token for the operator, and the in-memory caches of keys.
 //!
-//! A signed request carries `X-Tandem-Key`, `X-Tandem-Timestamp` (ms since the epoch) and
-//! `X-Tandem-Signature` = lowercase hex HMAC-SHA256(secret, timestamp + METHOD + path_and_query +
-//! body). The body is covered byte for byte as sent, so handlers parse JSON only after this check.
+//! Both request signatures cover the same message: timestamp_ms + METHOD + path_and_query +
+//! body, with `X-Tandem-Timestamp` (ms since the epoch) inside the same window.
+//! - API key: `X-Tandem-Key` and `X-Tandem-Signature` = lowercase hex HMAC-SHA256(secret,
+//!   message).
+//! - Device key (a wallet): `X-Tandem-Device` = the BIP-340 x-only public key (hex) and
+//!   `X-Tandem-Signature` = hex of the 64-byte BIP-340 Schnorr signature of SHA256(message).
+//!
+//! The body is covered byte for byte as sent, so handlers parse JSON only after this check.
 
 use crate::error::ApiError;
 use crate::Gateway;
 use actix_web::HttpRequest;
+use bitcoin::secp256k1::{schnorr, All, Keypair, Message, Secp256k1, XOnlyPublicKey};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{OnceLock, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tandem_matching::AccountId;
-use tandem_store::ApiKeyRecord;
+use tandem_store::{ApiKeyRecord, DeviceKeyRecord};
 
 type HmacSha256 = Hmac<Sha256>;
 
 pub const KEY_HEADER: &str = "X-Tandem-Key";
 pub const TIMESTAMP_HEADER: &str = "X-Tandem-Timestamp";
 pub const SIGNATURE_HEADER: &str = "X-Tandem-Signature";
+pub const DEVICE_HEADER: &str = "X-Tandem-Device";
 
 /// The request signature: lowercase hex of HMAC-SHA256(secret, timestamp_ms + METHOD +
 /// path_and_query + body). The key is the secret string's bytes as handed out (the hex text).
@@ -53,6 +60,61 @@ pub fn verify(
     mac(secret, timestamp_ms, method, path_and_query, body).verify_slice(&given).is_ok()
 }
 
+fn secp() -> &'static Secp256k1<All> {
+    static SECP: OnceLock<Secp256k1<All>> = OnceLock::new();
+    SECP.get_or_init(Secp256k1::new)
+}
+
+/// What a device key signs: SHA256(timestamp_ms + METHOD + path_and_query + body), the same
+/// message the HMAC scheme authenticates.
+pub fn device_digest(timestamp_ms: u64, method: &str, path_and_query: &str, body: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(timestamp_ms.to_string().as_bytes());
+    h.update(method.as_bytes());
+    h.update(path_and_query.as_bytes());
+    h.update(body);
+    h.finalize().into()
+}
+
+/// A device-signed request's `X-Tandem-Signature`: lowercase hex of the 64-byte BIP-340
+/// signature (fresh auxiliary randomness each time) of [`device_digest`].
+pub fn sign_device(keypair: &Keypair, timestamp_ms: u64, method: &str, path_and_query: &str, body: &[u8]) -> String {
+    use rand::RngCore;
+    let mut aux = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut aux);
+    let msg = Message::from_digest(device_digest(timestamp_ms, method, path_and_query, body));
+    hex::encode(secp().sign_schnorr_with_aux_rand(&msg, keypair, &aux).serialize())
+}
+
+/// Checks a hex BIP-340 signature by `device`; malformed hex or length is a bad signature.
+pub fn verify_device(
+    device: &XOnlyPublicKey,
+    timestamp_ms: u64,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+    signature: &str,
+) -> bool {
+    let Ok(bytes) = hex::decode(signature.trim()) else {
+        return false;
+    };
+    let Ok(sig) = schnorr::Signature::from_slice(&bytes) else {
+        return false;
+    };
+    let msg = Message::from_digest(device_digest(timestamp_ms, method, path_and_query, body));
+    secp().verify_schnorr(&sig, &msg, device).is_ok()
+}
+
+/// A device public key as sent: 64 hex characters of a BIP-340 x-only key (either case).
+/// Its canonical spelling (how the store keys it) is `to_string()`, lowercase hex.
+pub fn parse_device_pubkey(s: &str) -> Option<XOnlyPublicKey> {
+    let s = s.trim();
+    if s.len() != 64 {
+        return None;
+    }
+    XOnlyPublicKey::from_slice(&hex::decode(s).ok()?).ok()
+}
+
 /// Equality that takes the same time wherever the inputs differ. Both sides are hashed first
 /// so not even the length of the secret leaks.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -83,6 +145,39 @@ impl KeyCache {
     }
 }
 
+/// Device keys seen so far, like [`KeyCache`]: never revoked, so entries stay valid; unknown
+/// keys are not cached (a wallet enrolled later must still work).
+#[derive(Default)]
+pub struct DeviceCache {
+    devices: RwLock<HashMap<XOnlyPublicKey, AccountId>>,
+}
+
+impl DeviceCache {
+    fn get(&self, device: &XOnlyPublicKey) -> Option<AccountId> {
+        let devices = self.devices.read().unwrap_or_else(|p| p.into_inner());
+        devices.get(device).copied()
+    }
+
+    pub fn insert(&self, device: XOnlyPublicKey, account: AccountId) {
+        let mut devices = self.devices.write().unwrap_or_else(|p| p.into_inner());
+        devices.insert(device, account);
+    }
+}
+
+/// The account of a registered device key: cache first, then the store.
+pub async fn lookup_device(gw: &Gateway, device: &XOnlyPublicKey) -> Result<Option<AccountId>, ApiError> {
+    if let Some(hit) = gw.devices.get(device) {
+        return Ok(Some(hit));
+    }
+    match gw.store.device_key(&device.to_string()).await? {
+        Some(DeviceKeyRecord { account_id, .. }) => {
+            gw.devices.insert(*device, account_id);
+            Ok(Some(account_id))
+        }
+        None => Ok(None),
+    }
+}
+
 /// The account and secret of an API key: cache first, then the store.
 pub async fn lookup_key(gw: &Gateway, api_key: &str) -> Result<Option<(AccountId, String)>, ApiError> {
     if let Some(hit) = gw.keys.get(api_key) {
@@ -98,6 +193,20 @@ pub async fn lookup_key(gw: &Gateway, api_key: &str) -> Result<Option<(AccountId
     }
 }
 
+/// Parses `X-Tandem-Timestamp` and checks it is within the window of the server clock.
+pub fn check_timestamp(gw: &Gateway, timestamp: &str) -> Result<u64, ApiError> {
+    let ts: u64 = timestamp.trim().parse().map_err(|_| {
+        ApiError::unauthorized("stale_timestamp", "the timestamp must be milliseconds since the Unix epoch")
+    })?;
+    if now_millis().abs_diff(ts) > gw.config.recv_window_ms {
+        return Err(ApiError::unauthorized(
+            "stale_timestamp",
+            format!("the timestamp is more than {} ms away from the server's clock", gw.config.recv_window_ms),
+        ));
+    }
+    Ok(ts)
+}
+
 /// Checks the timestamp, the key and the signature of a credential triple; the common core of
 /// HTTP and WebSocket authentication.
 pub async fn check_credentials(
@@ -109,15 +218,7 @@ pub async fn check_credentials(
     path_and_query: &str,
     body: &[u8],
 ) -> Result<AccountId, ApiError> {
-    let ts: u64 = timestamp.trim().parse().map_err(|_| {
-        ApiError::unauthorized("stale_timestamp", "the timestamp must be milliseconds since the Unix epoch")
-    })?;
-    if now_millis().abs_diff(ts) > gw.config.recv_window_ms {
-        return Err(ApiError::unauthorized(
-            "stale_timestamp",
-            format!("the timestamp is more than {} ms away from the server's clock", gw.config.recv_window_ms),
-        ));
-    }
+    let ts = check_timestamp(gw, timestamp)?;
     let Some((account, secret)) = lookup_key(gw, api_key).await? else {
         return Err(ApiError::unauthorized("unknown_api_key", "unknown API key"));
     };
@@ -127,18 +228,77 @@ pub async fn check_credentials(
     Ok(account)
 }
 
-/// Authenticates a signed HTTP request over its exact body bytes.
+/// The device-key twin of [`check_credentials`]: timestamp, registered device, signature.
+pub async fn check_device_credentials(
+    gw: &Gateway,
+    device: &str,
+    timestamp: &str,
+    signature: &str,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+) -> Result<AccountId, ApiError> {
+    let ts = check_timestamp(gw, timestamp)?;
+    let unknown = || ApiError::unauthorized("unknown_device", "no wallet with this device key is enrolled");
+    let device = parse_device_pubkey(device).ok_or_else(unknown)?;
+    let account = lookup_device(gw, &device).await?.ok_or_else(unknown)?;
+    if !verify_device(&device, ts, method, path_and_query, body, signature) {
+        return Err(ApiError::unauthorized("bad_signature", "the request signature does not match"));
+    }
+    Ok(account)
+}
+
+fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty())
+}
+
+pub(crate) fn path_and_query(req: &HttpRequest) -> &str {
+    req.uri().path_and_query().map(|p| p.as_str()).unwrap_or_else(|| req.uri().path())
+}
+
+/// Authenticates a signed HTTP request over its exact body bytes: by API key
+/// (`X-Tandem-Key`) or by device key (`X-Tandem-Device`), never both.
 pub async fn authenticate(gw: &Gateway, req: &HttpRequest, body: &[u8]) -> Result<AccountId, ApiError> {
-    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty());
-    let (Some(key), Some(ts), Some(sig)) = (header(KEY_HEADER), header(TIMESTAMP_HEADER), header(SIGNATURE_HEADER))
+    let (key, device) = (header(req, KEY_HEADER), header(req, DEVICE_HEADER));
+    let (ts, sig) = (header(req, TIMESTAMP_HEADER), header(req, SIGNATURE_HEADER));
+    let method = req.method().as_str();
+    match (key, device, ts, sig) {
+        (Some(_), Some(_), _, _) => {
+            Err(ApiError::bad_request(format!("send {KEY_HEADER} or {DEVICE_HEADER}, not both")))
+        }
+        (Some(key), None, Some(ts), Some(sig)) => {
+            check_credentials(gw, key, ts, sig, method, path_and_query(req), body).await
+        }
+        (None, Some(device), Some(ts), Some(sig)) => {
+            check_device_credentials(gw, device, ts, sig, method, path_and_query(req), body).await
+        }
+        _ => Err(ApiError::unauthorized(
+            "missing_credentials",
+            format!("send {KEY_HEADER} (or {DEVICE_HEADER}), {TIMESTAMP_HEADER} and {SIGNATURE_HEADER}"),
+        )),
+    }
+}
+
+/// Proof of possession for enrolment: the request is signed by the key named in
+/// `X-Tandem-Device`, which need not be registered yet. Answers that key; the handler then
+/// requires the body to enrol exactly it.
+pub fn check_possession(gw: &Gateway, req: &HttpRequest, body: &[u8]) -> Result<XOnlyPublicKey, ApiError> {
+    let (Some(device), Some(ts), Some(sig)) =
+        (header(req, DEVICE_HEADER), header(req, TIMESTAMP_HEADER), header(req, SIGNATURE_HEADER))
     else {
         return Err(ApiError::unauthorized(
             "missing_credentials",
-            format!("send {KEY_HEADER}, {TIMESTAMP_HEADER} and {SIGNATURE_HEADER}"),
+            format!("sign the enrolment with the device key: send {DEVICE_HEADER}, {TIMESTAMP_HEADER} and {SIGNATURE_HEADER}"),
         ));
     };
-    let path_and_query = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or_else(|| req.uri().path());
-    check_credentials(gw, key, ts, sig, req.method().as_str(), path_and_query, body).await
+    let ts = check_timestamp(gw, ts)?;
+    let device = parse_device_pubkey(device).ok_or_else(|| {
+        ApiError::bad_request(format!("{DEVICE_HEADER} must be a BIP-340 x-only public key: 64 hex characters"))
+    })?;
+    if !verify_device(&device, ts, req.method().as_str(), path_and_query(req), body, sig) {
+        return Err(ApiError::unauthorized("bad_signature", "the request signature does not match"));
+    }
+    Ok(device)
 }
 
 /// Operator routes: `Authorization: Bearer <operator_token>`. An empty configured token
@@ -194,6 +354,69 @@ mod tests {
             sign(secret, 1_718_000_000_000, "POST", "/v1/orders", body),
             "915a00d2408a15ea9420bb8678124b3660e552a9007554fa8f3357ce582562f9"
         );
+    }
+
+    fn test_keypair(byte: u8) -> Keypair {
+        Keypair::from_seckey_slice(secp(), &[byte; 32]).unwrap()
+    }
+
+    #[test]
+    fn device_signatures_verify_only_for_their_key_and_message() {
+        let key = test_keypair(7);
+        let device = key.x_only_public_key().0;
+        let sig = sign_device(&key, 1_700_000_000_000, "GET", "/v1/balances", b"");
+        assert_eq!(sig.len(), 128);
+        assert!(verify_device(&device, 1_700_000_000_000, "GET", "/v1/balances", b"", &sig));
+        assert!(verify_device(&device, 1_700_000_000_000, "GET", "/v1/balances", b"", &sig.to_uppercase()));
+        assert!(!verify_device(&device, 1_700_000_000_001, "GET", "/v1/balances", b"", &sig));
+        assert!(!verify_device(&device, 1_700_000_000_000, "POST", "/v1/balances", b"", &sig));
+        assert!(!verify_device(&device, 1_700_000_000_000, "GET", "/v1/balances?x", b"", &sig));
+        assert!(!verify_device(&device, 1_700_000_000_000, "GET", "/v1/balances", b"x", &sig));
+        let other = test_keypair(8).x_only_public_key().0;
+        assert!(!verify_device(&other, 1_700_000_000_000, "GET", "/v1/balances", b"", &sig));
+        assert!(!verify_device(&device, 1_700_000_000_000, "GET", "/v1/balances", b"", "zz"));
+        assert!(!verify_device(&device, 1_700_000_000_000, "GET", "/v1/balances", b"", &sig[..126]));
+        // Fresh auxiliary randomness: two signatures of one request differ, both verify.
+        let again = sign_device(&key, 1_700_000_000_000, "GET", "/v1/balances", b"");
+        assert_ne!(sig, again);
+        assert!(verify_device(&device, 1_700_000_000_000, "GET", "/v1/balances", b"", &again));
+    }
+
+    /// Independent check of the signed digest (Python: hashlib.sha256(b"...").hexdigest()), and
+    /// the worked example of docs/API.md.
+    #[test]
+    fn device_digest_matches_known_vectors_and_the_documented_example() {
+        assert_eq!(
+            hex::encode(device_digest(1_700_000_000_000, "GET", "/v1/balances", b"")),
+            "f0d0b9dedea322e7524b99d5a00e2a05be972d0a9a66157cc8dafd551fdba47f"
+        );
+        let body = br#"{"market":"BTC-USD","side":"buy","type":"limit","price":"65000.00","quantity":"0.001"}"#;
+        let digest = device_digest(1_718_000_000_000, "POST", "/v1/orders", body);
+        assert_eq!(hex::encode(digest), "7f3dc13b8f471aa7a3422f54911f5303dc197601d7275b9019dc27fe99e44147");
+        let key = test_keypair(1);
+        let device = key.x_only_public_key().0;
+        assert_eq!(device.to_string(), DOC_DEVICE);
+        let sig = secp().sign_schnorr_with_aux_rand(&Message::from_digest(digest), &key, &[0u8; 32]);
+        assert_eq!(hex::encode(sig.serialize()), DOC_SIGNATURE);
+        assert!(verify_device(&device, 1_718_000_000_000, "POST", "/v1/orders", body, DOC_SIGNATURE));
+    }
+
+    const DOC_DEVICE: &str = "1b84c5567b126440995d3ed5aaba0565d71e1834604819ff9c17f5e9d5dd078f";
+    const DOC_SIGNATURE: &str = "81ac88a12d6f4518132c231958cadbaa3770696fb7d1eea7a9648ded8c44c0dc6abec7c51413f73f2fb0c50036fe878e6cb783e96b61cbd238c260fda29f26d0";
+
+    #[test]
+    fn device_pubkeys_parse_strictly() {
+        let device = test_keypair(7).x_only_public_key().0;
+        let hex = device.to_string();
+        assert_eq!(hex.len(), 64);
+        assert_eq!(parse_device_pubkey(&hex), Some(device));
+        assert_eq!(parse_device_pubkey(&hex.to_uppercase()), Some(device));
+        assert_eq!(parse_device_pubkey(&format!(" {hex}\n")), Some(device));
+        assert_eq!(parse_device_pubkey(&hex[..62]), None);
+        assert_eq!(parse_device_pubkey(&format!("02{hex}")), None, "compressed keys are not x-only");
+        assert_eq!(parse_device_pubkey(&"zz".repeat(32)), None);
+        // Not the x coordinate of any curve point.
+        assert_eq!(parse_device_pubkey(&"ff".repeat(32)), None);
     }
 
     #[test]

@@ -173,6 +173,25 @@ pub struct OpenAccountRequest {
     pub label: Option<String>,
 }
 
+/// `POST /v1/operator/enrolment-codes`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrolmentCodeRequest {
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+/// `POST /v1/wallet/enrol`, signed by the device key it enrols.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrolRequest {
+    pub device_pubkey: String,
+    #[serde(default)]
+    pub label: Option<String>,
+    #[serde(default)]
+    pub enrolment_code: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DepositRequest {

@@ -5,9 +5,10 @@
 //! (always current); history (closed orders, trades, ledger, withdrawals) from the store's
 //! projections, after waiting for the projector to reach the caller's last write.
 //!
-//! Parts: [`auth`] (signatures, operator token, key cache), [`dto`] (wire types and decimal
-//! conversion), [`error`] (the error shape and status mapping), `routes::*` (handlers),
-//! [`ws`] (market data and user streams), [`metrics`] (Prometheus).
+//! Parts: [`auth`] (API-key and device-key signatures, operator token, key caches), [`dto`]
+//! (wire types and decimal conversion), [`error`] (the error shape and status mapping),
+//! `routes::*` (handlers, wallet enrolment among them), [`ws`] (market data and user streams),
+//! [`metrics`] (Prometheus).
 //!
 //! See `docs/API.md` for the API itself.
 
@@ -18,7 +19,7 @@ pub mod metrics;
 mod routes;
 pub mod ws;
 
-pub use auth::{random_hex, sign};
+pub use auth::{random_hex, sign, sign_device};
 pub use error::ApiError;
 
 use actix_web::web::{self, Data};
@@ -44,6 +45,9 @@ pub struct GatewayConfig {
     pub bitcoin_network: bitcoin::Network,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// `POST /v1/wallet/enrol` opens an account for any wallet, without an enrolment code.
+    /// For demos only: anyone who can reach the API can open accounts.
+    pub open_enrolment: bool,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -55,6 +59,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("market_protection_bps", &self.market_protection_bps)
             .field("bitcoin_network", &self.bitcoin_network)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("open_enrolment", &self.open_enrolment)
             .finish()
     }
 }
@@ -67,6 +72,7 @@ impl Default for GatewayConfig {
             market_protection_bps: 500,
             bitcoin_network: bitcoin::Network::Bitcoin,
             max_body_bytes: 64 * 1024,
+            open_enrolment: false,
         }
     }
 }
@@ -80,6 +86,7 @@ pub struct Gateway {
     pub(crate) config: GatewayConfig,
     pub(crate) metrics: metrics::Metrics,
     pub(crate) keys: auth::KeyCache,
+    pub(crate) devices: auth::DeviceCache,
 }
 
 impl Gateway {
@@ -101,6 +108,7 @@ impl Gateway {
             config,
             metrics,
             keys: auth::KeyCache::default(),
+            devices: auth::DeviceCache::default(),
         }
     }
 
@@ -164,6 +172,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, gateway: Data<Gateway>) {
         .configure(routes::orders::configure)
         .configure(routes::account::configure)
         .configure(routes::operator::configure)
+        .configure(routes::wallet::configure)
         .service(routes::resource("/v1/ws", |r| r.route(web::get().to(ws::connect))))
         .service(routes::resource("/metrics", |r| r.route(web::get().to(metrics::scrape))))
         .default_service(web::to(error::not_found));

@@ -5,7 +5,7 @@
 //! and updates with `book_seq <= snapshot.book_seq` are dropped, so nothing is missed or applied
 //! twice. A lagging connection gets `{"type":"error","code":"lagged"}` and fresh snapshots.
 
-use crate::auth::check_credentials;
+use crate::auth::{check_credentials, check_device_credentials};
 use crate::dto::{close_status, tif_str, Fmt, TradeFacts};
 use crate::routes::public::levels;
 use crate::Gateway;
@@ -38,9 +38,19 @@ pub async fn connect(gw: Data<Gateway>, req: HttpRequest, body: web::Payload) ->
 #[derive(Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 enum ClientMessage {
-    Subscribe { channels: Vec<String> },
-    Unsubscribe { channels: Vec<String> },
-    Auth { api_key: String, timestamp: Value, signature: String },
+    Subscribe {
+        channels: Vec<String>,
+    },
+    Unsubscribe {
+        channels: Vec<String>,
+    },
+    /// `api_key` for an API key, `device` for a wallet's device key (exactly one of them).
+    Auth {
+        api_key: Option<String>,
+        device: Option<String>,
+        timestamp: Value,
+        signature: String,
+    },
     Ping,
 }
 
@@ -147,13 +157,20 @@ impl Conn {
         };
         match msg {
             ClientMessage::Ping => self.send(json!({"type": "pong"})).await,
-            ClientMessage::Auth { api_key, timestamp, signature } => {
+            ClientMessage::Auth { api_key, device, timestamp, signature } => {
                 let ts = match &timestamp {
                     Value::Number(n) => n.to_string(),
                     Value::String(s) => s.clone(),
                     _ => String::new(),
                 };
-                match check_credentials(&self.gw, &api_key, &ts, &signature, "GET", "/v1/ws", b"").await {
+                let checked = match (api_key, device) {
+                    (Some(key), None) => check_credentials(&self.gw, &key, &ts, &signature, "GET", "/v1/ws", b"").await,
+                    (None, Some(device)) => {
+                        check_device_credentials(&self.gw, &device, &ts, &signature, "GET", "/v1/ws", b"").await
+                    }
+                    _ => Err(crate::error::ApiError::bad_request("auth needs exactly one of api_key and device")),
+                };
+                match checked {
                     Ok(account) => {
                         if self.account != Some(account) {
                             self.user = false;

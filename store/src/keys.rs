@@ -1,4 +1,5 @@
-//! The two tables that are not projections: API keys and a small key-value `meta` table.
+//! Tables that are not projections: API keys and a small key-value `meta` table (device keys
+//! and enrolment codes are in `devices`).
 //! They survive [`Store::reset_projections`].
 
 use crate::records::{from_sql, to_sql, ApiKeyRecord};

@@ -2,8 +2,8 @@
 //!
 //! The crate owns the SQL database (SQLite by default, PostgreSQL later) and the tables in
 //! `migrations/sqlite`: orders, trades, balances, ledger entries, accounts, deposits and
-//! withdrawals, all *derived* from [`Applied`] commands, plus two small tables that are not
-//! derived (API keys and a key-value `meta`).
+//! withdrawals, all *derived* from [`Applied`] commands, plus small tables that are not
+//! derived (API keys, wallet device keys and their enrolment codes, and a key-value `meta`).
 //!
 //! The engine is the source of truth. A projection is rebuildable: [`Store::reset_projections`]
 //! empties it and replaying the journal through [`Store::apply_batch`] fills it again, row for
@@ -19,6 +19,7 @@
 //! checked macros), `?` placeholders each bound exactly once and in order (a rewrite to `$n`
 //! is then a simple scan), integer columns as `i64`, no SQLite-only syntax in statements.
 
+mod devices;
 mod keys;
 mod projection;
 mod projector;
@@ -35,8 +36,8 @@ use std::time::Duration;
 
 pub use projector::{Projector, ProjectorHandle};
 pub use records::{
-    AccountRecord, ApiKeyRecord, BalanceRecord, DepositRecord, LedgerEntry, OrderRecord, OrderStatus, OrderType,
-    TradeRecord, WithdrawalRecord, WithdrawalStatus,
+    AccountRecord, ApiKeyRecord, BalanceRecord, DepositRecord, DeviceKeyRecord, EnrolmentCodeRecord, LedgerEntry,
+    OrderRecord, OrderStatus, OrderType, TradeRecord, WithdrawalRecord, WithdrawalStatus,
 };
 pub use tandem_matching::{
     AccountId, AccountKind, Amount, Applied, AssetId, MarketId, OrderId, Price, Quantity, Seq, Side, TimeInForce,

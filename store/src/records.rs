@@ -233,6 +233,27 @@ impl std::fmt::Debug for ApiKeyRecord {
     }
 }
 
+/// A wallet's device key: the BIP-340 x-only public key (lowercase hex) that signs the
+/// account's requests. Public data; the secret stays in the wallet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceKeyRecord {
+    pub device_pubkey: String,
+    pub account_id: AccountId,
+    pub label: String,
+    pub created_at: Timestamp,
+}
+
+/// A single-use enrolment code, known here only by its hash. `used_at` is set when a wallet
+/// consumes it, `account_id` once the account it opened is bound to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EnrolmentCodeRecord {
+    pub code_hash: String,
+    pub label: String,
+    pub created_at: Timestamp,
+    pub used_at: Option<Timestamp>,
+    pub account_id: Option<AccountId>,
+}
+
 // ---- conversions ----
 
 fn corrupt(what: &str, value: &str) -> StoreError {

@@ -457,6 +457,9 @@ async fn reset_and_replay_gives_the_same_rows() {
     project(&store, &h.log, 5).await;
     let key = api_key("k1", AccountId(3));
     store.insert_api_key(&key).await.unwrap();
+    let device = device_key("aa", AccountId(3));
+    store.insert_device_key(&device, None).await.unwrap();
+    store.insert_enrolment_code(&enrolment_code("h1")).await.unwrap();
     store.set_meta("journal_id", "abc").await.unwrap();
     let before = dump(&store).await;
 
@@ -471,6 +474,8 @@ async fn reset_and_replay_gives_the_same_rows() {
     project(&store, &h.log, 3).await;
     assert_eq!(dump(&store).await, before);
     assert_eq!(store.api_key("k1").await.unwrap(), Some(key));
+    assert_eq!(store.device_key("aa").await.unwrap(), Some(device));
+    assert!(store.enrolment_code("h1").await.unwrap().is_some());
     assert_eq!(store.meta("journal_id").await.unwrap().as_deref(), Some("abc"));
 }
 
@@ -503,6 +508,91 @@ async fn api_keys_and_meta() {
     store.set_meta("x", "1").await.unwrap();
     store.set_meta("x", "2").await.unwrap();
     assert_eq!(store.meta("x").await.unwrap().as_deref(), Some("2"));
+}
+
+fn device_key(pubkey: &str, account: AccountId) -> DeviceKeyRecord {
+    DeviceKeyRecord { device_pubkey: pubkey.into(), account_id: account, label: "phone".into(), created_at: Timestamp(T0) }
+}
+
+fn enrolment_code(hash: &str) -> EnrolmentCodeRecord {
+    EnrolmentCodeRecord {
+        code_hash: hash.into(),
+        label: "for carol".into(),
+        created_at: Timestamp(T0),
+        used_at: None,
+        account_id: None,
+    }
+}
+
+#[tokio::test]
+async fn device_keys_are_unique_and_listed_per_account() {
+    let store = Store::open_in_memory().await.unwrap();
+    let d1 = device_key("d1", AccountId(3));
+    let mut d2 = device_key("d2", AccountId(3));
+    d2.created_at = Timestamp(T0 + 1);
+    store.insert_device_key(&d1, None).await.unwrap();
+    store.insert_device_key(&d2, None).await.unwrap();
+    store.insert_device_key(&device_key("d3", AccountId(4)), None).await.unwrap();
+    let again = store.insert_device_key(&device_key("d1", AccountId(5)), None).await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    assert_eq!(store.device_key("d1").await.unwrap(), Some(d1.clone()));
+    assert_eq!(store.device_key("nope").await.unwrap(), None);
+    assert_eq!(store.device_keys_for(AccountId(3)).await.unwrap(), vec![d1, d2]);
+    assert!(store.device_keys_for(AccountId(5)).await.unwrap().is_empty(), "the conflict wrote nothing");
+}
+
+#[tokio::test]
+async fn enrolment_codes_are_single_use() {
+    let store = Store::open_in_memory().await.unwrap();
+    store.insert_enrolment_code(&enrolment_code("h1")).await.unwrap();
+    assert!(matches!(store.insert_enrolment_code(&enrolment_code("h1")).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.enrolment_code("h1").await.unwrap(), Some(enrolment_code("h1")));
+    assert_eq!(store.enrolment_code("h2").await.unwrap(), None);
+
+    // Unknown codes are never consumed; a known one exactly once.
+    assert!(!store.consume_enrolment_code("h2", Timestamp(T0 + 5)).await.unwrap());
+    assert!(store.consume_enrolment_code("h1", Timestamp(T0 + 5)).await.unwrap());
+    assert!(!store.consume_enrolment_code("h1", Timestamp(T0 + 6)).await.unwrap());
+    assert_eq!(store.enrolment_code("h1").await.unwrap().unwrap().used_at, Some(Timestamp(T0 + 5)));
+
+    // Released by the consumer (matching used_at), it can be used again.
+    assert!(!store.release_enrolment_code("h1", Timestamp(T0 + 6)).await.unwrap(), "not this caller's");
+    assert!(store.release_enrolment_code("h1", Timestamp(T0 + 5)).await.unwrap());
+    assert_eq!(store.enrolment_code("h1").await.unwrap().unwrap().used_at, None);
+    assert!(store.consume_enrolment_code("h1", Timestamp(T0 + 7)).await.unwrap());
+
+    // Registering the device binds the code to its account in the same transaction.
+    let device = device_key("d1", AccountId(8));
+    store.insert_device_key(&device, Some("h1")).await.unwrap();
+    let code = store.enrolment_code("h1").await.unwrap().unwrap();
+    assert_eq!((code.used_at, code.account_id), (Some(Timestamp(T0 + 7)), Some(AccountId(8))));
+    // A bound code cannot be released nor bound again; a failed bind registers no device.
+    assert!(!store.release_enrolment_code("h1", Timestamp(T0 + 7)).await.unwrap());
+    let rebind = store.insert_device_key(&device_key("d2", AccountId(9)), Some("h1")).await;
+    assert!(matches!(rebind, Err(StoreError::Conflict(_))), "{rebind:?}");
+    assert_eq!(store.device_key("d2").await.unwrap(), None);
+    // An unconsumed code cannot be bound either.
+    store.insert_enrolment_code(&enrolment_code("h3")).await.unwrap();
+    let unconsumed = store.insert_device_key(&device_key("d3", AccountId(9)), Some("h3")).await;
+    assert!(matches!(unconsumed, Err(StoreError::Conflict(_))), "{unconsumed:?}");
+}
+
+#[tokio::test]
+async fn an_enrolment_code_is_consumed_once_under_concurrency() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&dir.path().join("store.db")).await.unwrap();
+    store.insert_enrolment_code(&enrolment_code("h1")).await.unwrap();
+    let tries: Vec<_> = (0..16)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.consume_enrolment_code("h1", Timestamp(T0 + i)).await.unwrap() })
+        })
+        .collect();
+    let mut wins = 0;
+    for t in tries {
+        wins += t.await.unwrap() as usize;
+    }
+    assert_eq!(wins, 1);
 }
 
 #[tokio::test]

@@ -1,10 +1,11 @@
 //! HTTP handlers, one module per audience: public market data, a trader's orders, a trader's
-//! account (balances, funds, history), and the operator.
+//! account (balances, funds, history), wallets enrolling their device keys, and the operator.
 
 pub mod account;
 pub mod operator;
 pub mod orders;
 pub mod public;
+pub mod wallet;
 
 use crate::error::{payload_too_large, ApiError};
 use crate::Gateway;

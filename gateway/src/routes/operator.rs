@@ -1,21 +1,26 @@
 //! Operator routes (`Authorization: Bearer <operator_token>`): open accounts with their API
-//! credentials, credit fiat deposits, halt and resume markets, inspect an account.
+//! credentials, issue wallet enrolment codes, credit fiat deposits, halt and resume markets,
+//! inspect an account.
 
 use super::{resource, RawBody};
 use crate::auth::{authenticate_operator, random_hex};
-use crate::dto::{self, parse_json, path_id, printable, units, DepositRequest, OpenAccountKind, OpenAccountRequest};
+use crate::dto::{
+    self, parse_json, path_id, printable, units, DepositRequest, EnrolmentCodeRequest, OpenAccountKind,
+    OpenAccountRequest,
+};
 use crate::error::ApiError;
 use crate::Gateway;
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Data};
 use actix_web::{HttpRequest, HttpResponse};
 use serde_json::json;
-use tandem_matching::{AccountId, AccountKind, Amount, AssetId, Command, Event, RejectReason};
-use tandem_store::{ApiKeyRecord, StoreError};
+use tandem_matching::{AccountId, AccountKind, Amount, AssetId, Command, Event, RejectReason, Timestamp};
+use tandem_store::{ApiKeyRecord, EnrolmentCodeRecord, StoreError};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/v1/operator/accounts", |r| r.route(web::post().to(open_account))))
         .service(resource("/v1/operator/accounts/{id}", |r| r.route(web::get().to(account))))
+        .service(resource("/v1/operator/enrolment-codes", |r| r.route(web::post().to(enrolment_code))))
         .service(resource("/v1/operator/deposits", |r| r.route(web::post().to(deposit))))
         .service(resource("/v1/operator/state", |r| r.route(web::get().to(state))))
         .service(resource("/v1/operator/markets/{symbol}/halt", |r| r.route(web::post().to(halt))))
@@ -81,6 +86,34 @@ async fn open_account(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Res
         None => ApiError::unavailable("could not create a unique API key"),
     };
     Err(err.with("account_id", json!(account.0)))
+}
+
+/// Issues a single-use code that lets one wallet enrol (`POST /v1/wallet/enrol`). The code is
+/// shown only here; the store keeps its hash.
+async fn enrolment_code(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
+    authenticate_operator(&gw, &req)?;
+    let r: EnrolmentCodeRequest = parse_json(&body)?;
+    let label = r.label.unwrap_or_default();
+    printable("label", &label, 0, 128)?;
+    let created_at = Timestamp(crate::auth::now_millis());
+    for _ in 0..3 {
+        let code = random_hex(16);
+        let record = EnrolmentCodeRecord {
+            code_hash: super::wallet::enrolment_code_hash(&code),
+            label: label.clone(),
+            created_at,
+            used_at: None,
+            account_id: None,
+        };
+        match gw.store.insert_enrolment_code(&record).await {
+            Ok(()) => {
+                return Ok(HttpResponse::Ok().json(json!({"code": code, "label": label, "created_at": created_at.0})))
+            }
+            Err(StoreError::Conflict(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::unavailable("could not create a unique enrolment code"))
 }
 
 async fn account(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpResponse, ApiError> {

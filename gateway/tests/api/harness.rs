@@ -3,11 +3,12 @@
 
 use actix_web::dev::ServerHandle;
 use awc::http::Method;
+use bitcoin::secp256k1::{Keypair, Secp256k1};
 use rust_decimal::Decimal;
 use serde_json::Value;
 use std::net::TcpListener;
 use std::time::Duration;
-use tandem_gateway::{auth::now_millis, serve, sign, Gateway, GatewayConfig};
+use tandem_gateway::{auth::now_millis, serve, sign, sign_device, Gateway, GatewayConfig};
 use tandem_matching::{
     AccountId, Amount, AssetId, Command, Engine, ExchangeConfig, MemoryLog, Seq, Sequencer, SequencerConfig,
     SequencerHandle, Side,
@@ -31,6 +32,33 @@ pub struct User {
     pub account: u64,
     pub key: String,
     pub secret: String,
+}
+
+/// A wallet's device key (not necessarily enrolled).
+pub struct Device {
+    pub keypair: Keypair,
+}
+
+impl Device {
+    pub fn random() -> Device {
+        use rand::RngCore;
+        let mut secret = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut secret);
+        Device { keypair: Keypair::from_seckey_slice(&Secp256k1::new(), &secret).unwrap() }
+    }
+
+    /// The x-only public key in hex, as `X-Tandem-Device` carries it.
+    pub fn pubkey(&self) -> String {
+        self.keypair.x_only_public_key().0.to_string()
+    }
+
+    pub fn headers(&self, ts: u64, method: &str, path: &str, body: &[u8]) -> Vec<(&'static str, String)> {
+        vec![
+            ("X-Tandem-Device", self.pubkey()),
+            ("X-Tandem-Timestamp", ts.to_string()),
+            ("X-Tandem-Signature", sign_device(&self.keypair, ts, method, path, body)),
+        ]
+    }
 }
 
 pub struct Reply {
@@ -61,7 +89,12 @@ impl Reply {
 
 impl Exchange {
     pub async fn start() -> Exchange {
-        let (owner, gateway) = build().await;
+        Exchange::start_with(|_| {}).await
+    }
+
+    /// With changes to the test gateway configuration.
+    pub async fn start_with(change: impl FnOnce(&mut GatewayConfig)) -> Exchange {
+        let (owner, gateway) = build(change).await;
         let sequencer = owner.handle();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -112,6 +145,25 @@ impl Exchange {
         let headers = Self::headers(user, now_millis(), method, path, body.as_bytes());
         let method = Method::from_bytes(method.as_bytes()).unwrap();
         self.raw(method, path, &headers, body.as_bytes()).await
+    }
+
+    /// A request correctly signed by a device key.
+    pub async fn device_signed(&self, device: &Device, method: &str, path: &str, body: &str) -> Reply {
+        let headers = device.headers(now_millis(), method, path, body.as_bytes());
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        self.raw(method, path, &headers, body.as_bytes()).await
+    }
+
+    /// `POST /v1/wallet/enrol` for `device`, signed by it.
+    pub async fn enrol(&self, device: &Device, code: Option<&str>) -> Reply {
+        let body = serde_json::json!({"device_pubkey": device.pubkey(), "label": "phone", "enrolment_code": code});
+        self.device_signed(device, "POST", "/v1/wallet/enrol", &body.to_string()).await
+    }
+
+    /// A fresh enrolment code from the operator.
+    pub async fn enrolment_code(&self) -> String {
+        let r = self.operator("POST", "/v1/operator/enrolment-codes", r#"{"label":"test"}"#).await;
+        r.ok()["code"].as_str().unwrap().to_owned()
     }
 
     pub async fn operator(&self, method: &str, path: &str, body: &str) -> Reply {
@@ -171,7 +223,7 @@ impl Exchange {
 
 /// The running parts: a sequencer over BTC-USD with a 0.10 USD tick (so off-tick prices exist
 /// in cents) and a 0.00001 BTC lot, a store kept current by a projector, and a gateway on them.
-pub async fn build() -> (Sequencer, Gateway) {
+pub async fn build(change: impl FnOnce(&mut GatewayConfig)) -> (Sequencer, Gateway) {
     let mut exchange = ExchangeConfig::default();
     exchange.markets[0].tick_size = Decimal::new(10, 2);
     let engine = Engine::genesis(exchange.to_engine().unwrap(), Seq(1)).unwrap();
@@ -181,12 +233,13 @@ pub async fn build() -> (Sequencer, Gateway) {
     let sequencer = owner.handle();
     let projector = Projector::spawn(store.clone(), rx, store.projected_seq().await.unwrap());
     let engine_config = sequencer.read(|e| e.config().clone()).await.unwrap();
-    let config = GatewayConfig {
+    let mut config = GatewayConfig {
         operator_token: OPERATOR_TOKEN.into(),
         bitcoin_network: bitcoin::Network::Regtest,
         max_body_bytes: MAX_BODY,
         ..GatewayConfig::default()
     };
+    change(&mut config);
     (owner, Gateway::new(sequencer, store, projector, engine_config, config))
 }
 

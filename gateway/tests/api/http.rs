@@ -451,7 +451,7 @@ async fn public_endpoints_health_and_metrics() {
 #[actix_web::test]
 async fn configure_embeds_in_a_larger_app() {
     use actix_web::{test, web, App};
-    let (owner, gateway) = build().await;
+    let (owner, gateway) = build(|_| {}).await;
     let data = web::Data::new(gateway);
     let app = test::init_service(
         App::new()

@@ -2,4 +2,5 @@
 
 mod harness;
 mod http;
+mod wallet;
 mod websocket;
