@@ -85,8 +85,12 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
             let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
             let mut client = Client::connect(&url).await?;
             let mut rng = rand::rngs::StdRng::seed_from_u64(c as u64);
+            let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let order = next_order(&mut rng);
+                n += 1;
+                let mut order = next_order(&mut rng);
+                // Unique per request: retry-safe, and never two identical signed requests.
+                order["client_order_id"] = json!(format!("bench-{c}-{n}"));
                 let body = serde_json::to_vec(&order)?;
                 let started = Instant::now();
                 let result = client.send_raw("POST", "/v1/orders", body, &auth).await;

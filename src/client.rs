@@ -24,6 +24,7 @@ pub enum Auth {
 pub struct Client {
     host: String,
     sender: SendRequest<Full<Bytes>>,
+    last_ts: u64,
 }
 
 /// `http://127.0.0.1:8080` -> `127.0.0.1:8080`
@@ -41,13 +42,19 @@ impl Client {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        Ok(Client { host, sender })
+        Ok(Client { host, sender, last_ts: 0 })
     }
 
     /// Sends one request; answers the status and the JSON body (`Null` when empty or not JSON).
     pub async fn send(&mut self, method: &str, path_and_query: &str, body: Option<&Value>, auth: &Auth) -> anyhow::Result<(u16, Value)> {
         let body = body.map(serde_json::to_vec).transpose()?.unwrap_or_default();
         self.send_raw(method, path_and_query, body, auth).await
+    }
+
+    fn next_timestamp(&mut self) -> u64 {
+        // Never backwards, even if the wall clock steps back.
+        self.last_ts = crate::node::now_millis().max(self.last_ts);
+        self.last_ts
     }
 
     pub async fn send_raw(&mut self, method: &str, path_and_query: &str, body: Vec<u8>, auth: &Auth) -> anyhow::Result<(u16, Value)> {
@@ -59,7 +66,7 @@ impl Client {
         match auth {
             Auth::None => {}
             Auth::Key { key, secret } => {
-                let ts = crate::node::now_millis();
+                let ts = self.next_timestamp();
                 let sig = tandem_gateway::sign(secret, ts, method, path_and_query, &body);
                 req = req
                     .header("x-tandem-key", key)
@@ -68,7 +75,7 @@ impl Client {
             }
             Auth::Operator(token) => req = req.header("authorization", format!("Bearer {token}")),
             Auth::Device(device) => {
-                let ts = crate::node::now_millis();
+                let ts = self.next_timestamp();
                 req = req
                     .header("x-tandem-device", device.pubkey_hex())
                     .header("x-tandem-timestamp", ts.to_string())

@@ -29,12 +29,15 @@ async fn sigkill_under_load_loses_no_acknowledged_order() {
             tasks.push(tokio::spawn(async move {
                 let Ok(mut client) = tandem::client::Client::connect(&url).await else { return };
                 let mut rng = rand::rngs::StdRng::seed_from_u64((round * 100 + w) as u64);
+                let mut n = 0;
                 loop {
+                    n += 1;
                     // Both sides from both accounts, crossing often: money moves both ways.
                     let side = if rng.gen_bool(0.5) { "buy" } else { "sell" };
                     let price = 60_000 + rng.gen_range(-20i64..=20);
                     let order = json!({"market": "BTC-USD", "side": side, "type": "limit",
-                        "price": format!("{price}.00"), "quantity": "0.0001", "time_in_force": "GTC"});
+                        "price": format!("{price}.00"), "quantity": "0.0001", "time_in_force": "GTC",
+                        "client_order_id": format!("r{round}-w{w}-{n}")});
                     match client.send("POST", "/v1/orders", Some(&order), &auth).await {
                         Ok((200, body)) => {
                             let id = body["order"]["order_id"].as_u64().expect("order id in reply");

@@ -225,7 +225,21 @@ pub async fn check_credentials(
     if !verify(&secret, ts, method, path_and_query, body, signature) {
         return Err(ApiError::unauthorized("bad_signature", "the request signature does not match"));
     }
+    first_use(gw, method, path_and_query, signature, ts)?;
     Ok(account)
+}
+
+/// A valid signature is accepted once: a captured request replayed inside the timestamp window
+/// is refused. Hex case is folded so the same signature bytes count as the same signature.
+/// Reads (`GET`) are exempt: repeating one changes nothing, and pollers may legitimately send
+/// the same read twice in a millisecond. A WebSocket `auth` counts as a change.
+fn first_use(gw: &Gateway, method: &str, path_and_query: &str, signature: &str, ts: u64) -> Result<(), ApiError> {
+    let read = method == "GET" && path_and_query != "/v1/ws";
+    if read || gw.replays.first_use(&signature.to_ascii_lowercase(), ts, now_millis()) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized("replayed_request", "this exact signed request was already received"))
+    }
 }
 
 /// The device-key twin of [`check_credentials`]: timestamp, registered device, signature.
@@ -245,6 +259,7 @@ pub async fn check_device_credentials(
     if !verify_device(&device, ts, method, path_and_query, body, signature) {
         return Err(ApiError::unauthorized("bad_signature", "the request signature does not match"));
     }
+    first_use(gw, method, path_and_query, signature, ts)?;
     Ok(account)
 }
 

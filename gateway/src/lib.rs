@@ -12,6 +12,7 @@
 //!
 //! See `docs/API.md` for the API itself.
 
+pub mod replay_guard;
 pub mod auth;
 pub mod dto;
 pub mod error;
@@ -87,6 +88,7 @@ pub struct Gateway {
     pub(crate) metrics: metrics::Metrics,
     pub(crate) keys: auth::KeyCache,
     pub(crate) devices: auth::DeviceCache,
+    pub(crate) replays: replay_guard::ReplayGuard,
 }
 
 impl Gateway {
@@ -105,10 +107,11 @@ impl Gateway {
             store,
             projector,
             engine_config: Arc::new(engine_config),
-            config,
             metrics,
             keys: auth::KeyCache::default(),
             devices: auth::DeviceCache::default(),
+            replays: replay_guard::ReplayGuard::new(config.recv_window_ms),
+            config,
         }
     }
 

@@ -333,6 +333,7 @@ pub fn explain(code: &str) -> Option<&'static str> {
     Some(match code {
         // Authentication.
         "missing_credentials" => "the request was not signed (is --provider a Tandem API?)",
+        "replayed_request" => "the provider already received this exact signed request: nothing was done twice; retry to send it anew",
         "stale_timestamp" => "this computer's clock is too far from the provider's: set the clock right and retry",
         "unknown_device" => {
             "the provider does not know this wallet's device key (enrolled with another provider, or the provider was reset)"

@@ -142,14 +142,14 @@ impl Exchange {
 
     /// A correctly signed request.
     pub async fn signed(&self, user: &User, method: &str, path: &str, body: &str) -> Reply {
-        let headers = Self::headers(user, now_millis(), method, path, body.as_bytes());
+        let headers = Self::headers(user, stamp(), method, path, body.as_bytes());
         let method = Method::from_bytes(method.as_bytes()).unwrap();
         self.raw(method, path, &headers, body.as_bytes()).await
     }
 
     /// A request correctly signed by a device key.
     pub async fn device_signed(&self, device: &Device, method: &str, path: &str, body: &str) -> Reply {
-        let headers = device.headers(now_millis(), method, path, body.as_bytes());
+        let headers = device.headers(stamp(), method, path, body.as_bytes());
         let method = Method::from_bytes(method.as_bytes()).unwrap();
         self.raw(method, path, &headers, body.as_bytes()).await
     }
@@ -248,4 +248,20 @@ pub fn limit_order(side: Side, price: &str, quantity: &str) -> String {
         r#"{{"market":"BTC-USD","side":"{}","type":"limit","price":"{price}","quantity":"{quantity}"}}"#,
         side.as_str()
     )
+}
+
+/// A fresh timestamp per request, like a client that never sends two requests stamped alike (an
+/// identical signed request is refused as a replay).
+pub fn stamp() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = now_millis();
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last + 1);
+        match LAST.compare_exchange(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
 }

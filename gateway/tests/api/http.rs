@@ -388,8 +388,19 @@ async fn withdrawals_check_destinations() {
         (Some("pending"), Some("0.10000000"), Some("BTC"))
     );
     assert_eq!(wd["destination"], Value::String(address));
-    let r = ex.signed(&user, "POST", "/v1/withdrawals", &w("USD", "100.00", "IBAN DE89 3704 0044 0532 0130 00")).await;
-    r.ok();
+    // A captured withdrawal request sent again, even inside the timestamp window, is refused:
+    // otherwise it would debit twice. Upper-casing the signature's hex does not disguise it.
+    let body = w("USD", "100.00", "IBAN DE89 3704 0044 0532 0130 00");
+    let headers = Exchange::headers(&user, stamp(), "POST", "/v1/withdrawals", body.as_bytes());
+    ex.raw(actix_web::http::Method::POST, "/v1/withdrawals", &headers, body.as_bytes()).await.ok();
+    let before_replay = ex.facts(&user).await;
+    ex.raw(actix_web::http::Method::POST, "/v1/withdrawals", &headers, body.as_bytes()).await.err(401, "replayed_request");
+    let shouted: Vec<(&str, String)> = headers
+        .iter()
+        .map(|(k, v)| (*k, if k.eq_ignore_ascii_case("x-tandem-signature") { v.to_ascii_uppercase() } else { v.clone() }))
+        .collect();
+    ex.raw(actix_web::http::Method::POST, "/v1/withdrawals", &shouted, body.as_bytes()).await.err(401, "replayed_request");
+    assert_eq!(ex.facts(&user).await, before_replay);
 
     let list = ex.signed(&user, "GET", "/v1/withdrawals", "").await;
     assert_eq!(list.ok()["withdrawals"].as_array().unwrap().len(), 2);
