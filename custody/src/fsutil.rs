@@ -1,0 +1,44 @@
+//! Durable file writes shared by the stores: write-to-temp, fsync, rename, fsync directory,
+//! so a crash leaves either the old or the new file, never a torn one.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+use rand::RngCore;
+
+use crate::error::{CustodyError, Result};
+
+/// Atomically replaces `path` with `bytes` and makes it durable.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut suffix = [0u8; 6];
+    rand::rngs::OsRng.fill_bytes(&mut suffix);
+    let tmp = dir.join(format!(".tmp-{}", hex::encode(suffix)));
+    let res = (|| {
+        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = res {
+        let _ = fs::remove_file(&tmp);
+        return Err(CustodyError::io(path, e));
+    }
+    fsync_dir(dir)
+}
+
+/// Makes directory entries (creates, renames, removals) durable.
+pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| CustodyError::io(dir, e))
+}
+
+/// Creates `dir` (and parents) if missing.
+pub(crate) fn ensure_dir(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir).map_err(|e| CustodyError::io(dir, e))
+}
+
+/// Leftover temp files of interrupted writes.
+pub(crate) fn is_temp(name: &str) -> bool {
+    name.starts_with(".tmp-")
+}

@@ -1,0 +1,161 @@
+//! Signing a P2WPKH input: interactively, or in one round from a presignature.
+//!
+//! Owns: the signing entry points. Every one takes the transaction (or PSBT) and the input,
+//! and computes the BIP-143 sighash itself ([`crate::bitcoin::p2wpkh_sighash`]); signing an
+//! arbitrary 32-byte hash is crate-private. Every produced signature is verified against the
+//! vault key and that sighash before it is returned.
+//!
+//! - [`Party::sign_input`]: full interactive signing (cggmp21 `signing(..).sign(..)`).
+//! - [`Party::issue_partial_signature`]: one round from a stored presignature, which the store
+//!   marks used on disk before the partial signature exists.
+//! - [`combine_partial_signatures`]: any party (or the coordinator) combines the threshold's
+//!   partial signatures and checks the result.
+
+use cggmp21::supported_curves::Secp256k1 as Curve;
+use cggmp21::{PartialSignature, Signature};
+use round_based::Mpc;
+use serde::{Deserialize, Serialize};
+
+use crate::bitcoin::{data_to_sign, finalize_signature, p2wpkh_sighash, InputSignature, InputToSign, SpendTx};
+use crate::error::{CustodyError, ProtocolKind, Result};
+use crate::group::{ExecutionId, PartyRole};
+use crate::keygen::{VaultKey, VaultPublicKey};
+use crate::party::Party;
+use crate::presign::{PresignatureId, PresignatureStore};
+use crate::primes::Level;
+use crate::transport::{run_session, Link};
+
+/// Signing / presigning protocol messages.
+pub(crate) type SigningMsg = cggmp21::signing::msg::Msg<Curve, sha2::Sha256>;
+
+/// A partial signature for one input, issued from a presignature. Not secret: it is sent to
+/// the combiner.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartialInputSignature {
+    /// Presignature used (the same id for every signer of the set).
+    pub presignature: PresignatureId,
+    /// Issuer.
+    pub signer: PartyRole,
+    /// Signer set of the presignature (sorted).
+    pub signers: Vec<PartyRole>,
+    partial: PartialSignature<Curve>,
+}
+
+impl Party {
+    /// Signs input `input.index` of `tx` for `key`, interactively with `signers` (exactly the
+    /// threshold, including this party). The sighash is computed here from `tx`.
+    pub async fn sign_input<'a, L: Link>(
+        &self,
+        key: &VaultKey,
+        signers: &[PartyRole],
+        eid: ExecutionId,
+        tx: impl Into<SpendTx<'a>>,
+        input: InputToSign,
+        link: L,
+    ) -> Result<InputSignature> {
+        let sighash = p2wpkh_sighash(tx, input.index, input.prevout_value, &key.public_key)?;
+        let sig = self.sign_hash(key, signers, eid, &sighash, link).await?;
+        finalize_signature(sig, &sighash, &key.public_key)
+    }
+
+    /// Interactive signing of a raw hash. Crate-private on purpose: outside callers must go
+    /// through [`Party::sign_input`], which derives the hash from the transaction.
+    pub(crate) async fn sign_hash<L: Link>(
+        &self,
+        key: &VaultKey,
+        signers: &[PartyRole],
+        eid: ExecutionId,
+        sighash: &[u8; 32],
+        link: L,
+    ) -> Result<Signature<Curve>> {
+        key.check_for(self)?;
+        let signers = self.group.check_signers(signers, Some(self.role))?;
+        let (info, eid_bytes) = self.open_session(ProtocolKind::Sign, eid, &signers)?;
+        let at_keygen: Vec<u16> = signers.iter().map(|r| r.index()).collect();
+        let msg = data_to_sign(sighash);
+        run_session::<SigningMsg, _, _, _, _, _>(ProtocolKind::Sign, info, link, self.config.session_timeout, |party| {
+            sign_core(eid_bytes, info.me, at_keygen, &key.share, msg, party)
+        })
+        .await
+    }
+
+    /// Issues this party's partial signature for input `input.index` of `tx` from the
+    /// presignature `presignature`. The store marks the presignature used (durably) first, so
+    /// it can never sign a second message; if the presignature turns out not to fit this key /
+    /// party, it is burned and an error returned.
+    pub fn issue_partial_signature<'a>(
+        &self,
+        key: &VaultKey,
+        store: &dyn PresignatureStore,
+        presignature: PresignatureId,
+        tx: impl Into<SpendTx<'a>>,
+        input: InputToSign,
+    ) -> Result<PartialInputSignature> {
+        key.check_for(self)?;
+        let sighash = p2wpkh_sighash(tx, input.index, input.prevout_value, &key.public_key)?;
+        let stored = store.consume(&presignature)?;
+        let mismatch = |reason: &str| CustodyError::PresignatureMismatch { id: presignature, reason: reason.into() };
+        if stored.id() != presignature {
+            return Err(mismatch("store returned another presignature"));
+        }
+        if stored.group() != self.group.id || stored.public_key() != key.public_key {
+            return Err(mismatch("made for another key"));
+        }
+        if stored.holder() != self.role || !stored.signers().contains(&self.role) {
+            return Err(mismatch("held by another party"));
+        }
+        let (signers, presig) = stored.into_parts();
+        let partial = presig.issue_partial_signature(data_to_sign(&sighash));
+        Ok(PartialInputSignature { presignature, signer: self.role, signers, partial })
+    }
+}
+
+/// Combines the partial signatures of a presignature's whole signer set into the input's
+/// signature, computing the sighash from `tx` and verifying the result. A cheating signer or
+/// partials for another transaction yield an error, not a bad signature.
+pub fn combine_partial_signatures<'a>(
+    key: &VaultPublicKey,
+    tx: impl Into<SpendTx<'a>>,
+    input: InputToSign,
+    partials: &[PartialInputSignature],
+) -> Result<InputSignature> {
+    let sighash = p2wpkh_sighash(tx, input.index, input.prevout_value, &key.public_key)?;
+    let first = partials.first().ok_or_else(|| CustodyError::Combine("no partial signatures".into()))?;
+    if partials.len() != key.threshold as usize {
+        return Err(CustodyError::Combine(format!("{} partial signatures, threshold is {}", partials.len(), key.threshold)));
+    }
+    let mut signers: Vec<PartyRole> = partials.iter().map(|p| p.signer).collect();
+    signers.sort();
+    signers.dedup();
+    if signers.len() != partials.len() {
+        return Err(CustodyError::Combine("two partial signatures from the same signer".into()));
+    }
+    if partials.iter().any(|p| p.presignature != first.presignature || p.signers != first.signers) {
+        return Err(CustodyError::Combine("partial signatures come from different presignatures".into()));
+    }
+    if signers != first.signers {
+        return Err(CustodyError::Combine(format!("signers {signers:?} are not the presignature's set {:?}", first.signers)));
+    }
+    if partials.iter().any(|p| p.partial.r != first.partial.r) {
+        return Err(CustodyError::Combine("partial signatures disagree on r".into()));
+    }
+    let raw: Vec<PartialSignature<Curve>> = partials.iter().map(|p| p.partial.clone()).collect();
+    let sig = PartialSignature::combine(&raw).ok_or_else(|| CustodyError::Combine("degenerate signature".into()))?;
+    finalize_signature(sig, &sighash, &key.public_key)
+}
+
+/// Interactive signing over any round-based party.
+async fn sign_core<M>(
+    eid_bytes: [u8; 32],
+    i: u16,
+    at_keygen: Vec<u16>,
+    share: &cggmp21::KeyShare<Curve, Level>,
+    msg: cggmp21::DataToSign<Curve>,
+    party: M,
+) -> std::result::Result<Signature<Curve>, cggmp21::SigningError>
+where
+    M: Mpc<ProtocolMessage = SigningMsg>,
+{
+    let eid = cggmp21::ExecutionId::new(&eid_bytes);
+    cggmp21::signing(eid, i, &at_keygen, share).sign(&mut rand::rngs::OsRng, party, msg).await
+}
