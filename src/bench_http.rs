@@ -24,6 +24,8 @@ pub struct BenchOptions {
     pub duration: Duration,
     pub warmup: Duration,
     pub http_workers: usize,
+    /// Give every order a client order id (the engine then remembers one more id per order).
+    pub client_order_ids: bool,
 }
 
 #[derive(Debug)]
@@ -81,6 +83,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
     for c in 0..opts.connections {
         let (url, auth) = (base_url.clone(), accounts[c % accounts.len()].clone());
         let (stop, measuring, counters) = (stop.clone(), measuring.clone(), counters.clone());
+        let client_order_ids = opts.client_order_ids;
         tasks.push(tokio::spawn(async move {
             let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
             let mut client = Client::connect(&url).await?;
@@ -89,8 +92,9 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
                 let mut order = next_order(&mut rng);
-                // Unique per request: retry-safe, and never two identical signed requests.
-                order["client_order_id"] = json!(format!("bench-{c}-{n}"));
+                if client_order_ids {
+                    order["client_order_id"] = json!(format!("bench-{c}-{n}"));
+                }
                 let body = serde_json::to_vec(&order)?;
                 let started = Instant::now();
                 let result = client.send_raw("POST", "/v1/orders", body, &auth).await;
@@ -142,18 +146,20 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
 }
 
 /// Half passive limit orders that rest, half IOC orders that cross them, around 60,000 USD, so
-/// the book stays bounded and trades happen all the time.
+/// the book stays bounded and trades happen all the time. Prices and sizes vary finely enough
+/// that two connections practically never send the same body in the same millisecond (an
+/// identical signed request would be refused as a replay).
 fn next_order(rng: &mut impl Rng) -> serde_json::Value {
     let buy = rng.gen_bool(0.5);
     let side = if buy { "buy" } else { "sell" };
-    let quantity = format!("0.000{}", rng.gen_range(1..=5));
+    let quantity = format!("0.{:08}", rng.gen_range(2..=50) * 1_000); // at least the $1 minimum
     if rng.gen_bool(0.5) {
-        let offset = rng.gen_range(1..=50) * 100; // cents
+        let offset = rng.gen_range(1..=5_000); // cents
         let price = if buy { 6_000_000 - offset } else { 6_000_000 + offset };
         json!({"market": "BTC-USD", "side": side, "type": "limit", "price": format!("{}.{:02}", price / 100, price % 100),
                "quantity": quantity, "time_in_force": "GTC"})
     } else {
-        let price = if buy { 6_010_000 } else { 5_990_000 };
+        let price = if buy { 6_010_000 + rng.gen_range(0..5_000) } else { 5_990_000 - rng.gen_range(0..5_000) };
         json!({"market": "BTC-USD", "side": side, "type": "limit", "price": format!("{}.{:02}", price / 100, price % 100),
                "quantity": quantity, "time_in_force": "IOC"})
     }

@@ -109,6 +109,9 @@ enum BenchCmd {
         warmup_seconds: u64,
         #[arg(long, default_value_t = 1)]
         http_workers: usize,
+        /// Give every order a client order id.
+        #[arg(long)]
+        client_order_ids: bool,
     },
 }
 
@@ -174,13 +177,16 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
             println!("projections dropped; the next start rebuilds them from the journal");
             Ok(())
         }
-        Cmd::Bench { command: BenchCmd::Http { credentials, connections, seconds, warmup_seconds, http_workers } } => {
+        Cmd::Bench {
+            command: BenchCmd::Http { credentials, connections, seconds, warmup_seconds, http_workers, client_order_ids },
+        } => {
             let opts = bench_http::BenchOptions {
                 credentials,
                 connections,
                 duration: Duration::from_secs(seconds),
                 warmup: Duration::from_secs(warmup_seconds),
                 http_workers,
+                client_order_ids,
             };
             let report = bench_http::run(opts.clone()).await?;
             bench_http::print(&report, &opts);
