@@ -34,6 +34,7 @@ mod fsutil;
 pub mod group;
 pub mod keygen;
 pub mod party;
+pub mod policy;
 pub mod presign;
 pub mod primes;
 pub mod share_store;
