@@ -73,8 +73,18 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     };
     let token = existing.as_ref().map(|c| c.operator.token.clone()).unwrap_or_else(|| tandem_gateway::random_hex(24));
     let bind = SocketAddr::from(([127, 0, 0, 1], opts.port));
+    let master_key_path = opts.data_dir.join("demo-master-key.hex");
+    if !master_key_path.exists() {
+        // Demo only: a real operator keeps the master key away from the data it protects.
+        crate::custody_cli::new_master_key(&master_key_path)?;
+    }
     let mut node = node::start(NodeOptions {
         data_dir: opts.data_dir.clone(),
+        custody: Some(node::CustodyOptions {
+            master_key: crate::custody_cli::load_master_key(Some(&master_key_path))?,
+            // The demo's vaults use the fixture primes; generating more would eat a core.
+            prime_pool_target: 0,
+        }),
         bind,
         exchange: ExchangeConfig::default(),
         // Open enrolment: any wallet can open an account (`tandem wallet init`). Demo only.

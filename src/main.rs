@@ -3,7 +3,7 @@ use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use tandem::{bench_http, demo, journal_cli, node, wallet};
+use tandem::{bench_http, custody_cli, demo, journal_cli, node, wallet};
 use tandem_matching::{ExchangeConfig, SequencerConfig};
 
 #[derive(Parser)]
@@ -45,6 +45,13 @@ enum Cmd {
         /// Snapshot every this many commands.
         #[arg(long, default_value_t = 100_000)]
         snapshot_every: u64,
+        /// File holding the master key (64 hex characters); else TANDEM_MASTER_KEY; without
+        /// either the node runs without custody.
+        #[arg(long)]
+        master_key_file: Option<PathBuf>,
+        /// Safe-prime pairs to keep ready in the background.
+        #[arg(long, default_value_t = 4)]
+        prime_pool_target: usize,
     },
     /// Operator tools for the write-ahead journal.
     Journal {
@@ -63,6 +70,30 @@ enum Cmd {
     },
     /// Trade from your wallet: its device key signs every request.
     Wallet(wallet::cli::WalletArgs),
+    /// Operator tools for the provider's custody secrets.
+    Custody {
+        #[command(subcommand)]
+        command: CustodyCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum CustodyCmd {
+    /// Pregenerates safe-prime pairs (tens of seconds each) into the node's prime pool.
+    GenPrimes {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        /// File holding the master key (64 hex characters); else TANDEM_MASTER_KEY.
+        #[arg(long)]
+        master_key_file: Option<PathBuf>,
+    },
+    /// Writes a new random master key to a file (never overwrites).
+    NewMasterKey {
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -126,6 +157,10 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Cmd::Journal { command: JournalCmd::Verify { data_dir, json } } => journal_cli::verify(&data_dir, json),
         Cmd::Journal { command: JournalCmd::Inspect { data_dir, from, limit } } => journal_cli::inspect(&data_dir, from, limit),
+        Cmd::Custody { command: CustodyCmd::GenPrimes { data_dir, count, master_key_file } } => {
+            custody_cli::gen_primes(&data_dir, count, master_key_file)
+        }
+        Cmd::Custody { command: CustodyCmd::NewMasterKey { out } } => custody_cli::new_master_key(&out),
         // A user's tool: errors are one readable line (with their causes), never a backtrace.
         Cmd::Wallet(args) => {
             if let Err(e) = runtime()?.block_on(wallet::cli::run(args)) {
@@ -147,7 +182,16 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Demo { data_dir, port, no_market_maker, snapshot_every } => {
             demo::run(demo::DemoOptions { data_dir, port, market_maker: !no_market_maker, snapshot_every }).await
         }
-        Cmd::Serve { data_dir, bind, operator_token, markets, http_workers, snapshot_every } => {
+        Cmd::Serve { data_dir, bind, operator_token, markets, http_workers, snapshot_every, master_key_file, prime_pool_target } => {
+            let custody = if master_key_file.is_some() || std::env::var_os(custody_cli::MASTER_KEY_ENV).is_some() {
+                Some(node::CustodyOptions {
+                    master_key: custody_cli::load_master_key(master_key_file.as_deref())?,
+                    prime_pool_target,
+                })
+            } else {
+                tracing::warn!("no master key: running without custody");
+                None
+            };
             let exchange = match markets {
                 Some(p) => serde_json::from_slice::<ExchangeConfig>(&std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?)
                     .with_context(|| format!("parsing {}", p.display()))?,
@@ -155,6 +199,7 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
             };
             let mut n = node::start(node::NodeOptions {
                 data_dir,
+                custody,
                 bind,
                 exchange,
                 gateway: tandem_gateway::GatewayConfig { operator_token, ..Default::default() },
@@ -192,6 +237,6 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
             bench_http::print(&report, &opts);
             Ok(())
         }
-        Cmd::Journal { .. } | Cmd::Wallet(_) => unreachable!("handled in main"),
+        Cmd::Journal { .. } | Cmd::Wallet(_) | Cmd::Custody { .. } => unreachable!("handled in main"),
     }
 }

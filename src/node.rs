@@ -23,11 +23,20 @@ use tandem_store::{ProjectorHandle, Projector, Store};
 
 pub struct NodeOptions {
     pub data_dir: PathBuf,
+    /// Custody of the provider's secrets; `None` runs the exchange without a prime pool.
+    pub custody: Option<CustodyOptions>,
     pub bind: SocketAddr,
     pub exchange: ExchangeConfig,
     pub gateway: GatewayConfig,
     pub sequencer: SequencerConfig,
     pub http_workers: usize,
+}
+
+pub struct CustodyOptions {
+    /// The operator's master key: every secret at rest is sealed under it.
+    pub master_key: tandem_custody::MasterKey,
+    /// Keep this many safe-prime pairs ready, generated in the background (0: never generate).
+    pub prime_pool_target: usize,
 }
 
 /// Paths inside a data dir.
@@ -47,6 +56,9 @@ impl DataDir {
     }
     pub fn store(&self) -> PathBuf {
         self.root.join("tandem.sqlite")
+    }
+    pub fn prime_pool(&self) -> PathBuf {
+        self.root.join("custody").join("primes")
     }
     pub fn lock(&self) -> PathBuf {
         self.root.join("LOCK")
@@ -72,6 +84,7 @@ pub struct Node {
     server: actix_web::dev::ServerHandle,
     server_task: tokio::task::JoinHandle<std::io::Result<()>>,
     core: Option<Sequencer>,
+    prime_pool: Option<Arc<tandem_custody::PrimePool>>,
     _lock: File,
 }
 
@@ -148,6 +161,10 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
     let listener = TcpListener::bind(opts.bind).with_context(|| format!("binding {}", opts.bind))?;
     let addr = listener.local_addr()?;
     let gateway = Gateway::new(sequencer.clone(), store.clone(), projector.clone(), engine_config.clone(), opts.gateway);
+    let prime_pool = match opts.custody {
+        Some(c) => Some(open_prime_pool(&dirs, c, &gateway)?),
+        None => None,
+    };
     let server = tandem_gateway::serve(gateway, listener, opts.http_workers)?;
     let server_handle = server.handle();
     let server_task = tokio::spawn(server);
@@ -161,8 +178,33 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
         server: server_handle,
         server_task,
         core: Some(core),
+        prime_pool,
         _lock: lock,
     })
+}
+
+/// Opens the persistent pool of safe primes (sealed under the master key), shows its size in
+/// `/metrics`, and tops it up in the background: aux info for a new signer group then never
+/// waits tens of seconds for primes.
+fn open_prime_pool(
+    dirs: &DataDir,
+    custody: CustodyOptions,
+    gateway: &Gateway,
+) -> anyhow::Result<Arc<tandem_custody::PrimePool>> {
+    let keyring = tandem_custody::Keyring::new(custody.master_key);
+    let pool = tandem_custody::PrimePool::open(dirs.prime_pool(), keyring)
+        .with_context(|| format!("opening the prime pool in {}", dirs.prime_pool().display()))?;
+    let reader = pool.clone();
+    gateway.metrics().register_gauge_fn(
+        "tandem_custody_prime_pool_size",
+        "Pregenerated safe-prime pairs ready for aux info",
+        move || reader.len() as i64,
+    )?;
+    if custody.prime_pool_target > pool.len() {
+        tracing::info!(have = pool.len(), target = custody.prime_pool_target, "filling the prime pool in the background");
+        pool.fill(custody.prime_pool_target, |p| tracing::info!(len = p.len, target = p.target, "safe primes generated"))?;
+    }
+    Ok(pool)
 }
 
 impl Node {
@@ -172,6 +214,9 @@ impl Node {
 
     /// Stops taking requests, finishes queued commands, and lets the projections catch up.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(pool) = &self.prime_pool {
+            pool.stop_filling();
+        }
         self.server.stop(true).await;
         let _ = (&mut self.server_task).await;
         let last = self.sequencer.metrics().last_seq.load(std::sync::atomic::Ordering::Relaxed);

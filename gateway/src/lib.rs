@@ -115,6 +115,11 @@ impl Gateway {
         }
     }
 
+    /// The node's metrics registry, for parts outside the gateway to add their gauges.
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.metrics
+    }
+
     pub fn config(&self) -> &GatewayConfig {
         &self.config
     }

@@ -54,6 +54,18 @@ impl Metrics {
         Metrics { registry, requests, latency }
     }
 
+    /// Adds a gauge read at scrape time from another part of the node (e.g. the custody prime
+    /// pool), without the gateway depending on that part.
+    pub fn register_gauge_fn(
+        &self,
+        name: &str,
+        help: &str,
+        read: impl Fn() -> i64 + Send + Sync + 'static,
+    ) -> Result<(), prometheus::Error> {
+        let desc = Desc::new(name.into(), help.into(), vec![], Default::default())?;
+        self.registry.register(Box::new(GaugeFn { name: name.into(), help: help.into(), desc, read: Box::new(read) }))
+    }
+
     pub fn observe(&self, route: &str, method: &str, status: u16, seconds: f64) {
         self.requests.with_label_values(&[route, method, &status.to_string()]).inc();
         self.latency.with_label_values(&[route]).observe(seconds);
@@ -195,5 +207,23 @@ impl Collector for EngineCollector {
         out.extend(gauge(GAUGES[3].0, GAUGES[3].1, as_i64(projected)));
         out.extend(gauge(GAUGES[4].0, GAUGES[4].1, as_i64(last_seq.saturating_sub(projected))));
         out
+    }
+}
+
+/// A gauge whose value a closure reads at scrape time.
+struct GaugeFn {
+    name: String,
+    help: String,
+    desc: Desc,
+    read: Box<dyn Fn() -> i64 + Send + Sync>,
+}
+
+impl Collector for GaugeFn {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        gauge(&self.name, &self.help, (self.read)())
     }
 }
