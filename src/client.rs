@@ -19,6 +19,9 @@ pub enum Auth {
     Operator(String),
     /// A wallet's device key: every request is signed with BIP-340.
     Device(Arc<crate::wallet::device::DeviceKey>),
+    /// A co-signer's identity key (the same kind of key as a device key), registered by the
+    /// operator: signs MPC relay requests like a device, under `X-Tandem-Cosigner`.
+    Cosigner(Arc<crate::wallet::device::DeviceKey>),
 }
 
 pub struct Client {
@@ -80,6 +83,13 @@ impl Client {
                     .header("x-tandem-device", device.pubkey_hex())
                     .header("x-tandem-timestamp", ts.to_string())
                     .header("x-tandem-signature", device.sign_request(ts, method, path_and_query, &body));
+            }
+            Auth::Cosigner(key) => {
+                let ts = self.next_timestamp();
+                req = req
+                    .header("x-tandem-cosigner", key.pubkey_hex())
+                    .header("x-tandem-timestamp", ts.to_string())
+                    .header("x-tandem-signature", key.sign_request(ts, method, path_and_query, &body));
             }
         }
         let req = req.body(Full::new(Bytes::from(body)))?;

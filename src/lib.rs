@@ -8,6 +8,7 @@ pub mod custody_cli;
 pub mod demo;
 pub mod journal_cli;
 pub mod journal_port;
+pub mod mpc_link;
 pub mod node;
 pub mod replay;
 pub mod wallet;

@@ -12,7 +12,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tandem_gateway::{Gateway, GatewayConfig};
+use tandem_gateway::{Gateway, GatewayConfig, Relay};
 use tandem_journal::{Journal, JournalConfig, SnapshotStore};
 use tandem_matching::sequencer::encode_record;
 use tandem_matching::{
@@ -81,6 +81,8 @@ pub struct Node {
     pub store: Store,
     pub projector: ProjectorHandle,
     pub engine_config: EngineConfig,
+    /// The gateway's MPC relay, for the in-process provider party.
+    pub relay: Arc<Relay>,
     server: actix_web::dev::ServerHandle,
     server_task: tokio::task::JoinHandle<std::io::Result<()>>,
     core: Option<Sequencer>,
@@ -165,6 +167,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
         Some(c) => Some(open_prime_pool(&dirs, c, &gateway)?),
         None => None,
     };
+    let relay = gateway.relay();
     let server = tandem_gateway::serve(gateway, listener, opts.http_workers)?;
     let server_handle = server.handle();
     let server_task = tokio::spawn(server);
@@ -175,6 +178,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
         store,
         projector,
         engine_config,
+        relay,
         server: server_handle,
         server_task,
         core: Some(core),
@@ -217,6 +221,8 @@ impl Node {
         if let Some(pool) = &self.prime_pool {
             pool.stop_filling();
         }
+        // Long polls on the MPC relay would otherwise hold the graceful stop for their wait.
+        self.relay.close();
         self.server.stop(true).await;
         let _ = (&mut self.server_task).await;
         let last = self.sequencer.metrics().last_seq.load(std::sync::atomic::Ordering::Relaxed);

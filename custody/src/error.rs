@@ -115,6 +115,23 @@ pub enum TransportError {
         /// Its stated reason (a class of failure).
         reason: String,
     },
+    /// A sealed envelope failed authentication ([`crate::channel`]): forged, tampered with,
+    /// or sealed for another session, sender or recipient.
+    #[error(
+        "message from party {sender} (sequence {seq}) failed authentication: forged, tampered with, \
+         or sealed for another session or recipient"
+    )]
+    Unauthenticated {
+        /// Claimed sender index.
+        sender: u16,
+        /// Claimed sequence number.
+        seq: u64,
+    },
+    /// The relay carrying the session refused it or ended it (aborted by a party, expired,
+    /// unreachable). The relay is not trusted with message contents, but it can always stop a
+    /// session.
+    #[error("relay: {0}")]
+    Relay(String),
 }
 
 /// Errors of the custody core.
@@ -202,6 +219,10 @@ pub enum CustodyError {
         /// Key id (hex) from the ciphertext header.
         key_id: String,
     },
+    /// The parties or identity keys given for a secure session do not fit (we are not among
+    /// them, a role or a key appears twice, ...).
+    #[error("invalid secure session: {0}")]
+    InvalidSession(String),
     /// Stored data has an unexpected format.
     #[error("{what}: bad format: {reason}")]
     Format {

@@ -27,8 +27,11 @@
 //! (presignatures and their single-use store), `sign` (signing), `bitcoin` (sighash, DER,
 //! witness), `share_store` (master keys, AEAD at rest), `transport` (envelopes, checks,
 //! in-process network), `error`.
+//! `channel`: end-to-end sealed envelopes ([`SecureLink`]), so protocols can run through a relay
+//! that must not read or forge them (the gateway's).
 
 pub mod bitcoin;
+pub mod channel;
 pub mod error;
 mod fsutil;
 pub mod group;
@@ -41,6 +44,7 @@ pub mod share_store;
 pub mod sign;
 pub mod transport;
 
+pub use crate::channel::{SecureChannel, SecureLink, SessionMember};
 pub use crate::bitcoin::{p2wpkh_sighash, verify_input_consensus, InputSignature, InputToSign, SpendTx};
 pub use crate::error::{CustodyError, ProtocolFailure, ProtocolKind, Result, TransportError};
 pub use crate::group::{ExecutionId, ExecutionIdRegistry, GroupId, PartyRole, Policy, SignerGroup};

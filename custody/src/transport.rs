@@ -9,9 +9,10 @@
 //!
 //! Transport-agnostic: a protocol run takes any [`Link`] (a stream of incoming envelopes and a
 //! sink for outgoing ones). [`LocalNetwork`] links parties in one process (tests, benchmarks,
-//! demo) and can tap messages to inject faults; the gateway transport comes later and must add
-//! what this layer does not: sender authentication and encryption of point-to-point envelopes
-//! (keygen sends secret shares point-to-point).
+//! demo) and can tap messages to inject faults. What this layer does not do, sender
+//! authentication and encryption (keygen sends secret shares point-to-point), is
+//! [`crate::channel::SecureLink`]'s job: it wraps any link, so the same protocols run over an
+//! encrypted link to the gateway's relay.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -81,10 +82,30 @@ pub struct SessionInfo {
 /// Best-effort, synchronous delivery of an envelope (used to tell peers a session is over).
 pub type AbortSender = Box<dyn Fn(Envelope) + Send + Sync>;
 
+/// What a link's incoming stream yields: an envelope, or (for links that check or decrypt
+/// before the session does, like [`crate::channel::SecureLink`], or that learn from their
+/// network that the session is over) the transport violation that ends the session.
+pub trait Inbound {
+    /// The envelope, or why there is none.
+    fn into_inbound(self) -> std::result::Result<Envelope, TransportError>;
+}
+
+impl Inbound for Envelope {
+    fn into_inbound(self) -> std::result::Result<Envelope, TransportError> {
+        Ok(self)
+    }
+}
+
+impl Inbound for std::result::Result<Envelope, TransportError> {
+    fn into_inbound(self) -> std::result::Result<Envelope, TransportError> {
+        self
+    }
+}
+
 /// A party's connection for one session: incoming envelopes and a sink for outgoing ones.
 pub trait Link {
-    /// Incoming envelopes.
-    type Rx: Stream<Item = Envelope> + Unpin;
+    /// Incoming envelopes (`Envelope` or `Result<Envelope, TransportError>`, see [`Inbound`]).
+    type Rx: Stream<Item: Inbound> + Unpin;
     /// Outgoing envelopes.
     type Tx: Sink<Envelope, Error = TransportError> + Unpin;
     /// A way to reach peers after the protocol has given up its sink, to send them an abort.
@@ -98,7 +119,7 @@ pub trait Link {
 
 impl<Rx, Tx> Link for (Rx, Tx)
 where
-    Rx: Stream<Item = Envelope> + Unpin,
+    Rx: Stream<Item: Inbound> + Unpin,
     Tx: Sink<Envelope, Error = TransportError> + Unpin,
 {
     type Rx = Rx;
@@ -175,7 +196,7 @@ impl<M: DeserializeOwned, S> Inbox<M, S> {
     }
 }
 
-impl<M: DeserializeOwned, S: Stream<Item = Envelope> + Unpin> Stream for Inbox<M, S> {
+impl<M: DeserializeOwned, S: Stream<Item: Inbound> + Unpin> Stream for Inbox<M, S> {
     type Item = std::result::Result<Incoming<M>, TransportError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -186,7 +207,7 @@ impl<M: DeserializeOwned, S: Stream<Item = Envelope> + Unpin> Stream for Inbox<M
                 this.violation.record(&TransportError::Closed);
                 Poll::Ready(None)
             }
-            Poll::Ready(Some(env)) => match this.check(env) {
+            Poll::Ready(Some(item)) => match item.into_inbound().and_then(|env| this.check(env)) {
                 Ok(m) => Poll::Ready(Some(Ok(m))),
                 Err(e) => {
                     this.violation.record(&e);
@@ -371,6 +392,8 @@ fn short_reason(err: &CustodyError) -> String {
             TransportError::Send(_) => "send failure".into(),
             TransportError::Closed => "network closed".into(),
             TransportError::PeerAborted { .. } => "peer aborted".into(),
+            TransportError::Unauthenticated { .. } => "unauthenticated message".into(),
+            TransportError::Relay(_) => "relay failure".into(),
         },
         CustodyError::Protocol { reason: ProtocolFailure::Library(_), .. } => "protocol check failed".into(),
         _ => "aborted".into(),

@@ -7,6 +7,8 @@
 //!   message).
 //! - Device key (a wallet): `X-Tandem-Device` = the BIP-340 x-only public key (hex) and
 //!   `X-Tandem-Signature` = hex of the 64-byte BIP-340 Schnorr signature of SHA256(message).
+//! - Co-signer identity key (MPC relay routes only): `X-Tandem-Cosigner` instead of
+//!   `X-Tandem-Device`, the same signature; the key is registered by the operator.
 //!
 //! The body is covered byte for byte as sent, so handlers parse JSON only after this check.
 
@@ -28,6 +30,8 @@ pub const KEY_HEADER: &str = "X-Tandem-Key";
 pub const TIMESTAMP_HEADER: &str = "X-Tandem-Timestamp";
 pub const SIGNATURE_HEADER: &str = "X-Tandem-Signature";
 pub const DEVICE_HEADER: &str = "X-Tandem-Device";
+/// A co-signer's identity key: signs like a device key, on the MPC relay routes only.
+pub const COSIGNER_HEADER: &str = "X-Tandem-Cosigner";
 
 /// The request signature: lowercase hex of HMAC-SHA256(secret, timestamp_ms + METHOD +
 /// path_and_query + body). The key is the secret string's bytes as handed out (the hex text).
@@ -164,6 +168,35 @@ impl DeviceCache {
     }
 }
 
+/// Co-signer identity keys seen so far, like [`DeviceCache`]: never revoked, so entries stay
+/// valid; unknown keys are not cached (a co-signer registered later must still work).
+#[derive(Default)]
+pub struct CosignerCache {
+    cosigners: RwLock<std::collections::HashSet<XOnlyPublicKey>>,
+}
+
+impl CosignerCache {
+    fn contains(&self, key: &XOnlyPublicKey) -> bool {
+        self.cosigners.read().unwrap_or_else(|p| p.into_inner()).contains(key)
+    }
+
+    pub fn insert(&self, key: XOnlyPublicKey) {
+        self.cosigners.write().unwrap_or_else(|p| p.into_inner()).insert(key);
+    }
+}
+
+/// Whether `key` is a registered co-signer: cache first, then the store.
+pub async fn is_cosigner(gw: &Gateway, key: &XOnlyPublicKey) -> Result<bool, ApiError> {
+    if gw.cosigners.contains(key) {
+        return Ok(true);
+    }
+    if gw.store.cosigner(&key.to_string()).await?.is_some() {
+        gw.cosigners.insert(*key);
+        return Ok(true);
+    }
+    Ok(false)
+}
+
 /// The account of a registered device key: cache first, then the store.
 pub async fn lookup_device(gw: &Gateway, device: &XOnlyPublicKey) -> Result<Option<AccountId>, ApiError> {
     if let Some(hit) = gw.devices.get(device) {
@@ -261,6 +294,76 @@ pub async fn check_device_credentials(
     }
     first_use(gw, method, path_and_query, signature, ts)?;
     Ok(account)
+}
+
+/// The co-signer twin of [`check_device_credentials`]: timestamp, registered co-signer
+/// identity key, BIP-340 signature (the device scheme exactly).
+pub async fn check_cosigner_credentials(
+    gw: &Gateway,
+    identity: &str,
+    timestamp: &str,
+    signature: &str,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+) -> Result<XOnlyPublicKey, ApiError> {
+    let ts = check_timestamp(gw, timestamp)?;
+    let unknown = || ApiError::unauthorized("unknown_cosigner", "no co-signer with this identity key is registered");
+    let key = parse_device_pubkey(identity).ok_or_else(unknown)?;
+    if !is_cosigner(gw, &key).await? {
+        return Err(unknown());
+    }
+    if !verify_device(&key, ts, method, path_and_query, body, signature) {
+        return Err(ApiError::unauthorized("bad_signature", "the request signature does not match"));
+    }
+    first_use(gw, method, path_and_query, signature, ts)?;
+    Ok(key)
+}
+
+/// Who called an MPC relay route: an identity key, and how it was authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartyCaller {
+    pub identity: XOnlyPublicKey,
+    pub kind: PartyKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartyKind {
+    /// A wallet's enrolled device key (of this account).
+    Device(AccountId),
+    /// A registered co-signer.
+    Cosigner,
+}
+
+/// Authenticates a request to the MPC relay: signed by an enrolled device key
+/// (`X-Tandem-Device`) or by a registered co-signer identity key (`X-Tandem-Cosigner`). API
+/// keys are not accepted: a relay party must be an identity key.
+pub async fn authenticate_party(gw: &Gateway, req: &HttpRequest, body: &[u8]) -> Result<PartyCaller, ApiError> {
+    let (key, device, cosigner) = (header(req, KEY_HEADER), header(req, DEVICE_HEADER), header(req, COSIGNER_HEADER));
+    let (ts, sig) = (header(req, TIMESTAMP_HEADER), header(req, SIGNATURE_HEADER));
+    let method = req.method().as_str();
+    let pq = path_and_query(req);
+    match (key, device, cosigner, ts, sig) {
+        (_, Some(_), Some(_), _, _) | (Some(_), Some(_), _, _, _) | (Some(_), _, Some(_), _, _) => Err(
+            ApiError::bad_request(format!("send one of {DEVICE_HEADER} or {COSIGNER_HEADER}")),
+        ),
+        (None, Some(device), None, Some(ts), Some(sig)) => {
+            let account = check_device_credentials(gw, device, ts, sig, method, pq, body).await?;
+            let identity = parse_device_pubkey(device).ok_or_else(|| ApiError::unauthorized("unknown_device", "bad key"))?;
+            Ok(PartyCaller { identity, kind: PartyKind::Device(account) })
+        }
+        (None, None, Some(cosigner), Some(ts), Some(sig)) => {
+            let identity = check_cosigner_credentials(gw, cosigner, ts, sig, method, pq, body).await?;
+            Ok(PartyCaller { identity, kind: PartyKind::Cosigner })
+        }
+        _ => Err(ApiError::unauthorized(
+            "missing_credentials",
+            format!(
+                "MPC relay requests are signed by a device key ({DEVICE_HEADER}) or a co-signer identity key \
+                 ({COSIGNER_HEADER}), with {TIMESTAMP_HEADER} and {SIGNATURE_HEADER}; API keys are not accepted"
+            ),
+        )),
+    }
 }
 
 fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {

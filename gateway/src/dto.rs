@@ -181,6 +181,15 @@ pub struct EnrolmentCodeRequest {
     pub label: Option<String>,
 }
 
+/// `POST /v1/operator/cosigners`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CosignerRequest {
+    pub identity_pubkey: String,
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
 /// `POST /v1/wallet/enrol`, signed by the device key it enrols.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

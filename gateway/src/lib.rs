@@ -8,7 +8,9 @@
 //! Parts: [`auth`] (API-key and device-key signatures, operator token, key caches), [`dto`]
 //! (wire types and decimal conversion), [`error`] (the error shape and status mapping),
 //! `routes::*` (handlers, wallet enrolment among them), [`ws`] (market data and user streams),
-//! [`metrics`] (Prometheus).
+//! [`metrics`] (Prometheus), [`relay`] (mailboxes carrying sealed MPC messages between a
+//! vault's parties; `routes::mpc` serves it over HTTP, the in-process provider calls it
+//! directly through [`Gateway::relay`]).
 //!
 //! See `docs/API.md` for the API itself.
 
@@ -17,11 +19,13 @@ pub mod auth;
 pub mod dto;
 pub mod error;
 pub mod metrics;
+pub mod relay;
 mod routes;
 pub mod ws;
 
 pub use auth::{random_hex, sign, sign_device};
 pub use error::ApiError;
+pub use relay::{Relay, RelayConfig};
 
 use actix_web::web::{self, Data};
 use actix_web::{App, HttpServer};
@@ -49,6 +53,8 @@ pub struct GatewayConfig {
     /// `POST /v1/wallet/enrol` opens an account for any wallet, without an enrolment code.
     /// For demos only: anyone who can reach the API can open accounts.
     pub open_enrolment: bool,
+    /// The MPC relay (`/v1/mpc/...`): limits, expiry, the provider's identity key.
+    pub mpc: RelayConfig,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -61,6 +67,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("bitcoin_network", &self.bitcoin_network)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("open_enrolment", &self.open_enrolment)
+            .field("mpc", &self.mpc)
             .finish()
     }
 }
@@ -74,6 +81,7 @@ impl Default for GatewayConfig {
             bitcoin_network: bitcoin::Network::Bitcoin,
             max_body_bytes: 64 * 1024,
             open_enrolment: false,
+            mpc: RelayConfig::default(),
         }
     }
 }
@@ -89,6 +97,8 @@ pub struct Gateway {
     pub(crate) keys: auth::KeyCache,
     pub(crate) devices: auth::DeviceCache,
     pub(crate) replays: replay_guard::ReplayGuard,
+    pub(crate) cosigners: auth::CosignerCache,
+    pub(crate) relay: Arc<Relay>,
 }
 
 impl Gateway {
@@ -111,6 +121,8 @@ impl Gateway {
             keys: auth::KeyCache::default(),
             devices: auth::DeviceCache::default(),
             replays: replay_guard::ReplayGuard::new(config.recv_window_ms),
+            cosigners: auth::CosignerCache::default(),
+            relay: Arc::new(Relay::new(config.mpc.clone())),
             config,
         }
     }
@@ -126,6 +138,12 @@ impl Gateway {
 
     pub fn engine_config(&self) -> &EngineConfig {
         &self.engine_config
+    }
+
+    /// The MPC relay, for parties running in this process (the provider): the same mailboxes
+    /// the HTTP routes serve. Keep a clone before handing the gateway to [`serve`].
+    pub fn relay(&self) -> Arc<Relay> {
+        self.relay.clone()
     }
 
     pub(crate) fn fmt(&self) -> dto::Fmt<'_> {
@@ -181,6 +199,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, gateway: Data<Gateway>) {
         .configure(routes::account::configure)
         .configure(routes::operator::configure)
         .configure(routes::wallet::configure)
+        .configure(|cfg| routes::mpc::configure(cfg, gateway.config.mpc.max_request_bytes))
         .service(routes::resource("/v1/ws", |r| r.route(web::get().to(ws::connect))))
         .service(routes::resource("/metrics", |r| r.route(web::get().to(metrics::scrape))))
         .default_service(web::to(error::not_found));

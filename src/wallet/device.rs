@@ -42,6 +42,17 @@ impl DeviceKey {
         self.keypair.x_only_public_key().0.to_string()
     }
 
+    /// The keypair: also the wallet's identity key in MPC sessions (its secure channels to the
+    /// other parties are keyed from it, see `tandem_custody::channel`).
+    pub fn keypair(&self) -> &Keypair {
+        &self.keypair
+    }
+
+    /// The x-only public key.
+    pub fn x_only(&self) -> bitcoin::secp256k1::XOnlyPublicKey {
+        self.keypair.x_only_public_key().0
+    }
+
     /// `X-Tandem-Signature` of a request.
     pub fn sign_request(&self, timestamp_ms: u64, method: &str, path_and_query: &str, body: &[u8]) -> String {
         tandem_gateway::sign_device(&self.keypair, timestamp_ms, method, path_and_query, body)

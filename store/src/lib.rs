@@ -3,7 +3,8 @@
 //! The crate owns the SQL database (SQLite by default, PostgreSQL later) and the tables in
 //! `migrations/sqlite`: orders, trades, balances, ledger entries, accounts, deposits and
 //! withdrawals, all *derived* from [`Applied`] commands, plus small tables that are not
-//! derived (API keys, wallet device keys and their enrolment codes, and a key-value `meta`).
+//! derived (API keys, wallet device keys and their enrolment codes, co-signer identity keys, and a
+//! key-value `meta`).
 //!
 //! The engine is the source of truth. A projection is rebuildable: [`Store::reset_projections`]
 //! empties it and replaying the journal through [`Store::apply_batch`] fills it again, row for
@@ -19,6 +20,7 @@
 //! checked macros), `?` placeholders each bound exactly once and in order (a rewrite to `$n`
 //! is then a simple scan), integer columns as `i64`, no SQLite-only syntax in statements.
 
+mod cosigners;
 mod devices;
 mod keys;
 mod projection;
@@ -36,7 +38,7 @@ use std::time::Duration;
 
 pub use projector::{Projector, ProjectorHandle};
 pub use records::{
-    AccountRecord, ApiKeyRecord, BalanceRecord, DepositRecord, DeviceKeyRecord, EnrolmentCodeRecord, LedgerEntry,
+    AccountRecord, ApiKeyRecord, BalanceRecord, CosignerRecord, DepositRecord, DeviceKeyRecord, EnrolmentCodeRecord, LedgerEntry,
     OrderRecord, OrderStatus, OrderType, TradeRecord, WithdrawalRecord, WithdrawalStatus,
 };
 pub use tandem_matching::{

@@ -254,6 +254,15 @@ pub struct EnrolmentCodeRecord {
     pub account_id: Option<AccountId>,
 }
 
+/// A co-signer's identity key (BIP-340 x-only public key, lowercase hex), registered by the
+/// operator. Public data; the secret stays with the co-signer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CosignerRecord {
+    pub identity_pubkey: String,
+    pub label: String,
+    pub created_at: Timestamp,
+}
+
 // ---- conversions ----
 
 fn corrupt(what: &str, value: &str) -> StoreError {

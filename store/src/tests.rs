@@ -732,3 +732,18 @@ async fn projection_throughput() {
     );
     assert_eq!(store.projected_seq().await.unwrap(), Seq(h.seq));
 }
+
+#[tokio::test]
+async fn cosigners_are_unique_and_survive_a_projection_reset() {
+    let store = Store::open_in_memory().await.unwrap();
+    let c1 = CosignerRecord { identity_pubkey: "c1".into(), label: "acme".into(), created_at: Timestamp(T0) };
+    let c2 = CosignerRecord { identity_pubkey: "c2".into(), label: "".into(), created_at: Timestamp(T0 + 1) };
+    store.insert_cosigner(&c1).await.unwrap();
+    store.insert_cosigner(&c2).await.unwrap();
+    let again = store.insert_cosigner(&CosignerRecord { label: "other".into(), ..c1.clone() }).await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    assert_eq!(store.cosigner("c1").await.unwrap(), Some(c1.clone()));
+    assert_eq!(store.cosigner("nope").await.unwrap(), None);
+    store.reset_projections().await.unwrap();
+    assert_eq!(store.cosigners().await.unwrap(), vec![c1, c2]);
+}

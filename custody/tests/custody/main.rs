@@ -4,6 +4,7 @@
 mod common;
 mod faults;
 mod presignatures;
+mod secure;
 mod primes;
 mod shares;
 mod signing;

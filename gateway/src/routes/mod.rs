@@ -1,7 +1,9 @@
 //! HTTP handlers, one module per audience: public market data, a trader's orders, a trader's
-//! account (balances, funds, history), wallets enrolling their device keys, and the operator.
+//! account (balances, funds, history), wallets enrolling their device keys, the parties of MPC
+//! sessions (the relay), and the operator.
 
 pub mod account;
+pub mod mpc;
 pub mod operator;
 pub mod orders;
 pub mod public;
@@ -21,6 +23,11 @@ use futures_util::future::LocalBoxFuture;
 /// after authentication (see [`crate::dto::parse_json`]). Failures use the common error shape.
 pub struct RawBody(pub Bytes);
 
+/// A resource's own body limit (set together with its `web::PayloadConfig`), so a refusal
+/// names the right number.
+#[derive(Clone, Copy)]
+pub(crate) struct BodyLimit(pub usize);
+
 impl std::ops::Deref for RawBody {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
@@ -33,7 +40,10 @@ impl FromRequest for RawBody {
     type Future = LocalBoxFuture<'static, Result<RawBody, ApiError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let limit = req.app_data::<Data<Gateway>>().map_or(64 * 1024, |g| g.config.max_body_bytes);
+        let limit = match req.app_data::<BodyLimit>() {
+            Some(l) => l.0,
+            None => req.app_data::<Data<Gateway>>().map_or(64 * 1024, |g| g.config.max_body_bytes),
+        };
         let fut = Bytes::from_request(req, payload);
         Box::pin(async move {
             fut.await.map(RawBody).map_err(|e| {

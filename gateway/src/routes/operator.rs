@@ -1,11 +1,11 @@
 //! Operator routes (`Authorization: Bearer <operator_token>`): open accounts with their API
-//! credentials, issue wallet enrolment codes, credit fiat deposits, halt and resume markets,
-//! inspect an account.
+//! credentials, issue wallet enrolment codes, register co-signers (MPC relay identities),
+//! credit fiat deposits, halt and resume markets, inspect an account.
 
 use super::{resource, RawBody};
 use crate::auth::{authenticate_operator, random_hex};
 use crate::dto::{
-    self, parse_json, path_id, printable, units, DepositRequest, EnrolmentCodeRequest, OpenAccountKind,
+    self, parse_json, path_id, printable, units, CosignerRequest, DepositRequest, EnrolmentCodeRequest, OpenAccountKind,
     OpenAccountRequest,
 };
 use crate::error::ApiError;
@@ -15,12 +15,15 @@ use actix_web::web::{self, Data};
 use actix_web::{HttpRequest, HttpResponse};
 use serde_json::json;
 use tandem_matching::{AccountId, AccountKind, Amount, AssetId, Command, Event, RejectReason, Timestamp};
-use tandem_store::{ApiKeyRecord, EnrolmentCodeRecord, StoreError};
+use tandem_store::{ApiKeyRecord, CosignerRecord, EnrolmentCodeRecord, StoreError};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/v1/operator/accounts", |r| r.route(web::post().to(open_account))))
         .service(resource("/v1/operator/accounts/{id}", |r| r.route(web::get().to(account))))
         .service(resource("/v1/operator/enrolment-codes", |r| r.route(web::post().to(enrolment_code))))
+        .service(resource("/v1/operator/cosigners", |r| {
+            r.route(web::post().to(register_cosigner)).route(web::get().to(list_cosigners))
+        }))
         .service(resource("/v1/operator/deposits", |r| r.route(web::post().to(deposit))))
         .service(resource("/v1/operator/state", |r| r.route(web::get().to(state))))
         .service(resource("/v1/operator/markets/{symbol}/halt", |r| r.route(web::post().to(halt))))
@@ -114,6 +117,46 @@ async fn enrolment_code(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> R
         }
     }
     Err(ApiError::unavailable("could not create a unique enrolment code"))
+}
+
+/// Registers a co-signer's identity key: from then on it may sign MPC relay requests
+/// (`X-Tandem-Cosigner`) and take the co-signer role in sessions. Never revoked.
+async fn register_cosigner(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
+    authenticate_operator(&gw, &req)?;
+    let r: CosignerRequest = parse_json(&body)?;
+    let key = crate::auth::parse_device_pubkey(&r.identity_pubkey).ok_or_else(|| {
+        ApiError::bad_request("identity_pubkey must be a BIP-340 x-only public key: 64 hex characters")
+    })?;
+    let label = r.label.unwrap_or_default();
+    printable("label", &label, 0, 128)?;
+    let conflict = |what: &str| ApiError::new(StatusCode::CONFLICT, "cosigner_registered", what.to_owned());
+    if crate::auth::lookup_device(&gw, &key).await?.is_some() {
+        return Err(conflict("this key is a wallet's device key; a co-signer needs a key of its own"));
+    }
+    let record = CosignerRecord { identity_pubkey: key.to_string(), label, created_at: Timestamp(crate::auth::now_millis()) };
+    match gw.store.insert_cosigner(&record).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict(_)) => return Err(conflict("this co-signer is already registered")),
+        Err(e) => return Err(e.into()),
+    }
+    gw.cosigners.insert(key);
+    Ok(HttpResponse::Ok().json(json!({
+        "identity_pubkey": record.identity_pubkey,
+        "label": record.label,
+        "created_at": record.created_at.0,
+    })))
+}
+
+async fn list_cosigners(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    authenticate_operator(&gw, &req)?;
+    let list: Vec<_> = gw
+        .store
+        .cosigners()
+        .await?
+        .into_iter()
+        .map(|c| json!({"identity_pubkey": c.identity_pubkey, "label": c.label, "created_at": c.created_at.0}))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "cosigners": list })))
 }
 
 async fn account(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpResponse, ApiError> {

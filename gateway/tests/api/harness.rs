@@ -23,6 +23,8 @@ pub struct Exchange {
     pub base: String,
     pub client: awc::Client,
     pub sequencer: SequencerHandle,
+    /// The gateway's MPC relay, as an in-process party (the provider) uses it.
+    pub relay: std::sync::Arc<tandem_gateway::Relay>,
     owner: Option<Sequencer>,
     server: ServerHandle,
 }
@@ -96,13 +98,14 @@ impl Exchange {
     pub async fn start_with(change: impl FnOnce(&mut GatewayConfig)) -> Exchange {
         let (owner, gateway) = build(change).await;
         let sequencer = owner.handle();
+        let relay = gateway.relay();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let server = serve(gateway, listener, 1).unwrap();
         let handle = server.handle();
         actix_web::rt::spawn(server);
         let client = awc::Client::builder().timeout(Duration::from_secs(20)).finish();
-        Exchange { base, client, sequencer, owner: Some(owner), server: handle }
+        Exchange { base, client, sequencer, relay, owner: Some(owner), server: handle }
     }
 
     pub async fn stop(mut self) {

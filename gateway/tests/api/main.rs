@@ -2,5 +2,6 @@
 
 mod harness;
 mod http;
+mod mpc;
 mod wallet;
 mod websocket;

@@ -1,0 +1,234 @@
+//! The MPC relay over HTTP (`/v1/mpc/sessions...`): the wallet (device-key signatures) and the
+//! co-signer (co-signer identity-key signatures) open sessions, post sealed messages, fetch
+//! (long-poll) the messages addressed to them, and abort. The mailboxes are [`crate::relay`]'s;
+//! the provider uses them in-process.
+//!
+//! On top of the relay's own checks this layer binds roles to kinds of keys: a session's
+//! wallet must be an enrolled device key and its co-signer a registered co-signer identity
+//! (the provider's key is the relay's configuration).
+
+use super::{resource, BodyLimit, RawBody};
+use crate::auth::{authenticate_party, is_cosigner, lookup_device, parse_device_pubkey, PartyCaller};
+use crate::dto::{parse_json, parse_query, printable};
+use crate::error::ApiError;
+use crate::relay::{Delivered, Eid, RelayError, RelayMessage, Role, SessionParty, SessionSpec, SessionView};
+use crate::Gateway;
+use actix_web::http::StatusCode;
+use actix_web::web::{self, Data};
+use actix_web::{HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::time::Duration;
+
+pub fn configure(cfg: &mut web::ServiceConfig, max_request_bytes: usize) {
+    let limit = max_request_bytes.max(1024);
+    cfg.service(resource("/v1/mpc/sessions", |r| r.route(web::post().to(open))))
+        .service(resource("/v1/mpc/sessions/{eid}", |r| r.route(web::get().to(session))))
+        .service(resource("/v1/mpc/sessions/{eid}/messages", move |r| {
+            r.app_data(web::PayloadConfig::new(limit))
+                .app_data(BodyLimit(limit))
+                .route(web::post().to(post_messages))
+                .route(web::get().to(fetch_messages))
+        }))
+        .service(resource("/v1/mpc/sessions/{eid}/abort", |r| r.route(web::post().to(abort))));
+}
+
+impl From<RelayError> for ApiError {
+    fn from(e: RelayError) -> ApiError {
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+        ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OpenRequest {
+    execution_id: String,
+    protocol: String,
+    parties: Vec<PartyJson>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartyJson {
+    role: Role,
+    identity_pubkey: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostRequest {
+    messages: Vec<MessageJson>,
+}
+
+/// One sealed message on the wire; `id` only in fetch replies.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageJson {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<u64>,
+    sender: Role,
+    recipient: Role,
+    #[serde(default)]
+    broadcast: bool,
+    seq: u64,
+    #[serde(default)]
+    abort: bool,
+    /// The sealed payload, hex.
+    payload: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FetchQuery {
+    #[serde(default)]
+    after: u64,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AbortRequest {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+fn path_eid(req: &HttpRequest) -> Result<Eid, ApiError> {
+    let raw = req.match_info().get("eid").unwrap_or("");
+    Eid::from_hex(raw).ok_or_else(|| ApiError::bad_request("the execution id must be 64 hex characters"))
+}
+
+fn session_json(v: &SessionView) -> serde_json::Value {
+    json!({
+        "execution_id": v.execution_id.to_string(),
+        "protocol": v.protocol,
+        "parties": v.parties.iter().map(|p| json!({"role": p.role, "identity_pubkey": p.identity.to_string()})).collect::<Vec<_>>(),
+        "status": if v.ended.is_some() { "ended" } else { "open" },
+        "ended_reason": v.ended,
+        "expires_in_ms": v.expires_in.as_millis() as u64,
+    })
+}
+
+/// A party's role must fit how its key is registered.
+async fn check_registered(gw: &Gateway, caller: &PartyCaller, parties: &[SessionParty]) -> Result<(), ApiError> {
+    let unregistered = |what: String| ApiError::new(StatusCode::BAD_REQUEST, "unregistered_identity", what);
+    for p in parties {
+        match p.role {
+            Role::Wallet => {
+                if lookup_device(gw, &p.identity).await?.is_none() {
+                    return Err(unregistered(format!(
+                        "the wallet's identity key {} is not an enrolled device key",
+                        p.identity
+                    )));
+                }
+            }
+            Role::Cosigner => {
+                if !is_cosigner(gw, &p.identity).await? {
+                    return Err(unregistered(format!(
+                        "the co-signer's identity key {} is not a registered co-signer",
+                        p.identity
+                    )));
+                }
+            }
+            Role::Provider => {}
+        }
+    }
+    // The caller's own entry must match how it authenticated (a device cannot open as co-signer).
+    let mine = parties.iter().find(|p| p.identity == caller.identity).map(|p| p.role);
+    let fits = match caller.kind {
+        crate::auth::PartyKind::Device(_) => mine == Some(Role::Wallet),
+        crate::auth::PartyKind::Cosigner => mine == Some(Role::Cosigner),
+    };
+    if !fits {
+        return Err(ApiError::bad_request(
+            "the caller must be among the parties: a device key as the wallet, a co-signer key as the co-signer",
+        ));
+    }
+    Ok(())
+}
+
+async fn open(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
+    let caller = authenticate_party(&gw, &req, &body).await?;
+    let r: OpenRequest = parse_json(&body)?;
+    let execution_id = Eid::from_hex(&r.execution_id)
+        .ok_or_else(|| ApiError::bad_request("execution_id must be 64 hex characters"))?;
+    let parties = r
+        .parties
+        .iter()
+        .map(|p| {
+            let identity = parse_device_pubkey(&p.identity_pubkey).ok_or_else(|| {
+                ApiError::bad_request("identity_pubkey must be a BIP-340 x-only public key: 64 hex characters")
+            })?;
+            Ok(SessionParty { role: p.role, identity })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    check_registered(&gw, &caller, &parties).await?;
+    let view = gw.relay.open(&caller.identity, SessionSpec { execution_id, protocol: r.protocol, parties })?;
+    Ok(HttpResponse::Ok().json(session_json(&view)))
+}
+
+async fn session(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
+    let caller = authenticate_party(&gw, &req, &body).await?;
+    let eid = path_eid(&req)?;
+    Ok(HttpResponse::Ok().json(session_json(&gw.relay.session(&caller.identity, eid)?)))
+}
+
+async fn post_messages(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
+    let caller = authenticate_party(&gw, &req, &body).await?;
+    let eid = path_eid(&req)?;
+    let r: PostRequest = parse_json(&body)?;
+    let messages = r
+        .messages
+        .into_iter()
+        .map(|m| {
+            if m.id.is_some() {
+                return Err(ApiError::bad_request("id is given by the relay, not the sender"));
+            }
+            let payload = hex::decode(m.payload.trim()).map_err(|_| ApiError::bad_request("payload must be hex"))?;
+            Ok(RelayMessage {
+                sender: m.sender,
+                recipient: m.recipient,
+                broadcast: m.broadcast,
+                seq: m.seq,
+                abort: m.abort,
+                payload,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let accepted = gw.relay.post(&caller.identity, eid, messages)?;
+    Ok(HttpResponse::Ok().json(json!({ "accepted": accepted })))
+}
+
+fn message_json(d: &Delivered) -> MessageJson {
+    let m = &d.message;
+    MessageJson {
+        id: Some(d.id),
+        sender: m.sender,
+        recipient: m.recipient,
+        broadcast: m.broadcast,
+        seq: m.seq,
+        abort: m.abort,
+        payload: hex::encode(&m.payload),
+    }
+}
+
+async fn fetch_messages(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
+    let caller = authenticate_party(&gw, &req, &body).await?;
+    let eid = path_eid(&req)?;
+    let q: FetchQuery = parse_query(&req)?;
+    let fetched = gw.relay.fetch(&caller.identity, eid, q.after, Duration::from_millis(q.wait_ms)).await?;
+    let messages: Vec<MessageJson> = fetched.messages.iter().map(message_json).collect();
+    Ok(HttpResponse::Ok().json(json!({ "messages": messages, "last_id": fetched.last_id })))
+}
+
+async fn abort(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
+    let caller = authenticate_party(&gw, &req, &body).await?;
+    let eid = path_eid(&req)?;
+    let r: AbortRequest = if body.is_empty() { AbortRequest { reason: None } } else { parse_json(&body)? };
+    let reason = r.reason.unwrap_or_default();
+    printable("reason", &reason, 0, 200)?;
+    gw.relay.abort(&caller.identity, eid, &reason)?;
+    let view = gw.relay.session(&caller.identity, eid)?;
+    Ok(HttpResponse::Ok().json(session_json(&view)))
+}
