@@ -57,6 +57,9 @@ impl DataDir {
     pub fn store(&self) -> PathBuf {
         self.root.join("tandem.sqlite")
     }
+    pub fn custody_secrets(&self) -> PathBuf {
+        self.root.join("custody").join("secrets")
+    }
     pub fn prime_pool(&self) -> PathBuf {
         self.root.join("custody").join("primes")
     }
@@ -83,6 +86,8 @@ pub struct Node {
     pub engine_config: EngineConfig,
     /// The gateway's MPC relay, for the in-process provider party.
     pub relay: Arc<Relay>,
+    /// The provider's long-term identity in MPC sessions (`None` without custody).
+    pub provider_identity: Option<bitcoin::secp256k1::Keypair>,
     server: actix_web::dev::ServerHandle,
     server_task: tokio::task::JoinHandle<std::io::Result<()>>,
     core: Option<Sequencer>,
@@ -162,7 +167,16 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
 
     let listener = TcpListener::bind(opts.bind).with_context(|| format!("binding {}", opts.bind))?;
     let addr = listener.local_addr()?;
-    let gateway = Gateway::new(sequencer.clone(), store.clone(), projector.clone(), engine_config.clone(), opts.gateway);
+    let mut gateway_config = opts.gateway;
+    let provider_identity = match &opts.custody {
+        Some(c) => {
+            let keypair = provider_identity(&dirs, &c.master_key)?;
+            gateway_config.mpc.provider_identity = Some(keypair.x_only_public_key().0);
+            Some(keypair)
+        }
+        None => None,
+    };
+    let gateway = Gateway::new(sequencer.clone(), store.clone(), projector.clone(), engine_config.clone(), gateway_config);
     let prime_pool = match opts.custody {
         Some(c) => Some(open_prime_pool(&dirs, c, &gateway)?),
         None => None,
@@ -179,12 +193,34 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
         projector,
         engine_config,
         relay,
+        provider_identity,
         server: server_handle,
         server_task,
         core: Some(core),
         prime_pool,
         _lock: lock,
     })
+}
+
+/// The provider's identity key for MPC sessions: made once, sealed under the master key in
+/// `data/custody/secrets`, the same on every start (wallets and co-signers pin it).
+fn provider_identity(dirs: &DataDir, master_key: &tandem_custody::MasterKey) -> anyhow::Result<bitcoin::secp256k1::Keypair> {
+    const NAME: &str = "provider-identity";
+    let secrets = tandem_custody::EncryptedShareStore::open(dirs.custody_secrets(), tandem_custody::Keyring::new(master_key.clone()))?;
+    let secp = bitcoin::secp256k1::Secp256k1::signing_only();
+    if secrets.contains(NAME)? {
+        let hex: zeroize::Zeroizing<String> = zeroize::Zeroizing::new(
+            secrets.get::<String>(NAME).with_context(|| "opening the provider identity (wrong master key?)")?,
+        );
+        let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+        hex::decode_to_slice(hex.as_str(), &mut bytes[..]).context("provider identity record is not 32 bytes of hex")?;
+        return Ok(bitcoin::secp256k1::Keypair::from_seckey_slice(&secp, &bytes[..])?);
+    }
+    let keypair = tandem_custody::channel::random_identity();
+    let hex = zeroize::Zeroizing::new(hex::encode(keypair.secret_bytes()));
+    secrets.put(NAME, &*hex)?;
+    tracing::info!(identity = %keypair.x_only_public_key().0, "provider identity created");
+    Ok(keypair)
 }
 
 /// Opens the persistent pool of safe primes (sealed under the master key), shows its size in

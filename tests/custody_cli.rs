@@ -39,31 +39,45 @@ async fn gen_primes_fills_the_pool_the_node_reports() {
         .unwrap();
     assert!(!out.status.success());
 
+    let (metrics, identity) = serve_once(&data, &key).await;
+    assert!(metrics.lines().any(|l| l == "tandem_custody_prime_pool_size 1"), "{metrics}");
+    // The provider's MPC identity is made once, sealed under the master key, and stable.
+    let identity = identity.as_str().expect("a provider identity").to_string();
+    assert_eq!(identity.len(), 64);
+    let (_, again) = serve_once(&data, &key).await;
+    assert_eq!(again.as_str(), Some(identity.as_str()));
+    let sealed = std::fs::read(data.join("custody/secrets/provider-identity.sealed")).unwrap();
+    assert!(!sealed.windows(8).any(|w| w == b"identity"), "sealed, not plain JSON");
+}
+
+/// Starts `tandem serve` with custody, reads `/metrics` and the provider identity, stops it.
+async fn serve_once(data: &std::path::Path, key: &std::path::Path) -> (String, serde_json::Value) {
     let port = free_port();
     let mut child = Command::new(BIN)
         .args(["serve", "--operator-token", "op", "--prime-pool-target", "0", "--bind", &format!("127.0.0.1:{port}")])
         .arg("--master-key-file")
-        .arg(&key)
+        .arg(key)
         .arg("--data-dir")
-        .arg(&data)
+        .arg(data)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let url = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(60);
-    let metrics = loop {
+    let result = loop {
         assert!(Instant::now() < deadline, "node did not start");
         if let Ok(mut c) = Client::connect(&url).await {
             if let Ok((200, _)) = c.send("GET", "/v1/health", None, &Auth::None).await {
-                break metrics_text(&url).await;
+                let (_, provider) = c.send("GET", "/v1/mpc/provider", None, &Auth::None).await.unwrap();
+                break (metrics_text(&url).await, provider["identity"].clone());
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let _ = child.kill();
     let _ = child.wait();
-    assert!(metrics.lines().any(|l| l == "tandem_custody_prime_pool_size 1"), "{metrics}");
+    result
 }
 
 /// `/metrics` is text, not JSON: read it raw.

@@ -22,7 +22,8 @@ use std::time::Duration;
 
 pub fn configure(cfg: &mut web::ServiceConfig, max_request_bytes: usize) {
     let limit = max_request_bytes.max(1024);
-    cfg.service(resource("/v1/mpc/sessions", |r| r.route(web::post().to(open))))
+    cfg.service(resource("/v1/mpc/provider", |r| r.route(web::get().to(provider))))
+        .service(resource("/v1/mpc/sessions", |r| r.route(web::post().to(open))))
         .service(resource("/v1/mpc/sessions/{eid}", |r| r.route(web::get().to(session))))
         .service(resource("/v1/mpc/sessions/{eid}/messages", move |r| {
             r.app_data(web::PayloadConfig::new(limit))
@@ -146,6 +147,13 @@ async fn check_registered(gw: &Gateway, caller: &PartyCaller, parties: &[Session
         ));
     }
     Ok(())
+}
+
+/// The provider's identity key, for wallets and co-signers to pin (public: it is what every
+/// session with this provider will name).
+async fn provider(gw: Data<Gateway>) -> HttpResponse {
+    let identity = gw.config.mpc.provider_identity.map(|k| k.to_string());
+    HttpResponse::Ok().json(json!({ "identity": identity }))
 }
 
 async fn open(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
