@@ -84,6 +84,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             master_key: crate::custody_cli::load_master_key(Some(&master_key_path))?,
             // The demo's vaults use the fixture primes; generating more would eat a core.
             prime_pool_target: 0,
+            demo: true,
         }),
         bind,
         exchange: ExchangeConfig::default(),

@@ -10,5 +10,6 @@ pub mod journal_cli;
 pub mod journal_port;
 pub mod mpc_link;
 pub mod node;
+pub mod provider;
 pub mod replay;
 pub mod wallet;

@@ -187,6 +187,7 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
                 Some(node::CustodyOptions {
                     master_key: custody_cli::load_master_key(master_key_file.as_deref())?,
                     prime_pool_target,
+                    demo: false,
                 })
             } else {
                 tracing::warn!("no master key: running without custody");

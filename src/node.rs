@@ -37,6 +37,10 @@ pub struct CustodyOptions {
     pub master_key: tandem_custody::MasterKey,
     /// Keep this many safe-prime pairs ready, generated in the background (0: never generate).
     pub prime_pool_target: usize,
+    /// Demo configuration (`CustodyConfig::demo()`): the provider's vault service uses and
+    /// accepts the fixture primes and shows addresses on regtest; `GET /v1/mpc/provider` says
+    /// `"demo": true`.
+    pub demo: bool,
 }
 
 /// Paths inside a data dir.
@@ -172,16 +176,29 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
         Some(c) => {
             let keypair = provider_identity(&dirs, &c.master_key)?;
             gateway_config.mpc.provider_identity = Some(keypair.x_only_public_key().0);
+            gateway_config.mpc.demo = c.demo;
             Some(keypair)
         }
         None => None,
     };
     let gateway = Gateway::new(sequencer.clone(), store.clone(), projector.clone(), engine_config.clone(), gateway_config);
-    let prime_pool = match opts.custody {
-        Some(c) => Some(open_prime_pool(&dirs, c, &gateway)?),
-        None => None,
+    let (prime_pool, custody) = match opts.custody {
+        Some(c) => {
+            let (master_key, demo) = (c.master_key.clone(), c.demo);
+            (Some(open_prime_pool(&dirs, c, &gateway)?), Some((master_key, demo)))
+        }
+        None => (None, None),
     };
     let relay = gateway.relay();
+    // The provider's vault service subscribes before the API serves, so it sees every session.
+    if let (Some((master_key, demo)), Some(identity)) = (custody, provider_identity) {
+        let secrets = tandem_custody::EncryptedShareStore::open(
+            dirs.custody_secrets(),
+            tandem_custody::Keyring::new(master_key),
+        )?;
+        crate::provider::VaultService::new(relay.clone(), identity, store.clone(), secrets, prime_pool.clone(), demo)
+            .spawn();
+    }
     let server = tandem_gateway::serve(gateway, listener, opts.http_workers)?;
     let server_handle = server.handle();
     let server_task = tokio::spawn(server);

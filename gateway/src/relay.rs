@@ -83,6 +83,9 @@ pub struct RelayConfig {
     pub max_remembered_eids: usize,
     /// Longest long-poll of a fetch.
     pub max_wait: Duration,
+    /// The provider runs a demo configuration (fixture primes accepted); shown to wallets in
+    /// `GET /v1/mpc/provider` so they may use the fixture primes too.
+    pub demo: bool,
 }
 
 impl Default for RelayConfig {
@@ -101,6 +104,7 @@ impl Default for RelayConfig {
             eid_memory: Duration::from_secs(7 * 24 * 3600),
             max_remembered_eids: 1 << 20,
             max_wait: Duration::from_secs(10),
+            demo: false,
         }
     }
 }
@@ -119,6 +123,7 @@ impl fmt::Debug for RelayConfig {
             .field("eid_memory", &self.eid_memory)
             .field("max_remembered_eids", &self.max_remembered_eids)
             .field("max_wait", &self.max_wait)
+            .field("demo", &self.demo)
             .finish()
     }
 }
@@ -378,11 +383,21 @@ pub struct Relay {
     config: RelayConfig,
     state: Mutex<State>,
     closing: std::sync::atomic::AtomicBool,
+    /// Every newly opened session's spec (parties sorted by role), for the in-process provider.
+    opened: tokio::sync::broadcast::Sender<SessionSpec>,
 }
 
 impl Relay {
     pub fn new(config: RelayConfig) -> Relay {
-        Relay { config, state: Mutex::new(State::default()), closing: Default::default() }
+        let (opened, _) = tokio::sync::broadcast::channel(256);
+        Relay { config, state: Mutex::new(State::default()), closing: Default::default(), opened }
+    }
+
+    /// Notifications of newly opened sessions (their specs, parties sorted by role), so the
+    /// in-process provider can join sessions that name it. Additive: the relay works the same
+    /// with no subscriber; a subscriber that lags misses the oldest notifications.
+    pub fn subscribe_opened(&self) -> tokio::sync::broadcast::Receiver<SessionSpec> {
+        self.opened.subscribe()
     }
 
     pub fn config(&self) -> &RelayConfig {
@@ -484,7 +499,10 @@ impl Relay {
             changed,
         };
         let view = view(eid, &session, now);
+        let spec = SessionSpec { execution_id: eid, protocol: session.protocol.clone(), parties: session.parties.clone() };
         st.sessions.insert(eid, session);
+        drop(st);
+        let _ = self.opened.send(spec);
         tracing::info!(eid = %eid, protocol = %view.protocol, "mpc session opened");
         Ok(view)
     }
@@ -700,6 +718,20 @@ mod tests {
 
     fn msg(sender: Role, recipient: Role, seq: u64, len: usize) -> RelayMessage {
         RelayMessage { sender, recipient, broadcast: false, seq, abort: false, payload: vec![7; len] }
+    }
+
+    #[test]
+    fn subscribers_hear_of_each_opened_session_once() {
+        let r = relay(|_| {});
+        let mut opened = r.subscribe_opened();
+        let mut s = spec(9);
+        s.parties.reverse(); // announced sorted by role, like the session holds them
+        r.open(&key(W), s).unwrap();
+        assert!(r.open(&key(C), spec(9)).is_err(), "a reused id is refused and not announced");
+        let got = opened.try_recv().unwrap();
+        assert_eq!((got.execution_id, got.protocol.as_str()), (Eid([9; 32]), "keygen"));
+        assert_eq!(got.parties.iter().map(|p| p.role).collect::<Vec<_>>(), vec![Role::Wallet, Role::Provider, Role::Cosigner]);
+        assert!(opened.try_recv().is_err());
     }
 
     #[tokio::test]

@@ -71,10 +71,18 @@ pub enum WalletCmd {
         #[arg(long, value_name = "ADDRESS")]
         to: String,
     },
-    // Still to come, with the MPC vault (issue 3): `address` (a deposit address of the
-    // vault), `cosign` (the wallet's share of a withdrawal signature) and `recover` (spend
-    // with the co-signer alone). Each opens the wallet like the commands above
-    // (`Session::open`) and reads its key shares with `Session::secret`.
+    /// A new deposit address of the wallet's vault (2-of-2: wallet + provider). The first one
+    /// makes the vault: this wallet's safe primes are generated first (tens of seconds).
+    Address {
+        /// Use the public fixture primes instead of generating them: only against a demo
+        /// provider (`tandem demo`), never for real funds.
+        #[arg(long)]
+        demo_primes: bool,
+    },
+    // Still to come, with the MPC vault (issue 3): 2-of-3 addresses (needs `tandem cosigner`),
+    // `cosign` (the wallet's share of a withdrawal signature) and `recover` (spend with the
+    // co-signer alone). Each opens the wallet like the commands above (`Session::open`) and
+    // reads its key shares with `Session::secret` (see `super::vault`).
 }
 
 #[derive(Args, Debug)]
@@ -167,8 +175,13 @@ pub async fn run(args: WalletArgs) -> anyhow::Result<()> {
     if let WalletCmd::Init { provider, enrolment_code, label } = &args.command {
         return init(&path, pass_file, provider, enrolment_code.as_deref(), label, out).await;
     }
-    let session = Session::open(&path, pass_file)?;
+    let mut session = Session::open(&path, pass_file)?;
     match args.command {
+        WalletCmd::Address { demo_primes } => {
+            let progress = |line: &str| eprintln!("{line}");
+            let made = super::vault::new_address(&mut session, demo_primes, &progress).await?;
+            out.print(&super::vault::address_json(&made), || super::vault::address_text(&made))?;
+        }
         WalletCmd::Init { .. } => unreachable!("handled above"),
         WalletCmd::Balance => {
             let reply = session.call("GET", "/v1/balances", None).await?;
@@ -243,6 +256,7 @@ pub struct Session {
     pub file: WalletFile,
     key: WalletKey,
     auth: Auth,
+    device: Arc<DeviceKey>,
 }
 
 impl Session {
@@ -256,7 +270,24 @@ impl Session {
         let passphrase: Passphrase = passphrase::read(pass_file, Purpose::Unlock)?;
         let key = file.unlock(&passphrase).with_context(|| format!("opening the wallet {}", path.display()))?;
         let device = DeviceKey::from_secret_bytes(&file.secret(&key, DEVICE_KEY_NAME)?[..])?;
-        Ok(Session { path: path.to_owned(), file, key, auth: Auth::Device(Arc::new(device)) })
+        let device = Arc::new(device);
+        Ok(Session { path: path.to_owned(), file, key, auth: Auth::Device(device.clone()), device })
+    }
+
+    /// The device key (the wallet's identity in MPC sessions too).
+    pub fn device(&self) -> &DeviceKey {
+        &self.device
+    }
+
+    /// How the wallet signs its requests.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    /// Seals a new secret into the wallet file and saves the file.
+    pub fn add_secret(&mut self, name: &str, kind: &str, plaintext: &[u8]) -> anyhow::Result<()> {
+        self.file.add_secret(&self.key, name, kind, plaintext)?;
+        self.file.save(&self.path).with_context(|| format!("saving the wallet {}", self.path.display()))
     }
 
     /// The plaintext of one of the wallet's secrets (vault key shares, later).

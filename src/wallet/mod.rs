@@ -6,9 +6,11 @@
 //!   derived from the passphrase with Argon2id. It holds a list of named secrets so vault key
 //!   shares join the device key later.
 //! - [`passphrase`]: `--passphrase-file`, `TANDEM_WALLET_PASSPHRASE`, or a prompt without echo.
-//! - [`cli`]: `tandem wallet init | balance | orders | order | cancel | withdraw`.
+//! - [`cli`]: `tandem wallet init | balance | orders | order | cancel | withdraw | address`.
+//! - [`vault`]: the wallet's side of its MPC vault (aux info, keygen, deposit addresses).
 
 pub mod cli;
 pub mod device;
 pub mod keystore;
 pub mod passphrase;
+pub mod vault;

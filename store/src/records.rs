@@ -263,6 +263,27 @@ pub struct CosignerRecord {
     pub created_at: Timestamp,
 }
 
+/// A vault: a signer group owned by one account (`policy`: "2-of-2" or "2-of-3"; identities
+/// are x-only public keys, lowercase hex; `group_id` is 32 hex characters). Public data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VaultRecord {
+    pub group_id: String,
+    pub account_id: AccountId,
+    pub policy: String,
+    pub wallet_identity: String,
+    pub cosigner_identity: Option<String>,
+    pub created_at: Timestamp,
+}
+
+/// A deposit address of a vault (one threshold key, `key_index` counting from 0).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VaultAddressRecord {
+    pub address: String,
+    pub group_id: String,
+    pub key_index: u64,
+    pub created_at: Timestamp,
+}
+
 // ---- conversions ----
 
 fn corrupt(what: &str, value: &str) -> StoreError {

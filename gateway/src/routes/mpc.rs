@@ -153,7 +153,7 @@ async fn check_registered(gw: &Gateway, caller: &PartyCaller, parties: &[Session
 /// session with this provider will name).
 async fn provider(gw: Data<Gateway>) -> HttpResponse {
     let identity = gw.config.mpc.provider_identity.map(|k| k.to_string());
-    HttpResponse::Ok().json(json!({ "identity": identity }))
+    HttpResponse::Ok().json(json!({ "identity": identity, "demo": gw.config.mpc.demo }))
 }
 
 async fn open(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {

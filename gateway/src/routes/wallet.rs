@@ -22,7 +22,33 @@ use tandem_matching::{AccountId, AccountKind, Command, Event, Timestamp};
 use tandem_store::{DeviceKeyRecord, StoreError};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/v1/wallet/enrol", |r| r.route(web::post().to(enrol))));
+    cfg.service(resource("/v1/wallet/enrol", |r| r.route(web::post().to(enrol))))
+        .service(resource("/v1/vaults", |r| r.route(web::get().to(vaults))));
+}
+
+/// `GET /v1/vaults`: the caller's account's vaults (signer groups) and their deposit addresses,
+/// as the provider's vault service registered them.
+async fn vaults(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
+    let account = crate::auth::authenticate(&gw, &req, &body).await?;
+    let mut out = Vec::new();
+    for v in gw.store.vaults_for(account).await? {
+        let addresses: Vec<serde_json::Value> = gw
+            .store
+            .vault_addresses(&v.group_id)
+            .await?
+            .into_iter()
+            .map(|a| json!({"address": a.address, "key_index": a.key_index, "created_at": a.created_at.0}))
+            .collect();
+        out.push(json!({
+            "group_id": v.group_id,
+            "policy": v.policy,
+            "wallet_identity": v.wallet_identity,
+            "cosigner_identity": v.cosigner_identity,
+            "created_at": v.created_at.0,
+            "addresses": addresses,
+        }));
+    }
+    Ok(HttpResponse::Ok().json(json!({ "account_id": account.0, "vaults": out })))
 }
 
 /// How an enrolment code is stored: hex SHA-256 of the code as typed, trimmed, lowercase.

@@ -1,0 +1,88 @@
+//! The provider's vault service in process (a node with custody in its demo configuration):
+//! it joins sessions that name it only after its checks, and aborts the others with the
+//! reason. (The happy path, a wallet making its vault and addresses, is `wallet_vault.rs`.)
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tandem::client::{Auth, Client};
+use tandem::mpc_link::{open_session_http, open_session_in_process};
+use tandem::node::{self, CustodyOptions, NodeOptions};
+use tandem::wallet::device::DeviceKey;
+use tandem_custody::{ExecutionId, MasterKey, PartyRole, ProtocolKind, SessionMember};
+use tandem_gateway::relay::Eid;
+use tandem_gateway::{GatewayConfig, Relay};
+use tandem_matching::{ExchangeConfig, SequencerConfig};
+
+const TOKEN: &str = "provider-vault-test-token";
+
+/// Waits for the session to end; its reason.
+async fn ended(relay: &Relay, me: &bitcoin::secp256k1::XOnlyPublicKey, eid: ExecutionId) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = relay.session(me, Eid(eid.0)).unwrap();
+        if let Some(reason) = v.ended {
+            return reason;
+        }
+        assert!(Instant::now() < deadline, "the provider did not abort the session");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_provider_refuses_sessions_that_fail_its_checks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = node::start(NodeOptions {
+        data_dir: tmp.path().to_path_buf(),
+        custody: Some(CustodyOptions { master_key: MasterKey::generate(), prime_pool_target: 0, demo: true }),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        exchange: ExchangeConfig::default(),
+        gateway: GatewayConfig { operator_token: TOKEN.into(), ..GatewayConfig::default() },
+        sequencer: SequencerConfig::default(),
+        http_workers: 2,
+    })
+    .await
+    .unwrap();
+    let provider = node.provider_identity.unwrap().x_only_public_key().0;
+    let mut c = Client::connect(&node.base_url()).await.unwrap();
+    let (s, r) = c.send("GET", "/v1/mpc/provider", None, &Auth::None).await.unwrap();
+    assert_eq!((s, r["demo"].as_bool()), (200, Some(true)), "{r}");
+
+    // An enrolled wallet.
+    let wallet = Arc::new(DeviceKey::generate());
+    let op = Auth::Operator(TOKEN.into());
+    let (s, r) = c.send("POST", "/v1/operator/enrolment-codes", Some(&json!({"label": "t"})), &op).await.unwrap();
+    assert_eq!(s, 200, "{r}");
+    let body = json!({"device_pubkey": wallet.pubkey_hex(), "label": "phone", "enrolment_code": r["code"]});
+    let (s, r) = c.send("POST", "/v1/wallet/enrol", Some(&body), &Auth::Device(wallet.clone())).await.unwrap();
+    assert_eq!(s, 200, "{r}");
+
+    let members = |w: &DeviceKey| {
+        vec![
+            SessionMember::new(PartyRole::Wallet, w.keypair().x_only_public_key().0),
+            SessionMember::new(PartyRole::Provider, provider),
+        ]
+    };
+
+    // A wallet that is not enrolled (the session opened in process: HTTP would refuse it first).
+    let stranger = DeviceKey::generate();
+    let eid = ExecutionId::random();
+    open_session_in_process(&node.relay, &provider, eid, ProtocolKind::AuxInfo, &members(&stranger)).unwrap();
+    let reason = ended(&node.relay, &provider, eid).await;
+    assert!(reason.contains("not an enrolled device key"), "{reason}");
+
+    // Keygen before the wallet has a vault.
+    let eid = ExecutionId::random();
+    let mut c = Client::connect(&node.base_url()).await.unwrap();
+    open_session_http(&mut c, &Auth::Device(wallet.clone()), eid, ProtocolKind::Keygen, &members(&wallet))
+        .await
+        .unwrap();
+    let reason = ended(&node.relay, &provider, eid).await;
+    assert!(reason.contains("no vault"), "{reason}");
+
+    // Nothing was registered.
+    let (s, r) = c.send("GET", "/v1/vaults", None, &Auth::Device(wallet.clone())).await.unwrap();
+    assert_eq!((s, r["vaults"].as_array().map(Vec::len)), (200, Some(0)), "{r}");
+    node.shutdown().await.unwrap();
+}
