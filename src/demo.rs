@@ -89,7 +89,12 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         bind,
         exchange: ExchangeConfig::default(),
         // Open enrolment: any wallet can open an account (`tandem wallet init`). Demo only.
-        gateway: GatewayConfig { operator_token: token.clone(), open_enrolment: true, ..GatewayConfig::default() },
+        gateway: GatewayConfig {
+            operator_token: token.clone(),
+            open_enrolment: true,
+            bitcoin_network: bitcoin::Network::Regtest,
+            ..GatewayConfig::default()
+        },
         sequencer: SequencerConfig { snapshot_every: opts.snapshot_every, ..SequencerConfig::default() },
         http_workers: 2,
     })

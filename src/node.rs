@@ -172,6 +172,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
     let listener = TcpListener::bind(opts.bind).with_context(|| format!("binding {}", opts.bind))?;
     let addr = listener.local_addr()?;
     let mut gateway_config = opts.gateway;
+    let network = gateway_config.bitcoin_network;
     let provider_identity = match &opts.custody {
         Some(c) => {
             let keypair = provider_identity(&dirs, &c.master_key)?;
@@ -196,7 +197,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
             dirs.custody_secrets(),
             tandem_custody::Keyring::new(master_key),
         )?;
-        crate::provider::VaultService::new(relay.clone(), identity, store.clone(), secrets, prime_pool.clone(), demo)
+        crate::provider::VaultService::new(relay.clone(), identity, store.clone(), secrets, prime_pool.clone(), demo, network)
             .spawn();
     }
     let server = tandem_gateway::serve(gateway, listener, opts.http_workers)?;

@@ -45,8 +45,10 @@ pub struct VaultService {
     pub store: Store,
     pub secrets: EncryptedShareStore,
     pub prime_pool: Option<Arc<PrimePool>>,
-    /// Demo configuration: fixture primes (ours and the wallet's) accepted, addresses on regtest.
+    /// Demo configuration: fixture primes (ours and the wallet's) accepted.
     pub demo: bool,
+    /// The node's Bitcoin network, the one withdrawals are checked against too.
+    pub network: bitcoin::Network,
     /// Serialises key index assignment.
     keygen_lock: tokio::sync::Mutex<()>,
 }
@@ -75,14 +77,6 @@ pub fn key_record(group: GroupId, index: u64) -> String {
     format!("vault-{group}-key-{index}")
 }
 
-/// The network vault addresses are shown for.
-pub fn network(demo: bool) -> bitcoin::Network {
-    if demo {
-        bitcoin::Network::Regtest
-    } else {
-        bitcoin::Network::Bitcoin
-    }
-}
 
 /// What a session asks of the provider, once checked.
 struct Checked {
@@ -103,6 +97,7 @@ impl VaultService {
         secrets: EncryptedShareStore,
         prime_pool: Option<Arc<PrimePool>>,
         demo: bool,
+        network: bitcoin::Network,
     ) -> Arc<VaultService> {
         Arc::new(VaultService {
             relay,
@@ -111,6 +106,7 @@ impl VaultService {
             secrets,
             prime_pool,
             demo,
+            network,
             keygen_lock: tokio::sync::Mutex::new(()),
         })
     }
@@ -254,7 +250,7 @@ impl VaultService {
             Ok(party.keygen(eid, link).await?)
         })
         .await?;
-        let address = key.address(network(self.demo)).to_string();
+        let address = key.address(self.network).to_string();
         let _guard = self.keygen_lock.lock().await;
         let index = self.store.vault_addresses(&vault.group_id).await?.len() as u64;
         self.secrets.put(&key_record(group.id, index), &key)?;

@@ -27,7 +27,7 @@ use tandem_custody::{
 use super::cli::Session;
 use crate::client::Client;
 use crate::mpc_link::{open_session_http, HttpRelayLink};
-use crate::provider::{group_id_of, network};
+use crate::provider::group_id_of;
 
 /// Secret names and kinds in the wallet file.
 pub const VAULT_NAME: &str = "vault";
@@ -52,6 +52,8 @@ struct WalletVault {
 pub struct ProviderInfo {
     pub identity: XOnlyPublicKey,
     pub demo: bool,
+    /// The provider's Bitcoin network: addresses are shown for it.
+    pub network: bitcoin::Network,
 }
 
 pub async fn provider_info(session: &Session) -> anyhow::Result<ProviderInfo> {
@@ -61,7 +63,10 @@ pub async fn provider_info(session: &Session) -> anyhow::Result<ProviderInfo> {
         .context("the provider has no MPC identity (it runs without custody)")?
         .parse()
         .context("the provider's identity key is malformed")?;
-    Ok(ProviderInfo { identity, demo: reply["demo"].as_bool().unwrap_or(false) })
+    let network = reply["network"].as_str().context("the provider did not say its Bitcoin network")?;
+    let network = bitcoin::Network::from_core_arg(network)
+        .with_context(|| format!("the provider names an unknown Bitcoin network {network:?}"))?;
+    Ok(ProviderInfo { identity, demo: reply["demo"].as_bool().unwrap_or(false), network })
 }
 
 /// A new deposit address.
@@ -117,7 +122,7 @@ pub async fn new_address(
     let key = keygen(session, &provider, &vault).await?;
     let index = session.file.secret_names().filter(|(n, _)| n.starts_with(KEY_PREFIX)).count() as u64;
     session.add_secret(&format!("{KEY_PREFIX}{index}"), KIND_VAULT_KEY, &serde_json::to_vec(&key)?)?;
-    let address = key.address(network(provider.demo)).to_string();
+    let address = key.address(provider.network).to_string();
     let group_id = vault.group.id.to_string();
     wait_registered(session, &group_id, Some(&address)).await?;
     Ok(NewAddress { address, group_id, key_index: index, vault_created })

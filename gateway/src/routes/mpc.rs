@@ -153,7 +153,8 @@ async fn check_registered(gw: &Gateway, caller: &PartyCaller, parties: &[Session
 /// session with this provider will name).
 async fn provider(gw: Data<Gateway>) -> HttpResponse {
     let identity = gw.config.mpc.provider_identity.map(|k| k.to_string());
-    HttpResponse::Ok().json(json!({ "identity": identity, "demo": gw.config.mpc.demo }))
+    let network = gw.config.bitcoin_network.to_core_arg();
+    HttpResponse::Ok().json(json!({ "identity": identity, "demo": gw.config.mpc.demo, "network": network }))
 }
 
 async fn open(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
