@@ -342,7 +342,7 @@ fn online_job(
     let relay = w.relay();
     let provider_x = w.provider_identity.x_only_public_key().0;
     // The provider opens the signing session and tells the wallet its id.
-    open_session_in_process(&relay, &provider_x, eid, tandem_custody::ProtocolKind::Sign, &members)
+    open_session_in_process(&relay, &provider_x, eid, tandem_custody::ProtocolKind::Sign, &members, None)
         .expect("session opens");
     let (wallet_i, provider_i) = (PartyRole::Wallet.index() as usize, PartyRole::Provider.index() as usize);
     std::thread::scope(|s| {
@@ -432,7 +432,7 @@ fn interactive_job(w: &World, job: &Job) -> InputSignature {
     let members = w.members();
     let relay = w.relay();
     let provider_x = w.provider_identity.x_only_public_key().0;
-    open_session_in_process(&relay, &provider_x, eid, tandem_custody::ProtocolKind::Sign, &members)
+    open_session_in_process(&relay, &provider_x, eid, tandem_custody::ProtocolKind::Sign, &members, None)
         .expect("session opens");
     let input = job.inputs[0];
     let (wallet_i, provider_i) = (PartyRole::Wallet.index() as usize, PartyRole::Provider.index() as usize);

@@ -104,12 +104,16 @@ pub async fn open_session_http(
     eid: ExecutionId,
     protocol: ProtocolKind,
     members: &[SessionMember],
+    intent: Option<&Value>,
 ) -> anyhow::Result<Value> {
     let parties: Vec<Value> = members
         .iter()
         .map(|m| json!({"role": relay_role(m.role), "identity_pubkey": m.identity.to_string()}))
         .collect();
-    let body = json!({"execution_id": eid.to_hex(), "protocol": protocol.to_string(), "parties": parties});
+    let mut body = json!({"execution_id": eid.to_hex(), "protocol": protocol.to_string(), "parties": parties});
+    if let Some(intent) = intent {
+        body["intent"] = intent.clone();
+    }
     let (status, reply) = client.send("POST", "/v1/mpc/sessions", Some(&body), auth).await?;
     if status != 200 {
         return Err(RelayRefused::from_reply(status, &reply).into());
@@ -124,10 +128,11 @@ pub fn open_session_in_process(
     eid: ExecutionId,
     protocol: ProtocolKind,
     members: &[SessionMember],
+    intent: Option<String>,
 ) -> Result<SessionView, RelayError> {
     relay.open(
         identity,
-        SessionSpec { execution_id: eid_of(eid), protocol: protocol.to_string(), parties: parties_of(members) },
+        SessionSpec { execution_id: eid_of(eid), protocol: protocol.to_string(), parties: parties_of(members), intent },
     )
 }
 

@@ -92,6 +92,8 @@ pub struct Node {
     pub relay: Arc<Relay>,
     /// The provider's long-term identity in MPC sessions (`None` without custody).
     pub provider_identity: Option<bitcoin::secp256k1::Keypair>,
+    /// The provider's vault service: vault creation, and signing spends (`None` without custody).
+    pub vaults: Option<Arc<crate::provider::VaultService>>,
     server: actix_web::dev::ServerHandle,
     server_task: tokio::task::JoinHandle<std::io::Result<()>>,
     core: Option<Sequencer>,
@@ -191,14 +193,26 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
         None => (None, None),
     };
     let relay = gateway.relay();
+    let mut vaults = None;
     // The provider's vault service subscribes before the API serves, so it sees every session.
     if let (Some((master_key, demo)), Some(identity)) = (custody, provider_identity) {
         let secrets = tandem_custody::EncryptedShareStore::open(
             dirs.custody_secrets(),
             tandem_custody::Keyring::new(master_key),
         )?;
-        crate::provider::VaultService::new(relay.clone(), identity, store.clone(), secrets, prime_pool.clone(), demo, network)
-            .spawn();
+        let btc = engine_config.asset_by_symbol("BTC");
+        let service = crate::provider::VaultService::new(
+            relay.clone(),
+            identity,
+            store.clone(),
+            secrets,
+            prime_pool.clone(),
+            demo,
+            network,
+            Some((sequencer.clone(), btc)),
+        );
+        service.clone().spawn();
+        vaults = Some(service);
     }
     let server = tandem_gateway::serve(gateway, listener, opts.http_workers)?;
     let server_handle = server.handle();
@@ -212,6 +226,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
         engine_config,
         relay,
         provider_identity,
+        vaults,
         server: server_handle,
         server_task,
         core: Some(core),

@@ -96,7 +96,7 @@ impl World {
         roles: &[PartyRole],
     ) -> anyhow::Result<()> {
         let mut c = self.client().await;
-        open_session_http(&mut c, &self.auth(opener), eid, protocol, &self.members(roles)).await.map(|_| ())
+        open_session_http(&mut c, &self.auth(opener), eid, protocol, &self.members(roles), None).await.map(|_| ())
     }
 
     /// Runs `op` for `party` over its sealed link to the relay: HTTP for the wallet and the
@@ -325,6 +325,7 @@ fn sign(w: &World, parties: &[Party], keys: &[VaultKey], signers: &[PartyRole], 
                 eid,
                 ProtocolKind::Sign,
                 &w.members(signers),
+                None,
             )
             .unwrap();
         }
@@ -395,6 +396,7 @@ fn parties_keygen_and_sign_through_the_relay() {
         eid,
         ProtocolKind::Keygen,
         &w.members(&ALL),
+        None,
     );
     assert!(matches!(in_process, Err(RelayError::ExecutionIdReused(_))), "{in_process:?}");
 

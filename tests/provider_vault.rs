@@ -68,14 +68,14 @@ async fn the_provider_refuses_sessions_that_fail_its_checks() {
     // A wallet that is not enrolled (the session opened in process: HTTP would refuse it first).
     let stranger = DeviceKey::generate();
     let eid = ExecutionId::random();
-    open_session_in_process(&node.relay, &provider, eid, ProtocolKind::AuxInfo, &members(&stranger)).unwrap();
+    open_session_in_process(&node.relay, &provider, eid, ProtocolKind::AuxInfo, &members(&stranger), None).unwrap();
     let reason = ended(&node.relay, &provider, eid).await;
     assert!(reason.contains("not an enrolled device key"), "{reason}");
 
     // Keygen before the wallet has a vault.
     let eid = ExecutionId::random();
     let mut c = Client::connect(&node.base_url()).await.unwrap();
-    open_session_http(&mut c, &Auth::Device(wallet.clone()), eid, ProtocolKind::Keygen, &members(&wallet))
+    open_session_http(&mut c, &Auth::Device(wallet.clone()), eid, ProtocolKind::Keygen, &members(&wallet), None)
         .await
         .unwrap();
     let reason = ended(&node.relay, &provider, eid).await;

@@ -21,7 +21,8 @@ use std::collections::HashSet;
 use std::fmt;
 
 /// What a spend claims to be.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SpendPurpose {
     /// Pays out a withdrawal the user requested.
     Withdrawal { withdrawal: u64 },
@@ -71,6 +72,13 @@ pub enum RefusalCode {
     TooEarly,
     /// The provider has not been silent long enough for a recovery without it.
     ProviderReachable,
+    /// The session's intent does not decode or does not fit the session.
+    BadIntent,
+    /// The signer holds no share of the key the intent names.
+    UnknownKey,
+    /// This obligation was signed for before with other inputs: both could confirm and pay it
+    /// twice. A replacement must spend at least one input of the spend it replaces.
+    DoublePay,
 }
 
 impl RefusalCode {
@@ -86,6 +94,9 @@ impl RefusalCode {
             RefusalCode::OverSpend => "over_spend",
             RefusalCode::TooEarly => "too_early",
             RefusalCode::ProviderReachable => "provider_reachable",
+            RefusalCode::BadIntent => "bad_intent",
+            RefusalCode::UnknownKey => "unknown_key",
+            RefusalCode::DoublePay => "double_pay",
         }
     }
 }
@@ -99,7 +110,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(signer: PartyRole, code: RefusalCode, detail: impl Into<String>) -> Refusal {
+    pub fn new(signer: PartyRole, code: RefusalCode, detail: impl Into<String>) -> Refusal {
         Refusal { signer, code, detail: detail.into() }
     }
 
@@ -107,6 +118,24 @@ impl Refusal {
     pub fn log(&self, purpose: SpendPurpose) {
         tracing::warn!(signer = ?self.signer, code = self.code.as_str(), detail = %self.detail, ?purpose, "signing refused");
     }
+}
+
+/// How a party that refuses tells the others, as the reason of its session abort:
+/// `refused <code>: <detail>`.
+impl Refusal {
+    pub fn abort_reason(&self) -> String {
+        format!("refused {}: {}", self.code.as_str(), self.detail)
+    }
+}
+
+/// Reads a refusal back from a session's end reason (the relay prefixes it with who aborted):
+/// the code and the detail.
+pub fn parse_refusal(reason: &str) -> Option<(String, String)> {
+    let at = reason.find("refused ")?;
+    let rest = &reason[at + "refused ".len()..];
+    let (code, detail) = rest.split_once(": ")?;
+    let code_ok = !code.is_empty() && code.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+    code_ok.then(|| (code.to_owned(), detail.to_owned()))
 }
 
 impl fmt::Display for Refusal {

@@ -83,6 +83,8 @@ pub struct RelayConfig {
     pub max_remembered_eids: usize,
     /// Longest long-poll of a fetch.
     pub max_wait: Duration,
+    /// Largest intent a session may carry (a signing session's PSBT is in it).
+    pub max_intent_bytes: usize,
     /// The provider runs a demo configuration (fixture primes accepted); shown to wallets in
     /// `GET /v1/mpc/provider` so they may use the fixture primes too.
     pub demo: bool,
@@ -104,6 +106,8 @@ impl Default for RelayConfig {
             eid_memory: Duration::from_secs(7 * 24 * 3600),
             max_remembered_eids: 1 << 20,
             max_wait: Duration::from_secs(10),
+            // A 100-input, 100-output PSBT is about 20 KB.
+            max_intent_bytes: 256 << 10,
             demo: false,
         }
     }
@@ -123,6 +127,7 @@ impl fmt::Debug for RelayConfig {
             .field("eid_memory", &self.eid_memory)
             .field("max_remembered_eids", &self.max_remembered_eids)
             .field("max_wait", &self.max_wait)
+            .field("max_intent_bytes", &self.max_intent_bytes)
             .field("demo", &self.demo)
             .finish()
     }
@@ -167,6 +172,10 @@ pub struct SessionSpec {
     pub execution_id: Eid,
     pub protocol: String,
     pub parties: Vec<SessionParty>,
+    /// What the session is for, as its opener states it (JSON text; a signing session's spend
+    /// intent: purpose, PSBT, inputs). Opaque to the relay and untrusted by the parties: each
+    /// checks it against its own facts before it joins.
+    pub intent: Option<String>,
 }
 
 /// One sealed message as the relay sees it: routing header and opaque payload.
@@ -206,6 +215,9 @@ pub struct SessionView {
     pub execution_id: Eid,
     pub protocol: String,
     pub parties: Vec<SessionParty>,
+    pub intent: Option<String>,
+    /// Opening order on this relay (1, 2, ...): the cursor of [`Relay::sessions_for`].
+    pub opened_seq: u64,
     /// `None` while open; the reason once ended.
     pub ended: Option<String>,
     pub expires_in: Duration,
@@ -288,6 +300,8 @@ impl Mailbox {
 struct Session {
     protocol: String,
     parties: Vec<SessionParty>,
+    intent: Option<String>,
+    opened_seq: u64,
     expires: Instant,
     ended: Option<String>,
     /// By party index.
@@ -333,6 +347,8 @@ struct State {
     used_order: VecDeque<(Eid, Instant)>,
     total_bytes: usize,
     next_sweep: Option<Instant>,
+    /// Sessions opened so far (the last `opened_seq`).
+    opened: u64,
 }
 
 impl State {
@@ -385,12 +401,15 @@ pub struct Relay {
     closing: std::sync::atomic::AtomicBool,
     /// Every newly opened session's spec (parties sorted by role), for the in-process provider.
     opened: tokio::sync::broadcast::Sender<SessionSpec>,
+    /// The count of sessions opened, for parties long-polling [`Relay::sessions_for`].
+    opened_count: watch::Sender<u64>,
 }
 
 impl Relay {
     pub fn new(config: RelayConfig) -> Relay {
         let (opened, _) = tokio::sync::broadcast::channel(256);
-        Relay { config, state: Mutex::new(State::default()), closing: Default::default(), opened }
+        let (opened_count, _) = watch::channel(0);
+        Relay { config, state: Mutex::new(State::default()), closing: Default::default(), opened, opened_count }
     }
 
     /// Notifications of newly opened sessions (their specs, parties sorted by role), so the
@@ -423,6 +442,7 @@ impl Relay {
         for s in st.sessions.values() {
             s.bump();
         }
+        self.opened_count.send_modify(|_| {});
     }
 
     /// Opens a session. `caller` must be one of its parties. The execution id must never have
@@ -447,6 +467,15 @@ impl Relay {
         }
         if !parties.iter().any(|p| p.identity == *caller) {
             return Err(RelayError::Invalid("the caller's identity key must be one of the parties".into()));
+        }
+        if let Some(intent) = &spec.intent {
+            if intent.len() > self.config.max_intent_bytes {
+                return Err(RelayError::Invalid(format!(
+                    "the intent has {} bytes; the relay's limit is {}",
+                    intent.len(),
+                    self.config.max_intent_bytes
+                )));
+            }
         }
         if let Some(p) = parties.iter().find(|p| p.role == Role::Provider) {
             match self.config.provider_identity {
@@ -488,8 +517,11 @@ impl Relay {
         st.used.insert(eid, forget_at);
         st.used_order.push_back((eid, forget_at));
         let (changed, _) = watch::channel(0);
+        st.opened += 1;
         let session = Session {
             protocol: spec.protocol,
+            intent: spec.intent,
+            opened_seq: st.opened,
             mailboxes: parties.iter().map(|_| Mailbox { next_id: 1, queue: VecDeque::new() }).collect(),
             next_seq: vec![0; parties.len() * parties.len()],
             parties,
@@ -499,10 +531,17 @@ impl Relay {
             changed,
         };
         let view = view(eid, &session, now);
-        let spec = SessionSpec { execution_id: eid, protocol: session.protocol.clone(), parties: session.parties.clone() };
+        let spec = SessionSpec {
+            execution_id: eid,
+            protocol: session.protocol.clone(),
+            parties: session.parties.clone(),
+            intent: session.intent.clone(),
+        };
+        let opened = st.opened;
         st.sessions.insert(eid, session);
         drop(st);
         let _ = self.opened.send(spec);
+        self.opened_count.send_replace(opened);
         tracing::info!(eid = %eid, protocol = %view.protocol, "mpc session opened");
         Ok(view)
     }
@@ -520,6 +559,41 @@ impl Relay {
         })?;
         s.party(caller).ok_or(RelayError::NotAParty(eid))?;
         Ok(view(eid, s, now))
+    }
+
+    /// The open sessions that name `caller` as a party and were opened after the cursor `after`
+    /// (an `opened_seq`), oldest first, waiting up to `wait` (at most [`RelayConfig::max_wait`])
+    /// for one. This is how a wallet or co-signer learns that someone wants it in a session.
+    pub async fn sessions_for(
+        &self,
+        caller: &XOnlyPublicKey,
+        after: u64,
+        wait: Duration,
+    ) -> Result<Vec<SessionView>, RelayError> {
+        let deadline = tokio::time::Instant::now() + wait.min(self.config.max_wait);
+        loop {
+            let mut changed = self.opened_count.subscribe();
+            {
+                let now = Instant::now();
+                let mut st = self.state();
+                self.check_open()?;
+                st.sweep(now);
+                let mut found: Vec<SessionView> = st
+                    .sessions
+                    .iter()
+                    .filter(|(_, s)| {
+                        s.opened_seq > after && s.ended.is_none() && s.expires > now && s.party(caller).is_some()
+                    })
+                    .map(|(eid, s)| view(*eid, s, now))
+                    .collect();
+                if !found.is_empty() || tokio::time::Instant::now() >= deadline {
+                    found.sort_by_key(|v| v.opened_seq);
+                    return Ok(found);
+                }
+            }
+            // Subscribed before the check: an opening after it wakes us.
+            let _ = tokio::time::timeout_at(deadline, changed.changed()).await;
+        }
     }
 
     /// Queues a batch of messages from `caller`, all or none. Each must be sent as the caller's
@@ -680,6 +754,8 @@ fn view(eid: Eid, s: &Session, now: Instant) -> SessionView {
         execution_id: eid,
         protocol: s.protocol.clone(),
         parties: s.parties.clone(),
+        intent: s.intent.clone(),
+        opened_seq: s.opened_seq,
         ended: s.ended.clone(),
         expires_in: s.expires.saturating_duration_since(now),
     }
@@ -713,6 +789,7 @@ mod tests {
                 SessionParty { role: Role::Provider, identity: key(P) },
                 SessionParty { role: Role::Cosigner, identity: key(C) },
             ],
+            intent: None,
         }
     }
 
@@ -963,5 +1040,48 @@ mod tests {
         assert_eq!(r.stats().1, 0);
         let view = r.session(&key(W), eid).unwrap();
         assert!(view.ended.unwrap().contains("provider"));
+    }
+
+    #[tokio::test]
+    async fn a_party_finds_the_sessions_that_name_it_in_opening_order() {
+        let r = relay(|_| {});
+        let mut first = spec(1);
+        first.intent = Some(r#"{"purpose":"recovery"}"#.into());
+        r.open(&key(W), first).unwrap();
+        let two_party = SessionSpec { parties: spec(2).parties[..2].to_vec(), ..spec(2) };
+        r.open(&key(W), two_party).unwrap();
+        // The co-signer is named in session 1 only; it sees the intent as opened.
+        let mine = r.sessions_for(&key(C), 0, Duration::ZERO).await.unwrap();
+        assert_eq!(mine.len(), 1);
+        assert_eq!(mine[0].execution_id, Eid([1; 32]));
+        assert_eq!(mine[0].intent.as_deref(), Some(r#"{"purpose":"recovery"}"#));
+        // The wallet, in both, oldest first; the cursor skips what it has seen.
+        let all = r.sessions_for(&key(W), 0, Duration::ZERO).await.unwrap();
+        assert_eq!(all.iter().map(|v| v.opened_seq).collect::<Vec<_>>(), vec![1, 2]);
+        assert!(r.sessions_for(&key(W), 2, Duration::ZERO).await.unwrap().is_empty());
+        // An ended session is no longer offered.
+        r.abort(&key(W), Eid([2; 32]), "done").unwrap();
+        assert_eq!(r.sessions_for(&key(W), 1, Duration::ZERO).await.unwrap().len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_party_wakes_when_a_session_naming_it_opens() {
+        let r = std::sync::Arc::new(relay(|c| c.max_wait = Duration::from_secs(5)));
+        let waiter = {
+            let r = r.clone();
+            tokio::spawn(async move { r.sessions_for(&key(C), 0, Duration::from_secs(5)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        r.open(&key(W), spec(9)).unwrap();
+        let found = tokio::time::timeout(Duration::from_secs(2), waiter).await.unwrap().unwrap().unwrap();
+        assert_eq!(found.len(), 1);
+    }
+
+    #[test]
+    fn an_oversized_intent_is_refused() {
+        let r = relay(|c| c.max_intent_bytes = 10);
+        let mut s = spec(3);
+        s.intent = Some("x".repeat(11));
+        assert!(matches!(r.open(&key(W), s), Err(RelayError::Invalid(_))));
     }
 }

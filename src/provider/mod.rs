@@ -30,8 +30,11 @@ use tandem_custody::{
 };
 use tandem_gateway::relay::{Role, SessionSpec};
 use tandem_gateway::Relay;
-use tandem_matching::{AccountId, Timestamp};
+use tandem_matching::{AccountId, AssetId, SequencerHandle, Timestamp};
 use tandem_store::{Store, VaultAddressRecord, VaultRecord};
+
+pub mod signing;
+pub use signing::SignError;
 
 use crate::mpc_link::{party_role, InProcessRelayLink};
 
@@ -49,9 +52,18 @@ pub struct VaultService {
     pub demo: bool,
     /// The node's Bitcoin network, the one withdrawals are checked against too.
     pub network: bitcoin::Network,
+    /// The ledger, for the obligations a spend must pay (pending withdrawals).
+    pub ledger: Option<SequencerHandle>,
+    /// The ledger's BTC asset.
+    pub btc: Option<AssetId>,
+    /// The largest fee a spend may pay.
+    pub max_fee: bitcoin::Amount,
     /// Serialises key index assignment.
     keygen_lock: tokio::sync::Mutex<()>,
 }
+
+/// The default fee cap of one spend.
+pub const DEFAULT_MAX_FEE: bitcoin::Amount = bitcoin::Amount::from_sat(100_000);
 
 /// The policy string stored for a vault.
 pub fn policy_name(p: Policy) -> &'static str {
@@ -90,6 +102,7 @@ struct Checked {
 }
 
 impl VaultService {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         relay: Arc<Relay>,
         identity: Keypair,
@@ -98,7 +111,12 @@ impl VaultService {
         prime_pool: Option<Arc<PrimePool>>,
         demo: bool,
         network: bitcoin::Network,
+        ledger: Option<(SequencerHandle, Option<AssetId>)>,
     ) -> Arc<VaultService> {
+        let (ledger, btc) = match ledger {
+            Some((l, btc)) => (Some(l), btc),
+            None => (None, None),
+        };
         Arc::new(VaultService {
             relay,
             identity,
@@ -107,6 +125,9 @@ impl VaultService {
             prime_pool,
             demo,
             network,
+            ledger,
+            btc,
+            max_fee: DEFAULT_MAX_FEE,
             keygen_lock: tokio::sync::Mutex::new(()),
         })
     }
@@ -238,9 +259,7 @@ impl VaultService {
             .rev()
             .find(|v| v.policy == policy && v.wallet_identity == c.wallet && v.cosigner_identity == c.cosigner)
             .context("the wallet has no vault with these parties: run aux info first")?;
-        let mut id = [0u8; 16];
-        hex::decode_to_slice(&vault.group_id, &mut id).context("a vault's group id is not 16 bytes of hex")?;
-        let group = SignerGroup { id: GroupId(id), policy: c.policy };
+        let group = SignerGroup { id: group_of(&vault)?, policy: c.policy };
         let aux: PartyAuxInfo = self.secrets.get(&aux_record(group.id)).context("opening the vault's aux info")?;
         let party = Party::with_aux_info(group.clone(), PartyRole::Provider, self.config(), aux)?;
         let svc = self.clone();
@@ -277,6 +296,22 @@ impl VaultService {
             .await
             .map_err(|e| anyhow!("joining the session: {e}"))?;
         Ok(link.secure(&self.identity, members)?)
+    }
+}
+
+/// The group id of a vault record.
+pub fn group_of(vault: &VaultRecord) -> anyhow::Result<GroupId> {
+    let mut id = [0u8; 16];
+    hex::decode_to_slice(&vault.group_id, &mut id).context("a vault's group id is not 16 bytes of hex")?;
+    Ok(GroupId(id))
+}
+
+/// The threshold policy of a vault record.
+pub fn policy_of(vault: &VaultRecord) -> anyhow::Result<Policy> {
+    match vault.policy.as_str() {
+        "2-of-2" => Ok(Policy::TwoOfTwo),
+        "2-of-3" => Ok(Policy::TwoOfThree),
+        other => bail!("vault {} has an unknown policy {other:?}", vault.group_id),
     }
 }
 

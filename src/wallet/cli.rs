@@ -79,10 +79,19 @@ pub enum WalletCmd {
         #[arg(long)]
         demo_primes: bool,
     },
-    // Still to come, with the MPC vault (issue 3): 2-of-3 addresses (needs `tandem cosigner`),
-    // `cosign` (the wallet's share of a withdrawal signature) and `recover` (spend with the
-    // co-signer alone). Each opens the wallet like the commands above (`Session::open`) and
-    // reads its key shares with `Session::secret` (see `super::vault`).
+    /// Run the wallet's signer: answer the provider's signing sessions for this wallet's
+    /// vault, after checking each spend against the withdrawals asked for from this wallet.
+    /// Runs until stopped.
+    Cosign {
+        /// The largest fee (satoshis) a spend from this vault may pay.
+        #[arg(long, default_value_t = 100_000)]
+        max_fee_sat: u64,
+        /// Stop after answering this many sessions.
+        #[arg(long)]
+        sessions: Option<usize>,
+    },
+    // Still to come (issue 3): 2-of-3 addresses (needs `tandem cosigner`) and `recover` (spend
+    // with the co-signer alone).
 }
 
 #[derive(Args, Debug)]
@@ -183,6 +192,10 @@ pub async fn run(args: WalletArgs) -> anyhow::Result<()> {
             out.print(&super::vault::address_json(&made), || super::vault::address_text(&made))?;
         }
         WalletCmd::Init { .. } => unreachable!("handled above"),
+        WalletCmd::Cosign { max_fee_sat, sessions } => {
+            let opts = super::cosign::CosignOptions { max_fee: bitcoin::Amount::from_sat(max_fee_sat), sessions };
+            super::cosign::run(&mut session, &opts).await?;
+        }
         WalletCmd::Balance => {
             let reply = session.call("GET", "/v1/balances", None).await?;
             out.print(&reply, || balances_text(&reply))?;
@@ -208,6 +221,10 @@ pub async fn run(args: WalletArgs) -> anyhow::Result<()> {
             out.print(&reply, || order_line(&reply["order"]))?;
         }
         WalletCmd::Withdraw { asset, amount, to } => {
+            if asset.eq_ignore_ascii_case("BTC") {
+                // Noted before it is sent: `cosign` signs only withdrawals the user asked for.
+                super::cosign::record_withdrawal_request(&mut session, &to, &amount)?;
+            }
             let body = json!({"asset": asset, "amount": amount, "destination": to});
             let reply = session.call("POST", "/v1/withdrawals", Some(&body)).await?;
             out.print(&reply, || withdrawal_text(&reply["withdrawal"]))?;
@@ -286,8 +303,41 @@ impl Session {
 
     /// Seals a new secret into the wallet file and saves the file.
     pub fn add_secret(&mut self, name: &str, kind: &str, plaintext: &[u8]) -> anyhow::Result<()> {
+        self.append_secret(name, kind, plaintext)
+    }
+
+    /// Adds a secret under the wallet's lock file, to the file as it is on disk now: another
+    /// process of the same wallet (a `cosign` running beside a `withdraw`) may have added
+    /// secrets since this one opened it, and they must not be lost.
+    pub fn append_secret(&mut self, name: &str, kind: &str, plaintext: &[u8]) -> anyhow::Result<()> {
+        let _lock = self.lock()?;
+        self.reload()?;
         self.file.add_secret(&self.key, name, kind, plaintext)?;
         self.file.save(&self.path).with_context(|| format!("saving the wallet {}", self.path.display()))
+    }
+
+    /// Reads the wallet file again (what other processes of this wallet added).
+    pub fn reload(&mut self) -> anyhow::Result<()> {
+        let file = WalletFile::load(&self.path).with_context(|| format!("reading the wallet {}", self.path.display()))?;
+        if file.kdf != self.file.kdf || file.account_id != self.file.account_id {
+            bail!("the wallet file {} was replaced by another wallet", self.path.display());
+        }
+        self.file = file;
+        Ok(())
+    }
+
+    /// An exclusive lock on `<wallet>.lock`, held while the file is read, changed and saved.
+    fn lock(&self) -> anyhow::Result<std::fs::File> {
+        let mut lock_path = self.path.clone().into_os_string();
+        lock_path.push(".lock");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("opening {}", PathBuf::from(&lock_path).display()))?;
+        f.lock().with_context(|| format!("locking {}", PathBuf::from(&lock_path).display()))?;
+        Ok(f)
     }
 
     /// The plaintext of one of the wallet's secrets (vault key shares, later).

@@ -8,8 +8,11 @@
 //! - [`passphrase`]: `--passphrase-file`, `TANDEM_WALLET_PASSPHRASE`, or a prompt without echo.
 //! - [`cli`]: `tandem wallet init | balance | orders | order | cancel | withdraw | address`.
 //! - [`vault`]: the wallet's side of its MPC vault (aux info, keygen, deposit addresses).
+//! - [`cosign`]: the wallet's long-running signer, which checks every spend against its own
+//!   withdrawal requests first.
 
 pub mod cli;
+pub mod cosign;
 pub mod device;
 pub mod keystore;
 pub mod passphrase;

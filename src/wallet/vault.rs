@@ -42,10 +42,32 @@ const REGISTERED: Duration = Duration::from_secs(30);
 
 /// The wallet's vault record (secret: holds the aux info).
 #[derive(Serialize, Deserialize)]
-struct WalletVault {
-    group: SignerGroup,
-    provider_identity: String,
-    aux: PartyAuxInfo,
+pub struct WalletVault {
+    pub group: SignerGroup,
+    pub provider_identity: String,
+    pub aux: PartyAuxInfo,
+}
+
+/// The wallet's vault (its aux info), if it made one.
+pub fn wallet_vault(session: &Session) -> anyhow::Result<WalletVault> {
+    if !session.file.secret_names().any(|(n, _)| n == VAULT_NAME) {
+        bail!("this wallet has no vault yet: make one with `tandem wallet address`");
+    }
+    serde_json::from_slice(&session.secret(VAULT_NAME)?).context("reading the wallet's vault")
+}
+
+/// Every address key share the wallet holds, in creation order.
+pub fn wallet_keys(session: &Session) -> anyhow::Result<Vec<VaultKey>> {
+    let names: Vec<String> = session
+        .file
+        .secret_names()
+        .filter(|(n, k)| *k == KIND_VAULT_KEY && n.starts_with(KEY_PREFIX))
+        .map(|(n, _)| n.to_owned())
+        .collect();
+    names
+        .iter()
+        .map(|n| serde_json::from_slice(&session.secret(n)?).with_context(|| format!("reading {n} of the wallet file")))
+        .collect()
 }
 
 /// What the provider says about itself (`GET /v1/mpc/provider`).
@@ -78,7 +100,7 @@ pub struct NewAddress {
     pub vault_created: bool,
 }
 
-fn config_for(origin: PrimesOrigin) -> CustodyConfig {
+pub fn config_for(origin: PrimesOrigin) -> CustodyConfig {
     if origin == PrimesOrigin::Fixture {
         CustodyConfig::demo()
     } else {
@@ -157,7 +179,7 @@ async fn open_and_join(
     let base = session.file.provider_url.clone();
     let members = members(session, provider);
     let mut client = Client::connect(&base).await.with_context(|| format!("cannot reach the provider at {base}"))?;
-    open_session_http(&mut client, session.auth(), eid, protocol, &members).await?;
+    open_session_http(&mut client, session.auth(), eid, protocol, &members, None).await?;
     let roles = Policy::TwoOfTwo.roles();
     let link = HttpRelayLink::connect(&base, session.auth().clone(), eid, PartyRole::Wallet, roles, JOIN).await?;
     Ok(link.secure(session.device().keypair(), &members)?)

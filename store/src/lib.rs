@@ -27,6 +27,7 @@ mod projection;
 mod projector;
 mod queries;
 mod records;
+mod refusals;
 mod vaults;
 
 #[cfg(test)]
@@ -40,7 +41,7 @@ use std::time::Duration;
 pub use projector::{Projector, ProjectorHandle};
 pub use records::{
     AccountRecord, ApiKeyRecord, BalanceRecord, CosignerRecord, DepositRecord, DeviceKeyRecord, EnrolmentCodeRecord, LedgerEntry,
-    OrderRecord, OrderStatus, OrderType, TradeRecord, VaultAddressRecord, VaultRecord, WithdrawalRecord, WithdrawalStatus,
+    OrderRecord, OrderStatus, OrderType, RefusalRecord, TradeRecord, VaultAddressRecord, VaultRecord, WithdrawalRecord, WithdrawalStatus,
 };
 pub use tandem_matching::{
     AccountId, AccountKind, Amount, Applied, AssetId, MarketId, OrderId, Price, Quantity, Seq, Side, TimeInForce,

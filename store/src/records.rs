@@ -398,3 +398,19 @@ mod tests {
         s.trim_matches('"').to_owned()
     }
 }
+
+/// A signer declined to sign (see migrations/sqlite/0005). `id` is given by the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RefusalRecord {
+    pub id: u64,
+    pub at: Timestamp,
+    /// "wallet", "provider" or "cosigner".
+    pub signer: String,
+    pub code: String,
+    pub detail: String,
+    /// The spend's purpose, JSON text.
+    pub purpose: String,
+    pub execution_id: String,
+    pub group_id: Option<String>,
+    pub account_id: Option<AccountId>,
+}

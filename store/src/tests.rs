@@ -747,3 +747,30 @@ async fn cosigners_are_unique_and_survive_a_projection_reset() {
     store.reset_projections().await.unwrap();
     assert_eq!(store.cosigners().await.unwrap(), vec![c1, c2]);
 }
+
+#[tokio::test]
+async fn refusals_are_listed_newest_first_per_account_and_survive_a_projection_reset() {
+    let store = Store::open_in_memory().await.unwrap();
+    let refusal = |n: u64, account: Option<u64>| RefusalRecord {
+        id: 0,
+        at: Timestamp(1_000 + n),
+        signer: "provider".into(),
+        code: "obligation_unpaid".into(),
+        detail: format!("refusal {n}"),
+        purpose: r#"{"withdrawal":{"withdrawal":1}}"#.into(),
+        execution_id: format!("{n:064x}"),
+        group_id: account.map(|_| "00".repeat(16)),
+        account_id: account.map(AccountId),
+    };
+    let a = store.insert_refusal(&refusal(1, Some(7))).await.unwrap();
+    let b = store.insert_refusal(&refusal(2, None)).await.unwrap();
+    let c = store.insert_refusal(&refusal(3, Some(8))).await.unwrap();
+    assert!(a < b && b < c);
+    store.reset_projections().await.unwrap();
+    let all = store.refusals(None, 10).await.unwrap();
+    assert_eq!(all.iter().map(|r| r.id).collect::<Vec<_>>(), vec![c, b, a]);
+    assert_eq!(all[2], RefusalRecord { id: a, ..refusal(1, Some(7)) });
+    let of_seven = store.refusals(Some(AccountId(7)), 10).await.unwrap();
+    assert_eq!(of_seven.iter().map(|r| r.detail.as_str()).collect::<Vec<_>>(), vec!["refusal 1"]);
+    assert_eq!(store.refusals(None, 1).await.unwrap().len(), 1);
+}

@@ -77,17 +77,26 @@ impl Store {
         .bind(group_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(VaultAddressRecord {
-                    address: r.try_get(0)?,
-                    group_id: r.try_get(1)?,
-                    key_index: from_sql(r.try_get(2)?, "key index")?,
-                    created_at: Timestamp(from_sql(r.try_get(3)?, "timestamp")?),
-                })
-            })
-            .collect()
+        rows.iter().map(address_record).collect()
     }
+
+    /// Every vault address the exchange manages (the provider's policy: inputs must come from
+    /// them, change may return to them).
+    pub async fn all_vault_addresses(&self) -> Result<Vec<VaultAddressRecord>, StoreError> {
+        let rows = sqlx::query("SELECT address, group_id, key_index, created_at FROM vault_addresses ORDER BY address")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(address_record).collect()
+    }
+}
+
+fn address_record(r: &SqliteRow) -> Result<VaultAddressRecord, StoreError> {
+    Ok(VaultAddressRecord {
+        address: r.try_get(0)?,
+        group_id: r.try_get(1)?,
+        key_index: from_sql(r.try_get(2)?, "key index")?,
+        created_at: Timestamp(from_sql(r.try_get(3)?, "timestamp")?),
+    })
 }
 
 fn vault_record(r: &SqliteRow) -> Result<VaultRecord, StoreError> {

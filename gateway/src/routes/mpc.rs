@@ -23,7 +23,7 @@ use std::time::Duration;
 pub fn configure(cfg: &mut web::ServiceConfig, max_request_bytes: usize) {
     let limit = max_request_bytes.max(1024);
     cfg.service(resource("/v1/mpc/provider", |r| r.route(web::get().to(provider))))
-        .service(resource("/v1/mpc/sessions", |r| r.route(web::post().to(open))))
+        .service(resource("/v1/mpc/sessions", |r| r.route(web::post().to(open)).route(web::get().to(list))))
         .service(resource("/v1/mpc/sessions/{eid}", |r| r.route(web::get().to(session))))
         .service(resource("/v1/mpc/sessions/{eid}/messages", move |r| {
             r.app_data(web::PayloadConfig::new(limit))
@@ -47,6 +47,19 @@ struct OpenRequest {
     execution_id: String,
     protocol: String,
     parties: Vec<PartyJson>,
+    /// What the session is for (a signing session's spend intent); any JSON.
+    #[serde(default)]
+    intent: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// Only sessions opened after this `opened_seq`.
+    #[serde(default)]
+    after: u64,
+    #[serde(default)]
+    wait_ms: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -105,6 +118,8 @@ fn session_json(v: &SessionView) -> serde_json::Value {
         "execution_id": v.execution_id.to_string(),
         "protocol": v.protocol,
         "parties": v.parties.iter().map(|p| json!({"role": p.role, "identity_pubkey": p.identity.to_string()})).collect::<Vec<_>>(),
+        "intent": v.intent.as_deref().and_then(|i| serde_json::from_str::<serde_json::Value>(i).ok()),
+        "opened_seq": v.opened_seq,
         "status": if v.ended.is_some() { "ended" } else { "open" },
         "ended_reason": v.ended,
         "expires_in_ms": v.expires_in.as_millis() as u64,
@@ -173,8 +188,19 @@ async fn open(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<Http
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
     check_registered(&gw, &caller, &parties).await?;
-    let view = gw.relay.open(&caller.identity, SessionSpec { execution_id, protocol: r.protocol, parties })?;
+    let intent = r.intent.map(|i| i.to_string());
+    let view = gw.relay.open(&caller.identity, SessionSpec { execution_id, protocol: r.protocol, parties, intent })?;
     Ok(HttpResponse::Ok().json(session_json(&view)))
+}
+
+/// The open sessions naming the caller, opened after the cursor; long-polls with `wait_ms`.
+async fn list(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
+    let caller = authenticate_party(&gw, &req, &body).await?;
+    let q: ListQuery = parse_query(&req)?;
+    let found = gw.relay.sessions_for(&caller.identity, q.after, Duration::from_millis(q.wait_ms)).await?;
+    let last_seq = found.last().map_or(q.after, |v| v.opened_seq);
+    let sessions: Vec<serde_json::Value> = found.iter().map(session_json).collect();
+    Ok(HttpResponse::Ok().json(json!({ "sessions": sessions, "last_seq": last_seq })))
 }
 
 async fn session(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {

@@ -24,6 +24,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/operator/cosigners", |r| {
             r.route(web::post().to(register_cosigner)).route(web::get().to(list_cosigners))
         }))
+        .service(resource("/v1/operator/refusals", |r| r.route(web::get().to(refusals))))
         .service(resource("/v1/operator/deposits", |r| r.route(web::post().to(deposit))))
         .service(resource("/v1/operator/state", |r| r.route(web::get().to(state))))
         .service(resource("/v1/operator/markets/{symbol}/halt", |r| r.route(web::post().to(halt))))
@@ -157,6 +158,37 @@ async fn list_cosigners(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpRespo
         .map(|c| json!({"identity_pubkey": c.identity_pubkey, "label": c.label, "created_at": c.created_at.0}))
         .collect();
     Ok(HttpResponse::Ok().json(json!({ "cosigners": list })))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefusalsQuery {
+    account: Option<u64>,
+    limit: Option<u32>,
+}
+
+/// Signing refusals, newest first: which signer refused which spend, and why.
+async fn refusals(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    authenticate_operator(&gw, &req)?;
+    let q: RefusalsQuery = crate::dto::parse_query(&req)?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be 1 to 1000"));
+    }
+    let list: Vec<_> = gw
+        .store
+        .refusals(q.account.map(AccountId), limit)
+        .await?
+        .into_iter()
+        .map(|r| {
+            json!({
+                "id": r.id, "at": r.at.0, "signer": r.signer, "code": r.code, "detail": r.detail,
+                "purpose": serde_json::from_str::<serde_json::Value>(&r.purpose).unwrap_or(json!(r.purpose)),
+                "execution_id": r.execution_id, "group_id": r.group_id, "account_id": r.account_id.map(|a| a.0),
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "refusals": list })))
 }
 
 async fn account(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpResponse, ApiError> {

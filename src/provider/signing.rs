@@ -1,0 +1,284 @@
+//! The provider's side of spending from a vault: [`VaultService::sign`].
+//!
+//! The provider is the one that asks for spends (its settlement service builds them), so it
+//! opens each signing session itself, with the spend's intent on the relay for its partner
+//! (the vault's wallet, or its co-signer for forced settlement) to check. Before it opens
+//! anything it checks the spend as any other signer would:
+//! 1. it holds a share of the named key, and the input really pays that key;
+//! 2. its policy ([`provider_check`]) with facts it takes from its own books: the ledger's
+//!    pending withdrawal (engine), the vault addresses (store); a settlement batch's
+//!    obligations come with the settlement service;
+//! 3. it never signs a second spend for the same obligation that does not conflict with the
+//!    first (share an input), so at most one can confirm (`provider_signatures`).
+//!
+//! Every refusal, its own or its partner's (a partner refuses by aborting the session with
+//! `refused <code>: <detail>`), is logged and recorded for operators
+//! (`GET /v1/operator/refusals`).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use bitcoin::{Amount, ScriptBuf};
+use tandem_custody::policy::{parse_refusal, provider_check, Payment, ProviderFacts, RefusalCode, SpendRequest};
+use tandem_custody::{
+    ExecutionId, InputSignature, Party, PartyAuxInfo, PartyRole, Refusal, SessionMember, SignerGroup,
+    SpendIntent, SpendPurpose, VaultKey,
+};
+use tandem_gateway::relay::Role;
+use tandem_matching::{AccountId, Timestamp, WithdrawalId};
+use tandem_store::{RefusalRecord, VaultRecord};
+
+use super::{aux_record, key_record, policy_of, run_on_thread, spec_eid, VaultService};
+use crate::mpc_link::{open_session_in_process, relay_role};
+
+/// Why a spend was not signed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    /// The provider's own checks refused it.
+    #[error("{0}")]
+    Refused(Refusal),
+    /// The partner (wallet or co-signer) refused it.
+    #[error("the {signer} refuses to sign ({code}): {detail}")]
+    PartnerRefused { signer: Role, code: String, detail: String },
+    /// The session failed (partner offline or timed out, transport, storage).
+    #[error("signing failed: {0}")]
+    Failed(String),
+}
+
+fn failed(e: impl std::fmt::Display) -> SignError {
+    SignError::Failed(format!("{e:#}"))
+}
+
+/// The key of an obligation in `provider_signatures`.
+fn purpose_key(p: SpendPurpose) -> String {
+    match p {
+        SpendPurpose::Withdrawal { withdrawal } => format!("withdrawal:{withdrawal}"),
+        SpendPurpose::SettlementBatch { batch } => format!("batch:{batch}"),
+        SpendPurpose::ForcedSettlement { batch } => format!("forced:{batch}"),
+        SpendPurpose::Recovery => "recovery".into(),
+    }
+}
+
+impl VaultService {
+    /// Signs the intent's input with the intent's other signer, after the provider's checks.
+    /// Opens the session on the relay and waits for the partner (up to the custody session
+    /// timeout); answers the finished signature.
+    pub async fn sign(self: &Arc<Self>, intent: SpendIntent) -> Result<InputSignature, SignError> {
+        let eid = ExecutionId::random();
+        let group_hex = intent.input.group.to_string();
+        let vault = self.store.vault(&group_hex).await.map_err(failed)?;
+        let refuse = |code, detail: String| Refusal::new(PartyRole::Provider, code, detail);
+        let checked = match vault {
+            None => Err(refuse(RefusalCode::UnknownKey, format!("no vault {group_hex}"))),
+            Some(vault) => self.check_spend(&intent, &vault).await.map(|key| (vault, key)),
+        };
+        let (vault, key, partner) = match checked {
+            Ok((vault, (key, partner))) => (vault, key, partner),
+            Err(refusal) => {
+                let account = self.store.vault(&group_hex).await.ok().flatten().map(|v| v.account_id);
+                self.record_refusal(&refusal, &intent, eid, account).await;
+                return Err(SignError::Refused(refusal));
+            }
+        };
+        let input = intent.check_input(PartyRole::Provider, &key).map_err(SignError::Refused)?;
+        let group = SignerGroup { id: intent.input.group, policy: policy_of(&vault).map_err(failed)? };
+        let aux: PartyAuxInfo = self.secrets.get(&aux_record(group.id)).map_err(failed)?;
+        let party = Party::with_aux_info(group, PartyRole::Provider, self.config(), aux).map_err(failed)?;
+        let me = self.identity.x_only_public_key().0;
+        let members = vec![partner, SessionMember::new(PartyRole::Provider, me)];
+        let mut members_sorted = members.clone();
+        members_sorted.sort_by_key(|m| m.role);
+
+        // Durable before the session: a crash after signing must still block a second,
+        // non-conflicting spend of the same obligation.
+        let tx = &intent.psbt.unsigned_tx;
+        let outpoints: Vec<String> = tx.input.iter().map(|i| i.previous_output.to_string()).collect();
+        self.store
+            .record_provider_signature(
+                &purpose_key(intent.purpose),
+                &tx.compute_txid().to_string(),
+                &outpoints,
+                &eid.to_hex(),
+                Timestamp(crate::node::now_millis()),
+            )
+            .await
+            .map_err(failed)?;
+
+        open_session_in_process(
+            &self.relay,
+            &me,
+            eid,
+            tandem_custody::ProtocolKind::Sign,
+            &members_sorted,
+            Some(intent.to_json()),
+        )
+        .map_err(failed)?;
+        let svc = self.clone();
+        let roles: Vec<PartyRole> = members_sorted.iter().map(|m| m.role).collect();
+        let signers = intent.signers.clone();
+        let psbt = intent.psbt.clone();
+        let result = run_on_thread(move || async move {
+            let link = svc.join(eid, &roles, &members_sorted).await?;
+            Ok(party.sign_input(&key, &signers, eid, &psbt, input, link).await?)
+        })
+        .await;
+        let ended = self.relay.session(&me, spec_eid(eid)).ok().and_then(|v| v.ended);
+        let _ = self.relay.abort(&me, spec_eid(eid), "done");
+        match result {
+            Ok(sig) => {
+                tracing::info!(eid = %eid.to_hex(), purpose = ?intent.purpose, input = intent.input.index, "input signed");
+                Ok(sig)
+            }
+            Err(e) => {
+                let partner_role = relay_role(partner.role);
+                if let Some((code, detail)) = ended.as_deref().and_then(parse_refusal) {
+                    tracing::warn!(signer = %partner_role, %code, %detail, purpose = ?intent.purpose, "partner refused to sign");
+                    let record = RefusalRecord {
+                        id: 0,
+                        at: Timestamp(crate::node::now_millis()),
+                        signer: partner_role.as_str().into(),
+                        code: code.clone(),
+                        detail: detail.clone(),
+                        purpose: serde_json::to_string(&intent.purpose).unwrap_or_default(),
+                        execution_id: eid.to_hex(),
+                        group_id: Some(group_hex),
+                        account_id: Some(vault.account_id),
+                    };
+                    if let Err(e) = self.store.insert_refusal(&record).await {
+                        tracing::error!(error = %e, "could not record a refusal");
+                    }
+                    return Err(SignError::PartnerRefused { signer: partner_role, code, detail });
+                }
+                Err(SignError::Failed(match ended {
+                    Some(reason) => format!("{e:#} (session ended: {reason})"),
+                    None => format!("{e:#}"),
+                }))
+            }
+        }
+    }
+
+    /// The provider's checks of a spend: its key share, the partner, its policy. Answers the
+    /// key and the partner.
+    async fn check_spend(&self, intent: &SpendIntent, vault: &VaultRecord) -> Result<(VaultKey, SessionMember), Refusal> {
+        let me = PartyRole::Provider;
+        let refuse = |code, detail: String| Refusal::new(me, code, detail);
+        let internal = |e: &dyn std::fmt::Display| refuse(RefusalCode::BadIntent, format!("cannot check the spend: {e}"));
+        if !intent.signers.contains(&me) {
+            return Err(refuse(RefusalCode::WrongSigners, format!("signers {:?}", intent.signers)));
+        }
+        let partner_role = intent.signers.iter().copied().find(|r| *r != me).unwrap_or(PartyRole::Wallet);
+        let partner_key = match partner_role {
+            PartyRole::Wallet => Some(vault.wallet_identity.as_str()),
+            PartyRole::CoSigner => vault.cosigner_identity.as_deref(),
+            PartyRole::Provider => None,
+        };
+        let partner_key = partner_key
+            .and_then(|k| k.parse().ok())
+            .ok_or_else(|| refuse(RefusalCode::WrongSigners, format!("vault {} has no {partner_role:?}", vault.group_id)))?;
+        let key: VaultKey = match self.secrets.get(&key_record(intent.input.group, intent.input.key_index)) {
+            Ok(k) => k,
+            Err(_) => {
+                return Err(refuse(
+                    RefusalCode::UnknownKey,
+                    format!("no share of key {} of vault {}", intent.input.key_index, vault.group_id),
+                ))
+            }
+        };
+        intent.check_input(me, &key)?;
+
+        let (scripts, obligations) = match intent.purpose {
+            SpendPurpose::Withdrawal { withdrawal } => {
+                // A withdrawal is paid from the withdrawing account's own vaults.
+                let w = self.pending_withdrawal(WithdrawalId(withdrawal)).await.map_err(|e| internal(&e))?;
+                let (account, payment) = w.ok_or_else(|| {
+                    refuse(RefusalCode::ObligationUnpaid, format!("withdrawal {withdrawal} is not pending in the ledger"))
+                })?;
+                if account != vault.account_id {
+                    return Err(refuse(
+                        RefusalCode::ForeignInput,
+                        format!("withdrawal {withdrawal} is account {}'s, the vault is account {}'s", account.0, vault.account_id.0),
+                    ));
+                }
+                (self.account_scripts(account).await.map_err(|e| internal(&e))?, vec![payment])
+            }
+            SpendPurpose::SettlementBatch { batch } | SpendPurpose::ForcedSettlement { batch } => {
+                return Err(refuse(RefusalCode::ObligationUnpaid, format!("the ledger has no settlement batch {batch}")))
+            }
+            SpendPurpose::Recovery => (HashSet::new(), Vec::new()),
+        };
+        let signers = intent.signers.clone();
+        let request = SpendRequest { psbt: &intent.psbt, purpose: intent.purpose, signers: &signers };
+        let facts = ProviderFacts { vault_scripts: &scripts, obligations: &obligations, max_fee: self.max_fee };
+        provider_check(&request, &facts)?;
+        if let Some(refusal) = self.paid_before(intent).await.map_err(|e| internal(&e))? {
+            return Err(refusal);
+        }
+        Ok((key, SessionMember::new(partner_role, partner_key)))
+    }
+
+    /// A second spend of the same obligation must conflict with every earlier one: the refusal
+    /// if it does not.
+    async fn paid_before(&self, intent: &SpendIntent) -> anyhow::Result<Option<Refusal>> {
+        let tx = &intent.psbt.unsigned_tx;
+        let txid = tx.compute_txid().to_string();
+        let mine: HashSet<String> = tx.input.iter().map(|i| i.previous_output.to_string()).collect();
+        for (other_txid, outpoints) in self.store.provider_signatures(&purpose_key(intent.purpose)).await? {
+            if other_txid != txid && !outpoints.iter().any(|o| mine.contains(o)) {
+                return Ok(Some(Refusal::new(
+                    PartyRole::Provider,
+                    RefusalCode::DoublePay,
+                    format!("{other_txid} already pays this obligation and shares no input with {txid}"),
+                )));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A pending BTC withdrawal: its account and the payment it asks for.
+    async fn pending_withdrawal(&self, id: WithdrawalId) -> anyhow::Result<Option<(AccountId, Payment)>> {
+        let Some(ledger) = &self.ledger else { anyhow::bail!("the vault service has no ledger") };
+        let btc = self.btc;
+        let found = ledger.read(move |e| e.pending_withdrawals().into_iter().find(|(w, _)| *w == id)).await?;
+        let Some((_, w)) = found else { return Ok(None) };
+        if Some(w.asset) != btc {
+            anyhow::bail!("withdrawal {} is not in BTC", id.0);
+        }
+        let address = w
+            .destination
+            .parse::<bitcoin::Address<bitcoin::address::NetworkUnchecked>>()
+            .map_err(|e| anyhow::anyhow!("withdrawal {}'s destination does not parse: {e}", id.0))?
+            .require_network(self.network)
+            .map_err(|e| anyhow::anyhow!("withdrawal {}'s destination: {e}", id.0))?;
+        Ok(Some((w.account, Payment { script_pubkey: address.script_pubkey(), amount: Amount::from_sat(w.amount.0) })))
+    }
+
+    /// The scripts of an account's vault addresses.
+    async fn account_scripts(&self, account: AccountId) -> anyhow::Result<HashSet<ScriptBuf>> {
+        let mut scripts = HashSet::new();
+        for v in self.store.vaults_for(account).await? {
+            for a in self.store.vault_addresses(&v.group_id).await? {
+                let address = a.address.parse::<bitcoin::Address<bitcoin::address::NetworkUnchecked>>()?;
+                scripts.insert(address.require_network(self.network)?.script_pubkey());
+            }
+        }
+        Ok(scripts)
+    }
+
+    async fn record_refusal(&self, refusal: &Refusal, intent: &SpendIntent, eid: ExecutionId, account: Option<AccountId>) {
+        refusal.log(intent.purpose);
+        let record = RefusalRecord {
+            id: 0,
+            at: Timestamp(crate::node::now_millis()),
+            signer: relay_role(refusal.signer).as_str().into(),
+            code: refusal.code.as_str().into(),
+            detail: refusal.detail.clone(),
+            purpose: serde_json::to_string(&intent.purpose).unwrap_or_default(),
+            execution_id: eid.to_hex(),
+            group_id: Some(intent.input.group.to_string()),
+            account_id: account,
+        };
+        if let Err(e) = self.store.insert_refusal(&record).await {
+            tracing::error!(error = %e, "could not record a refusal");
+        }
+    }
+}

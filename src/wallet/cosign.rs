@@ -1,0 +1,367 @@
+//! `tandem wallet cosign`: the wallet's long-running signer. It waits for signing sessions
+//! that name it on the provider's relay and answers each only after checking the spend against
+//! what the user itself asked for.
+//!
+//! For each `sign` session: decode the intent, find the wallet's own key whose script the input
+//! spends, then [`wallet_check`] with the wallet's own facts:
+//! - its vault scripts (every key it holds);
+//! - for a withdrawal: the request the user made from this wallet (`tandem wallet withdraw`
+//!   records it in the wallet file before sending it), matched by destination and amount to the
+//!   provider's withdrawal of that id; one request backs one withdrawal id;
+//! - a second spend for the same withdrawal must conflict with (share an input with) every
+//!   earlier one, so at most one confirms.
+//!
+//! What it signed is appended to the wallet file (`signed-...`) *before* it joins, so a crash
+//! cannot let it sign a non-conflicting second spend. A refusal aborts the session with
+//! `refused <code>: <detail>`, which the provider records for its operators.
+//!
+//! Settlement batches are refused until the wallet can check them against its own fills (the
+//! settlement issue brings the batch's per-account obligations).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use bitcoin::{Amount, ScriptBuf};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tandem_custody::policy::{wallet_check, Payment, RefusalCode, SpendRequest, WalletFacts};
+use tandem_custody::{
+    ExecutionId, InputSignature, Party, PartyRole, Refusal, SessionMember, SpendIntent, SpendPurpose, VaultKey,
+};
+
+use super::cli::Session;
+use super::vault::{config_for, provider_info, wallet_keys, wallet_vault};
+use crate::mpc_link::{party_role, HttpRelayLink};
+
+/// Kinds of the wallet's records of what its user asked for and what it signed.
+pub const KIND_WITHDRAWAL_REQUEST: &str = "withdrawal-request";
+pub const KIND_SIGNED: &str = "signed-spend";
+const REQUEST_PREFIX: &str = "withdrawal-request-";
+const SIGNED_PREFIX: &str = "signed-";
+
+/// How long one long-poll for new sessions waits.
+const POLL: Duration = Duration::from_secs(10);
+const JOIN: Duration = Duration::from_secs(30);
+
+/// A BTC withdrawal the user asked for from this wallet.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WithdrawalRequest {
+    pub destination: String,
+    pub amount_sat: u64,
+    pub requested_at: u64,
+}
+
+/// A spend this wallet signed (one input).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SignedSpend {
+    pub purpose: SpendPurpose,
+    /// The request it paid (withdrawals).
+    pub request: Option<String>,
+    pub txid: String,
+    pub outpoints: Vec<String>,
+    pub execution_id: String,
+}
+
+/// Satoshis of a BTC amount given in decimal (`0.015`), refusing fractions of a satoshi.
+pub fn btc_to_sat(amount: &str) -> anyhow::Result<u64> {
+    let d: Decimal = amount.trim().parse().with_context(|| format!("{amount:?} is not a decimal amount"))?;
+    let sats = d * Decimal::from(100_000_000u64);
+    if sats.fract() != Decimal::ZERO || sats.is_sign_negative() {
+        bail!("{amount} BTC is not a whole number of satoshis");
+    }
+    rust_decimal::prelude::ToPrimitive::to_u64(&sats).context("amount out of range")
+}
+
+/// Records a withdrawal request before it is sent (`tandem wallet withdraw`).
+pub fn record_withdrawal_request(session: &mut Session, destination: &str, amount: &str) -> anyhow::Result<()> {
+    let request = WithdrawalRequest {
+        destination: destination.trim().to_owned(),
+        amount_sat: btc_to_sat(amount)?,
+        requested_at: crate::node::now_millis(),
+    };
+    let name = format!("{REQUEST_PREFIX}{}-{:08x}", request.requested_at, rand::random::<u32>());
+    session.append_secret(&name, KIND_WITHDRAWAL_REQUEST, &serde_json::to_vec(&request)?)
+}
+
+pub struct CosignOptions {
+    pub max_fee: Amount,
+    /// Stop after this many sessions (tests, scripts); `None`: run until killed.
+    pub sessions: Option<usize>,
+}
+
+/// Runs the signer until killed (or `opts.sessions` sessions were answered). Prints one line
+/// per session.
+pub async fn run(session: &mut Session, opts: &CosignOptions) -> anyhow::Result<()> {
+    let provider = provider_info(session).await?;
+    let me = session.device().keypair().x_only_public_key().0;
+    eprintln!("cosign: waiting for signing sessions for device {me} at {}", session.file.provider_url);
+    let mut cursor = 0u64;
+    let mut answered = 0usize;
+    loop {
+        let path = format!("/v1/mpc/sessions?after={cursor}&wait_ms={}", POLL.as_millis());
+        let reply = match session.call("GET", &path, None).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("cosign: cannot list sessions ({e:#}); retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        cursor = reply["last_seq"].as_u64().unwrap_or(cursor);
+        for s in reply["sessions"].as_array().into_iter().flatten() {
+            if s["protocol"] != "sign" {
+                continue;
+            }
+            session.reload()?;
+            let line = match answer(session, &provider.identity, s, opts).await {
+                Ok(done) => done,
+                Err(e) => format!("failed: {e:#}"),
+            };
+            println!("{} {line}", s["execution_id"].as_str().unwrap_or("?"));
+            answered += 1;
+        }
+        if opts.sessions.is_some_and(|n| answered >= n) {
+            return Ok(());
+        }
+    }
+}
+
+/// Checks one session and signs or refuses it; answers a line for the user.
+async fn answer(
+    session: &mut Session,
+    provider: &bitcoin::secp256k1::XOnlyPublicKey,
+    s: &Value,
+    opts: &CosignOptions,
+) -> anyhow::Result<String> {
+    let eid = s["execution_id"].as_str().and_then(ExecutionId::from_hex).context("the session has no execution id")?;
+    match check(session, provider, s, opts).await {
+        Err(refusal) => {
+            refusal.log(purpose_of(s));
+            let body = serde_json::json!({ "reason": refusal.abort_reason() });
+            session.call("POST", &format!("/v1/mpc/sessions/{}/abort", eid.to_hex()), Some(&body)).await.ok();
+            Ok(format!("refused ({}): {}", refusal.code.as_str(), refusal.detail))
+        }
+        Ok(checked) => {
+            let sig = sign(session, eid, checked.clone()).await?;
+            let what = match checked.intent.purpose {
+                SpendPurpose::Withdrawal { withdrawal } => format!("withdrawal {withdrawal}"),
+                p => format!("{p:?}"),
+            };
+            Ok(format!(
+                "signed input {} of {} for {what} with key {}",
+                checked.intent.input.index,
+                checked.intent.psbt.unsigned_tx.compute_txid(),
+                sig.public_key
+            ))
+        }
+    }
+}
+
+fn purpose_of(s: &Value) -> SpendPurpose {
+    serde_json::from_value(s["intent"]["purpose"].clone()).unwrap_or(SpendPurpose::Recovery)
+}
+
+#[derive(Clone)]
+struct Checked {
+    intent: SpendIntent,
+    key: VaultKey,
+    members: Vec<SessionMember>,
+}
+
+async fn check(
+    session: &mut Session,
+    provider: &bitcoin::secp256k1::XOnlyPublicKey,
+    s: &Value,
+    opts: &CosignOptions,
+) -> Result<Checked, Refusal> {
+    let me = PartyRole::Wallet;
+    let refuse = |code, detail: String| Refusal::new(me, code, detail);
+    let text = s["intent"].to_string();
+    let intent = SpendIntent::from_json(&text).map_err(|e| refuse(RefusalCode::BadIntent, e.to_string()))?;
+    let members = session_members(s).map_err(|e| refuse(RefusalCode::BadIntent, format!("{e:#}")))?;
+    let my_identity = session.device().keypair().x_only_public_key().0;
+    if !members.iter().any(|m| m.role == me && m.identity == my_identity) {
+        return Err(refuse(RefusalCode::WrongSigners, "the session does not name this wallet as its wallet".into()));
+    }
+    if members.iter().any(|m| m.role == PartyRole::Provider && m.identity != *provider) {
+        return Err(refuse(RefusalCode::WrongSigners, "the session's provider is not this wallet's provider".into()));
+    }
+    let roles: Vec<PartyRole> = members.iter().map(|m| m.role).collect();
+    if roles != intent.signers {
+        return Err(refuse(RefusalCode::WrongSigners, format!("session parties {roles:?}, intent signers {:?}", intent.signers)));
+    }
+    let keys = wallet_keys(session).map_err(|e| refuse(RefusalCode::UnknownKey, format!("{e:#}")))?;
+    let input_script = intent.psbt.inputs.get(intent.input.index as usize).and_then(|i| i.witness_utxo.as_ref());
+    let key = keys
+        .iter()
+        .find(|k| input_script.is_some_and(|u| u.script_pubkey == k.script_pubkey()))
+        .cloned()
+        .ok_or_else(|| refuse(RefusalCode::UnknownKey, format!("input {} does not spend any key of this wallet", intent.input.index)))?;
+    intent.check_input(me, &key)?;
+    let own: HashSet<ScriptBuf> = keys.iter().map(|k| k.script_pubkey()).collect();
+
+    let (requested, request_name) = match intent.purpose {
+        SpendPurpose::Withdrawal { withdrawal } => {
+            let (name, payment) = backing_request(session, withdrawal).await?;
+            (vec![payment], Some(name))
+        }
+        SpendPurpose::SettlementBatch { batch } => {
+            return Err(refuse(
+                RefusalCode::OverSpend,
+                format!("batch {batch}: this wallet cannot yet check a batch against its fills"),
+            ))
+        }
+        _ => (Vec::new(), None),
+    };
+    let facts = WalletFacts {
+        own_scripts: &own,
+        requested_withdrawals: &requested,
+        owed_to_batch: Amount::ZERO,
+        recovery_destination: None,
+        max_fee: opts.max_fee,
+    };
+    wallet_check(&SpendRequest { psbt: &intent.psbt, purpose: intent.purpose, signers: &intent.signers }, &facts)?;
+    // Durably note the spend first: never a second, non-conflicting spend of the same request.
+    let tx = &intent.psbt.unsigned_tx;
+    let signed = SignedSpend {
+        purpose: intent.purpose,
+        request: request_name,
+        txid: tx.compute_txid().to_string(),
+        outpoints: tx.input.iter().map(|i| i.previous_output.to_string()).collect(),
+        execution_id: s["execution_id"].as_str().unwrap_or_default().to_owned(),
+    };
+    check_not_paid_twice(session, &signed)?;
+    let name = format!("{SIGNED_PREFIX}{}", signed.execution_id.get(..32).unwrap_or("x"));
+    let bytes = serde_json::to_vec(&signed).map_err(|e| refuse(RefusalCode::BadIntent, e.to_string()))?;
+    session
+        .append_secret(&name, KIND_SIGNED, &bytes)
+        .map_err(|e| refuse(RefusalCode::BadIntent, format!("cannot record the spend in the wallet file: {e:#}")))?;
+    Ok(Checked { intent, key, members })
+}
+
+/// The wallet's request that backs the provider's withdrawal `id`: the same destination and
+/// amount, and not already used for another withdrawal id.
+async fn backing_request(session: &Session, id: u64) -> Result<(String, Payment), Refusal> {
+    let refuse = |code, detail: String| Refusal::new(PartyRole::Wallet, code, detail);
+    let reply = session
+        .call("GET", "/v1/withdrawals?limit=1000", None)
+        .await
+        .map_err(|e| refuse(RefusalCode::ObligationUnpaid, format!("cannot read the withdrawals: {e:#}")))?;
+    let w = reply["withdrawals"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|w| w["withdrawal_id"].as_u64() == Some(id))
+        .ok_or_else(|| refuse(RefusalCode::ObligationUnpaid, format!("withdrawal {id} is not this account's")))?;
+    if w["asset"] != "BTC" {
+        return Err(refuse(RefusalCode::ObligationUnpaid, format!("withdrawal {id} is not in BTC")));
+    }
+    let destination = w["destination"].as_str().unwrap_or_default().to_owned();
+    let amount_sat = btc_to_sat(w["amount"].as_str().unwrap_or_default())
+        .map_err(|e| refuse(RefusalCode::ObligationUnpaid, format!("withdrawal {id}: {e:#}")))?;
+    let signed = signed_spends(session).map_err(|e| refuse(RefusalCode::BadIntent, format!("{e:#}")))?;
+    let used_by_other: HashSet<String> = signed
+        .iter()
+        .filter(|s| s.purpose != SpendPurpose::Withdrawal { withdrawal: id })
+        .filter_map(|s| s.request.clone())
+        .collect();
+    let mine_for_id: Option<String> =
+        signed.iter().find(|s| s.purpose == SpendPurpose::Withdrawal { withdrawal: id }).and_then(|s| s.request.clone());
+    let requests = withdrawal_requests(session).map_err(|e| refuse(RefusalCode::BadIntent, format!("{e:#}")))?;
+    let found = requests.into_iter().find(|(name, r)| {
+        r.destination == destination
+            && r.amount_sat == amount_sat
+            && match &mine_for_id {
+                Some(bound) => bound == name,
+                None => !used_by_other.contains(name),
+            }
+    });
+    let (name, _) = found.ok_or_else(|| {
+        refuse(
+            RefusalCode::ObligationUnpaid,
+            format!("this wallet never asked to withdraw {amount_sat} sat to {destination} (withdrawal {id})"),
+        )
+    })?;
+    let address = destination
+        .parse::<bitcoin::Address<bitcoin::address::NetworkUnchecked>>()
+        .map_err(|e| refuse(RefusalCode::UnexpectedOutput, format!("{destination}: {e}")))?
+        .assume_checked();
+    Ok((name, Payment { script_pubkey: address.script_pubkey(), amount: Amount::from_sat(amount_sat) }))
+}
+
+fn check_not_paid_twice(session: &Session, new: &SignedSpend) -> Result<(), Refusal> {
+    let earlier = signed_spends(session)
+        .map_err(|e| Refusal::new(PartyRole::Wallet, RefusalCode::BadIntent, format!("{e:#}")))?;
+    let mine: HashSet<&String> = new.outpoints.iter().collect();
+    for s in earlier.iter().filter(|s| s.purpose == new.purpose && s.txid != new.txid) {
+        if !s.outpoints.iter().any(|o| mine.contains(o)) {
+            return Err(Refusal::new(
+                PartyRole::Wallet,
+                RefusalCode::DoublePay,
+                format!("{} already pays this and shares no input with {}", s.txid, new.txid),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn withdrawal_requests(session: &Session) -> anyhow::Result<Vec<(String, WithdrawalRequest)>> {
+    records(session, KIND_WITHDRAWAL_REQUEST)
+}
+
+fn signed_spends(session: &Session) -> anyhow::Result<Vec<SignedSpend>> {
+    Ok(records(session, KIND_SIGNED)?.into_iter().map(|(_, s)| s).collect())
+}
+
+fn records<T: serde::de::DeserializeOwned>(session: &Session, kind: &str) -> anyhow::Result<Vec<(String, T)>> {
+    let names: Vec<String> =
+        session.file.secret_names().filter(|(_, k)| *k == kind).map(|(n, _)| n.to_owned()).collect();
+    names
+        .into_iter()
+        .map(|n| {
+            let bytes = session.secret(&n)?;
+            Ok((n.clone(), serde_json::from_slice(&bytes).with_context(|| format!("reading {n} of the wallet file"))?))
+        })
+        .collect()
+}
+
+fn session_members(s: &Value) -> anyhow::Result<Vec<SessionMember>> {
+    let mut members = Vec::new();
+    for p in s["parties"].as_array().context("the session lists no parties")? {
+        let role: tandem_gateway::relay::Role = serde_json::from_value(p["role"].clone())?;
+        let identity = p["identity_pubkey"].as_str().context("a party without identity")?.parse()?;
+        members.push(SessionMember::new(party_role(role), identity));
+    }
+    members.sort_by_key(|m| m.role);
+    Ok(members)
+}
+
+/// Joins the session over the relay and runs interactive signing.
+async fn sign(session: &Session, eid: ExecutionId, c: Checked) -> anyhow::Result<InputSignature> {
+    let vault = wallet_vault(session)?;
+    let party = Party::with_aux_info(vault.group.clone(), PartyRole::Wallet, config_for(vault.aux.primes_origin), vault.aux)?;
+    let roles: Vec<PartyRole> = c.members.iter().map(|m| m.role).collect();
+    let base = session.file.provider_url.clone();
+    let link = HttpRelayLink::connect(&base, session.auth().clone(), eid, PartyRole::Wallet, &roles, JOIN)
+        .await?
+        .secure(session.device().keypair(), &c.members)?;
+    let input = c.intent.check_input(PartyRole::Wallet, &c.key)?;
+    Ok(party.sign_input(&c.key, &c.intent.signers, eid, &c.intent.psbt, input, link).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn btc_amounts_become_whole_satoshis_or_errors() {
+        assert_eq!(btc_to_sat("0.015").unwrap(), 1_500_000);
+        assert_eq!(btc_to_sat("1").unwrap(), 100_000_000);
+        assert_eq!(btc_to_sat("0.00000001").unwrap(), 1);
+        assert!(btc_to_sat("0.000000001").is_err());
+        assert!(btc_to_sat("-1").is_err());
+        assert!(btc_to_sat("abc").is_err());
+    }
+}
