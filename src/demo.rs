@@ -108,6 +108,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         None => open_demo_accounts(&node, &base_url, &token).await?,
     };
     write_credentials(&creds_path, &creds)?;
+    let cosigner = start_cosigner(&opts.data_dir, &base_url, &token).await?;
     print_welcome(&creds, &creds_path);
 
     let bots = if opts.market_maker {
@@ -125,7 +126,36 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     if let Some(b) = bots {
         b.abort();
     }
+    cosigner.abort();
     node.shutdown().await
+}
+
+/// The demo's co-signer, in this process but with its own data dir, master key and identity,
+/// talking to the provider over HTTP like a separate `tandem cosigner run`. Registered with the
+/// provider once, so wallets make 2-of-3 vaults by default.
+async fn start_cosigner(data_dir: &Path, base_url: &str, token: &str) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let dir = data_dir.join("cosigner");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let key_path = dir.join("master-key.hex");
+    if !key_path.exists() {
+        crate::custody_cli::new_master_key(&key_path)?;
+    }
+    let opts = crate::cosigner::CosignerOptions {
+        provider_url: base_url.to_owned(),
+        demo: true,
+        provider_timeout: Duration::from_secs(3600),
+        max_fee: bitcoin::Amount::from_sat(100_000),
+    };
+    let cosigner = crate::cosigner::Cosigner::open(&dir, &crate::custody_cli::load_master_key(Some(&key_path))?, opts).await?;
+    let identity = cosigner.identity().pubkey_hex();
+    let mut client = Client::connect(base_url).await?;
+    let body = json!({"identity_pubkey": identity, "label": "demo co-signer"});
+    let (status, reply) = client.send("POST", "/v1/operator/cosigners", Some(&body), &Auth::Operator(token.into())).await?;
+    if status != 200 && status != 409 {
+        bail!("registering the demo co-signer: {status} {reply}");
+    }
+    tracing::info!(%identity, "demo co-signer running");
+    Ok(tokio::spawn(cosigner.run()))
 }
 
 fn write_credentials(path: &Path, creds: &Credentials) -> anyhow::Result<()> {

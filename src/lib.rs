@@ -4,6 +4,7 @@
 
 pub mod bench_http;
 pub mod client;
+pub mod cosigner;
 pub mod custody_cli;
 pub mod demo;
 pub mod journal_cli;

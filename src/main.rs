@@ -75,6 +75,43 @@ enum Cmd {
         #[command(subcommand)]
         command: CustodyCmd,
     },
+    /// The independent co-signer of 2-of-3 vaults.
+    Cosigner {
+        #[command(subcommand)]
+        command: CosignerCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum CosignerCmd {
+    /// Makes the co-signer's identity key (once) and prints it, for the provider's operator to
+    /// register (POST /v1/operator/cosigners).
+    Init {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// File holding the co-signer's master key (64 hex characters); else TANDEM_MASTER_KEY.
+        #[arg(long)]
+        master_key_file: Option<PathBuf>,
+    },
+    /// Takes part in the provider's vault sessions that name this co-signer, until stopped.
+    Run {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The provider's API, e.g. http://127.0.0.1:8080.
+        #[arg(long, value_name = "URL")]
+        provider: String,
+        #[arg(long)]
+        master_key_file: Option<PathBuf>,
+        /// Use the public fixture primes (only with a demo provider; never for real funds).
+        #[arg(long)]
+        demo_primes: bool,
+        /// Seconds the provider must be silent before a recovery without it.
+        #[arg(long, default_value_t = 86_400)]
+        provider_timeout_secs: u64,
+        /// The largest fee (satoshis) a spend it signs may pay.
+        #[arg(long, default_value_t = 100_000)]
+        max_fee_sat: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -161,6 +198,12 @@ fn main() -> anyhow::Result<()> {
             custody_cli::gen_primes(&data_dir, count, master_key_file)
         }
         Cmd::Custody { command: CustodyCmd::NewMasterKey { out } } => custody_cli::new_master_key(&out),
+        Cmd::Cosigner { command: CosignerCmd::Init { data_dir, master_key_file } } => {
+            let key = custody_cli::load_master_key(master_key_file.as_deref())?;
+            let identity = tandem::cosigner::identity(&data_dir, &key)?;
+            println!("{}", identity.pubkey_hex());
+            Ok(())
+        }
         // A user's tool: errors are one readable line (with their causes), never a backtrace.
         Cmd::Wallet(args) => {
             if let Err(e) = runtime()?.block_on(wallet::cli::run(args)) {
@@ -238,6 +281,26 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
             bench_http::print(&report, &opts);
             Ok(())
         }
-        Cmd::Journal { .. } | Cmd::Wallet(_) | Cmd::Custody { .. } => unreachable!("handled in main"),
+        Cmd::Cosigner {
+            command: CosignerCmd::Run { data_dir, provider, master_key_file, demo_primes, provider_timeout_secs, max_fee_sat },
+        } => {
+            let key = custody_cli::load_master_key(master_key_file.as_deref())?;
+            let opts = tandem::cosigner::CosignerOptions {
+                provider_url: provider.trim_end_matches('/').to_owned(),
+                demo: demo_primes,
+                provider_timeout: Duration::from_secs(provider_timeout_secs),
+                max_fee: bitcoin::Amount::from_sat(max_fee_sat),
+            };
+            let cosigner = tandem::cosigner::Cosigner::open(&data_dir, &key, opts).await?;
+            println!("co-signer {} following {provider}", cosigner.identity().pubkey_hex());
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = cosigner.run() => {}
+            }
+            Ok(())
+        }
+        Cmd::Journal { .. } | Cmd::Wallet(_) | Cmd::Custody { .. } | Cmd::Cosigner { command: CosignerCmd::Init { .. } } => {
+            unreachable!("handled in main")
+        }
     }
 }

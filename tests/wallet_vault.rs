@@ -81,7 +81,8 @@ async fn a_wallet_makes_its_vault_and_two_addresses_against_the_demo() {
     regtest_p2wpkh(a1);
     regtest_p2wpkh(a2);
 
-    // GET /v1/vaults, signed by the wallet's device key: one 2-of-2 vault with both addresses.
+    // GET /v1/vaults, signed by the wallet's device key: one 2-of-3 vault (the demo runs a
+    // co-signer and registers it) with both addresses.
     let pass_file = tmp.path().join("pass");
     std::fs::write(&pass_file, PASSPHRASE).unwrap();
     let session = Session::open(&file, Some(&pass_file)).unwrap();
@@ -89,8 +90,10 @@ async fn a_wallet_makes_its_vault_and_two_addresses_against_the_demo() {
     let list = vaults["vaults"].as_array().unwrap();
     assert_eq!(list.len(), 1, "{vaults}");
     let v = &list[0];
-    assert_eq!((v["group_id"].as_str(), v["policy"].as_str()), (first["group_id"].as_str(), Some("2-of-2")), "{v}");
+    assert_eq!((v["group_id"].as_str(), v["policy"].as_str()), (first["group_id"].as_str(), Some("2-of-3")), "{v}");
+    assert_eq!(first["policy"], "2-of-3");
     assert_eq!(v["wallet_identity"].as_str(), Some(session.device().pubkey_hex().as_str()));
+    let cosigner_key = v["cosigner_identity"].as_str().expect("a 2-of-3 vault names its co-signer").to_owned();
     let listed: Vec<(&str, u64)> = v["addresses"]
         .as_array()
         .unwrap()
@@ -131,6 +134,21 @@ async fn a_wallet_makes_its_vault_and_two_addresses_against_the_demo() {
     }
     let aux: PartyAuxInfo = store.get(&tandem::provider::aux_record(group)).unwrap();
     assert_eq!((aux.group, aux.role), (group, PartyRole::Provider));
+
+    // The co-signer's side, in its own data dir under its own master key: the same vault, its
+    // shares of the same two keys, and the identity the vault names.
+    let cosigner_dir = demo_dir.join("cosigner");
+    let cmk = MasterKey::from_file(&cosigner_dir.join("master-key.hex")).unwrap();
+    assert_eq!(tandem::cosigner::identity(&cosigner_dir, &cmk).unwrap().pubkey_hex(), cosigner_key);
+    let index: Value = serde_json::from_slice(&std::fs::read(cosigner_dir.join("vaults.json")).unwrap()).unwrap();
+    let entry = &index["vaults"][0];
+    assert_eq!((entry["group"]["id"].as_str(), entry["keys"].as_u64()), (Some(group_hex), Some(2)), "{index}");
+    let cstore = EncryptedShareStore::open(cosigner_dir.join("secrets"), Keyring::new(cmk)).unwrap();
+    for (i, address) in [a1, a2].iter().enumerate() {
+        let key: VaultKey = cstore.get(&format!("vault-{group}-key-{i}")).unwrap();
+        assert_eq!(key.role, PartyRole::CoSigner);
+        assert_eq!(key.address(bitcoin::Network::Regtest).to_string(), *address);
+    }
     eprintln!("total {:.1}s", t0.elapsed().as_secs_f64());
     demo.kill();
 }

@@ -10,7 +10,7 @@ use rand::RngCore;
 use crate::error::{CustodyError, Result};
 
 /// Atomically replaces `path` with `bytes` and makes it durable.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut suffix = [0u8; 6];
     rand::rngs::OsRng.fill_bytes(&mut suffix);

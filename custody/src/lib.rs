@@ -33,7 +33,7 @@
 pub mod bitcoin;
 pub mod channel;
 pub mod error;
-mod fsutil;
+pub mod fsutil;
 pub mod group;
 pub mod intent;
 pub mod keygen;

@@ -71,13 +71,20 @@ pub enum WalletCmd {
         #[arg(long, value_name = "ADDRESS")]
         to: String,
     },
-    /// A new deposit address of the wallet's vault (2-of-2: wallet + provider). The first one
-    /// makes the vault: this wallet's safe primes are generated first (tens of seconds).
+    /// A new deposit address of the wallet's vault. The first one makes the vault: 2-of-3 with
+    /// the provider's co-signer when it has one, else 2-of-2; this wallet's safe primes are
+    /// generated first (tens of seconds).
     Address {
         /// Use the public fixture primes instead of generating them: only against a demo
         /// provider (`tandem demo`), never for real funds.
         #[arg(long)]
         demo_primes: bool,
+        /// The co-signer of a new vault (its identity key), instead of the provider's first.
+        #[arg(long, value_name = "KEY", conflicts_with = "no_cosigner")]
+        cosigner: Option<String>,
+        /// Make a new vault 2-of-2 (wallet + provider), without a co-signer.
+        #[arg(long)]
+        no_cosigner: bool,
     },
     /// Run the wallet's signer: answer the provider's signing sessions for this wallet's
     /// vault, after checking each spend against the withdrawals asked for from this wallet.
@@ -90,8 +97,7 @@ pub enum WalletCmd {
         #[arg(long)]
         sessions: Option<usize>,
     },
-    // Still to come (issue 3): 2-of-3 addresses (needs `tandem cosigner`) and `recover` (spend
-    // with the co-signer alone).
+    // Still to come (issue 3): `recover` (spend with the co-signer alone).
 }
 
 #[derive(Args, Debug)]
@@ -186,9 +192,14 @@ pub async fn run(args: WalletArgs) -> anyhow::Result<()> {
     }
     let mut session = Session::open(&path, pass_file)?;
     match args.command {
-        WalletCmd::Address { demo_primes } => {
+        WalletCmd::Address { demo_primes, cosigner, no_cosigner } => {
             let progress = |line: &str| eprintln!("{line}");
-            let made = super::vault::new_address(&mut session, demo_primes, &progress).await?;
+            let choice = match (cosigner, no_cosigner) {
+                (Some(k), _) => super::vault::CosignerChoice::Given(k.trim().parse().context("--cosigner: not an identity key")?),
+                (None, true) => super::vault::CosignerChoice::None,
+                (None, false) => super::vault::CosignerChoice::ProvidersFirst,
+            };
+            let made = super::vault::new_address(&mut session, demo_primes, choice, &progress).await?;
             out.print(&super::vault::address_json(&made), || super::vault::address_text(&made))?;
         }
         WalletCmd::Init { .. } => unreachable!("handled above"),

@@ -10,8 +10,9 @@
 //! provider's identity key, this wallet's aux info) and one key share per address
 //! (`vault-key-<index>`).
 //!
-//! Only 2-of-2 (wallet + provider) for now: a 2-of-3 vault needs the co-signer running its side
-//! of the sessions (`tandem cosigner`, still to come).
+//! The vault is 2-of-3 (wallet, provider, co-signer) when the provider has a registered
+//! co-signer (`GET /v1/mpc/provider` lists them; `--cosigner` picks one), else 2-of-2; the
+//! co-signer (`tandem cosigner run`) takes its part in the same sessions.
 
 use std::time::Duration;
 
@@ -45,6 +46,9 @@ const REGISTERED: Duration = Duration::from_secs(30);
 pub struct WalletVault {
     pub group: SignerGroup,
     pub provider_identity: String,
+    /// The co-signer of a 2-of-3 vault.
+    #[serde(default)]
+    pub cosigner_identity: Option<String>,
     pub aux: PartyAuxInfo,
 }
 
@@ -74,6 +78,8 @@ pub fn wallet_keys(session: &Session) -> anyhow::Result<Vec<VaultKey>> {
 pub struct ProviderInfo {
     pub identity: XOnlyPublicKey,
     pub demo: bool,
+    /// The co-signers its operator registered (the wallet picks one for a 2-of-3 vault).
+    pub cosigners: Vec<XOnlyPublicKey>,
     /// The provider's Bitcoin network: addresses are shown for it.
     pub network: bitcoin::Network,
 }
@@ -88,7 +94,13 @@ pub async fn provider_info(session: &Session) -> anyhow::Result<ProviderInfo> {
     let network = reply["network"].as_str().context("the provider did not say its Bitcoin network")?;
     let network = bitcoin::Network::from_core_arg(network)
         .with_context(|| format!("the provider names an unknown Bitcoin network {network:?}"))?;
-    Ok(ProviderInfo { identity, demo: reply["demo"].as_bool().unwrap_or(false), network })
+    let cosigners = reply["cosigners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["identity_pubkey"].as_str().and_then(|k| k.parse().ok()))
+        .collect();
+    Ok(ProviderInfo { identity, demo: reply["demo"].as_bool().unwrap_or(false), cosigners, network })
 }
 
 /// A new deposit address.
@@ -98,6 +110,7 @@ pub struct NewAddress {
     pub key_index: u64,
     /// Whether this call made the vault first.
     pub vault_created: bool,
+    pub two_of_three: bool,
 }
 
 pub fn config_for(origin: PrimesOrigin) -> CustodyConfig {
@@ -108,11 +121,24 @@ pub fn config_for(origin: PrimesOrigin) -> CustodyConfig {
     }
 }
 
+/// Who the vault's third party is, when the wallet makes its vault.
+#[derive(Clone, Debug, Default)]
+pub enum CosignerChoice {
+    /// The provider's first registered co-signer (2-of-3), or none if it has none (2-of-2).
+    #[default]
+    ProvidersFirst,
+    /// This co-signer (2-of-3); it must be registered with the provider.
+    Given(XOnlyPublicKey),
+    /// No co-signer (2-of-2: wallet + provider).
+    None,
+}
+
 /// Makes a new deposit address (and first the vault, if the wallet has none). `progress` gets
 /// one line per step.
 pub async fn new_address(
     session: &mut Session,
     demo_primes: bool,
+    cosigner: CosignerChoice,
     progress: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<NewAddress> {
     let provider = provider_info(session).await?;
@@ -133,8 +159,22 @@ pub async fn new_address(
             progress("generating this wallet's safe primes (tens of seconds, once per vault)...");
             generate_primes().await?
         };
-        progress("creating the vault with the provider (aux info, about ten seconds)...");
-        let v = make_vault(session, &provider, primes).await?;
+        let cosigner = match cosigner {
+            CosignerChoice::ProvidersFirst => provider.cosigners.first().copied(),
+            CosignerChoice::Given(k) => {
+                if !provider.cosigners.contains(&k) {
+                    bail!("co-signer {k} is not registered with this provider");
+                }
+                Some(k)
+            }
+            CosignerChoice::None => None,
+        };
+        progress(if cosigner.is_some() {
+            "creating the 2-of-3 vault with the provider and the co-signer (aux info, about ten seconds)..."
+        } else {
+            "creating the 2-of-2 vault with the provider (aux info, about ten seconds)..."
+        });
+        let v = make_vault(session, &provider, cosigner, primes).await?;
         session.add_secret(VAULT_NAME, KIND_VAULT, &serde_json::to_vec(&v)?)?;
         wait_registered(session, &v.group.id.to_string(), None).await?;
         vault_created = true;
@@ -147,7 +187,8 @@ pub async fn new_address(
     let address = key.address(provider.network).to_string();
     let group_id = vault.group.id.to_string();
     wait_registered(session, &group_id, Some(&address)).await?;
-    Ok(NewAddress { address, group_id, key_index: index, vault_created })
+    let two_of_three = vault.cosigner_identity.is_some();
+    Ok(NewAddress { address, group_id, key_index: index, vault_created, two_of_three })
 }
 
 /// Safe primes for this wallet's aux info, on a blocking thread, with a spinner.
@@ -163,44 +204,61 @@ async fn generate_primes() -> anyhow::Result<AuxPrimes> {
     Ok(primes)
 }
 
-fn members(session: &Session, provider: &ProviderInfo) -> Vec<SessionMember> {
-    vec![
+fn members(session: &Session, provider: &ProviderInfo, cosigner: Option<XOnlyPublicKey>) -> Vec<SessionMember> {
+    let mut m = vec![
         SessionMember::new(PartyRole::Wallet, session.device().keypair().x_only_public_key().0),
         SessionMember::new(PartyRole::Provider, provider.identity),
-    ]
+    ];
+    if let Some(c) = cosigner {
+        m.push(SessionMember::new(PartyRole::CoSigner, c));
+    }
+    m
 }
 
 async fn open_and_join(
     session: &Session,
     provider: &ProviderInfo,
+    cosigner: Option<XOnlyPublicKey>,
     eid: ExecutionId,
     protocol: ProtocolKind,
 ) -> anyhow::Result<tandem_custody::SecureLink<HttpRelayLink>> {
     let base = session.file.provider_url.clone();
-    let members = members(session, provider);
+    let members = members(session, provider, cosigner);
     let mut client = Client::connect(&base).await.with_context(|| format!("cannot reach the provider at {base}"))?;
     open_session_http(&mut client, session.auth(), eid, protocol, &members, None).await?;
-    let roles = Policy::TwoOfTwo.roles();
+    let roles = if cosigner.is_some() { Policy::TwoOfThree.roles() } else { Policy::TwoOfTwo.roles() };
     let link = HttpRelayLink::connect(&base, session.auth().clone(), eid, PartyRole::Wallet, roles, JOIN).await?;
     Ok(link.secure(session.device().keypair(), &members)?)
 }
 
-async fn make_vault(session: &Session, provider: &ProviderInfo, primes: AuxPrimes) -> anyhow::Result<WalletVault> {
+async fn make_vault(
+    session: &Session,
+    provider: &ProviderInfo,
+    cosigner: Option<XOnlyPublicKey>,
+    primes: AuxPrimes,
+) -> anyhow::Result<WalletVault> {
     let eid = ExecutionId::random();
-    let group = SignerGroup { id: group_id_of(eid), policy: Policy::TwoOfTwo };
+    let policy = if cosigner.is_some() { Policy::TwoOfThree } else { Policy::TwoOfTwo };
+    let group = SignerGroup { id: group_id_of(eid), policy };
     let mut party = Party::new(group.clone(), PartyRole::Wallet, config_for(primes.origin()))?;
-    let link = open_and_join(session, provider, eid, ProtocolKind::AuxInfo).await?;
-    party.generate_aux_info(eid, primes, link).await.context("aux info with the provider")?;
+    let link = open_and_join(session, provider, cosigner, eid, ProtocolKind::AuxInfo).await?;
+    party.generate_aux_info(eid, primes, link).await.context("aux info with the vault's parties")?;
     let aux = party.aux_info().cloned().context("aux info missing after the session")?;
-    Ok(WalletVault { group, provider_identity: provider.identity.to_string(), aux })
+    Ok(WalletVault {
+        group,
+        provider_identity: provider.identity.to_string(),
+        cosigner_identity: cosigner.map(|c| c.to_string()),
+        aux,
+    })
 }
 
 async fn keygen(session: &Session, provider: &ProviderInfo, vault: &WalletVault) -> anyhow::Result<VaultKey> {
     let config = config_for(vault.aux.primes_origin);
     let party = Party::with_aux_info(vault.group.clone(), PartyRole::Wallet, config, vault.aux.clone())?;
     let eid = ExecutionId::random();
-    let link = open_and_join(session, provider, eid, ProtocolKind::Keygen).await?;
-    party.keygen(eid, link).await.context("keygen with the provider")
+    let cosigner = vault.cosigner_identity.as_deref().map(str::parse).transpose().context("the vault's co-signer key")?;
+    let link = open_and_join(session, provider, cosigner, eid, ProtocolKind::Keygen).await?;
+    party.keygen(eid, link).await.context("keygen with the vault's parties")
 }
 
 /// Waits until `GET /v1/vaults` shows the vault (and the address): the provider registers
@@ -229,7 +287,8 @@ async fn wait_registered(session: &Session, group_id: &str, address: Option<&str
 pub fn address_text(a: &NewAddress) -> String {
     let mut s = String::new();
     if a.vault_created {
-        s.push_str(&format!("Vault created: {} (2-of-2: wallet + provider)\n", a.group_id));
+        let policy = if a.two_of_three { "2-of-3: wallet + provider + co-signer" } else { "2-of-2: wallet + provider" };
+        s.push_str(&format!("Vault created: {} ({policy})\n", a.group_id));
     }
     s.push_str(&format!("Deposit address #{}: {}", a.key_index, a.address));
     s
@@ -239,5 +298,6 @@ pub fn address_text(a: &NewAddress) -> String {
 pub fn address_json(a: &NewAddress) -> Value {
     serde_json::json!({
         "address": a.address, "group_id": a.group_id, "key_index": a.key_index, "vault_created": a.vault_created,
+        "policy": if a.two_of_three { "2-of-3" } else { "2-of-2" },
     })
 }

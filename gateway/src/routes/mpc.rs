@@ -166,10 +166,20 @@ async fn check_registered(gw: &Gateway, caller: &PartyCaller, parties: &[Session
 
 /// The provider's identity key, for wallets and co-signers to pin (public: it is what every
 /// session with this provider will name).
-async fn provider(gw: Data<Gateway>) -> HttpResponse {
+/// Also lists the registered co-signers, so a wallet can make a 2-of-3 vault.
+async fn provider(gw: Data<Gateway>) -> Result<HttpResponse, ApiError> {
     let identity = gw.config.mpc.provider_identity.map(|k| k.to_string());
     let network = gw.config.bitcoin_network.to_core_arg();
-    HttpResponse::Ok().json(json!({ "identity": identity, "demo": gw.config.mpc.demo, "network": network }))
+    let cosigners: Vec<_> = gw
+        .store
+        .cosigners()
+        .await?
+        .into_iter()
+        .map(|c| json!({"identity_pubkey": c.identity_pubkey, "label": c.label}))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "identity": identity, "demo": gw.config.mpc.demo, "network": network, "cosigners": cosigners,
+    })))
 }
 
 async fn open(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
