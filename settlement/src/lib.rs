@@ -1,1 +1,14 @@
-//! placeholder
+//! Settlement: everything between the ledger and the Bitcoin chain.
+//!
+//! Owned here now: chain access, the [`chain::Chain`] port with its two adapters, the
+//! embedded regtest [`devnet::Devnet`] (the default, so `tandem demo` needs nothing
+//! installed) and [`chain::Bitcoind`] (JSON-RPC to Bitcoin Core on regtest, signet or
+//! mainnet). To come: deposit detection and crediting, settlement batches (netting, fee
+//! sharing, RBF bumps, rebroadcast after reorgs) and reconciliation of ledger against
+//! chain.
+
+pub mod chain;
+pub mod devnet;
+
+pub use chain::{Bitcoind, BitcoindAuth, BitcoindConfig, BlockRef, Chain, ChainError, TxStatus, Utxo};
+pub use devnet::{Devnet, DevnetConfig};

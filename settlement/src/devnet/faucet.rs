@@ -1,0 +1,129 @@
+//! The devnet's own single-key P2WPKH wallet: it collects the coinbase of the blocks mined
+//! at creation (and of any block mined without another reward script) and pays test and
+//! demo addresses from it. It builds and signs ordinary transactions that then pass the
+//! same mempool validation as anyone else's.
+
+use bitcoin::hashes::Hash as _;
+use bitcoin::secp256k1::{self, Message, Secp256k1, SecretKey};
+use bitcoin::sighash::{EcdsaSighashType, SighashCache};
+use bitcoin::{
+    absolute, ecdsa, transaction, Amount, CompressedPublicKey, FeeRate, OutPoint, Script, ScriptBuf, Sequence,
+    Transaction, TxIn, TxOut, Witness,
+};
+use rand::RngCore as _;
+
+pub(crate) struct FaucetWallet {
+    secp: Secp256k1<secp256k1::All>,
+    secret: SecretKey,
+    public: CompressedPublicKey,
+    script: ScriptBuf,
+}
+
+impl std::fmt::Debug for FaucetWallet {
+    // Never print the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaucetWallet").field("script", &self.script).finish_non_exhaustive()
+    }
+}
+
+/// A coin the faucet may spend.
+#[derive(Debug, Clone)]
+pub(crate) struct Spendable {
+    pub outpoint: OutPoint,
+    pub value: Amount,
+}
+
+impl FaucetWallet {
+    /// A wallet with a fresh random key.
+    pub fn random() -> Self {
+        let secp = Secp256k1::new();
+        let secret = loop {
+            let mut bytes = [0u8; 32];
+            rand::thread_rng().fill_bytes(&mut bytes);
+            // Fails only for zero or a value above the curve order (probability ~2^-128).
+            if let Ok(secret) = SecretKey::from_slice(&bytes) {
+                break secret;
+            }
+        };
+        let public = CompressedPublicKey(secret.public_key(&secp));
+        let script = ScriptBuf::new_p2wpkh(&public.wpubkey_hash());
+        FaucetWallet { secp, secret, public, script }
+    }
+
+    pub fn script(&self) -> &Script {
+        &self.script
+    }
+
+    /// A transaction paying `amount` to `to` from `coins` (spent in the given order until
+    /// they cover amount plus fee), with change back to the faucet unless it would be dust.
+    pub fn pay(
+        &self,
+        coins: &[Spendable],
+        to: &Script,
+        amount: Amount,
+        fee_rate: FeeRate,
+    ) -> Result<Transaction, String> {
+        let mut tx = Transaction {
+            version: transaction::Version::TWO,
+            lock_time: absolute::LockTime::ZERO,
+            input: Vec::new(),
+            output: vec![TxOut { value: amount, script_pubkey: to.to_owned() }],
+        };
+        let mut selected: Vec<&Spendable> = Vec::new();
+        let mut total = Amount::ZERO;
+        for coin in coins {
+            selected.push(coin);
+            total = total.checked_add(coin.value).ok_or("faucet value overflow")?;
+            tx.input.push(TxIn {
+                previous_output: coin.outpoint,
+                script_sig: ScriptBuf::new(),
+                // Opts in to replacement, like current wallets.
+                sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+                witness: placeholder_witness(),
+            });
+            let fee_without_change = fee_rate.fee_wu(tx.weight()).ok_or("fee overflow")?;
+            let Some(left) = total.checked_sub(amount).and_then(|l| l.checked_sub(fee_without_change)) else {
+                continue;
+            };
+            let change = TxOut { value: Amount::ZERO, script_pubkey: self.script.clone() };
+            let change_fee = fee_rate.fee_wu(change.weight()).ok_or("fee overflow")?;
+            match left.checked_sub(change_fee) {
+                Some(value) if value >= self.script.minimal_non_dust() => {
+                    tx.output.push(TxOut { value, ..change });
+                }
+                // Change too small to be worth an output: it goes to the miner.
+                _ => {}
+            }
+            let values: Vec<TxOut> =
+                selected.iter().map(|c| TxOut { value: c.value, script_pubkey: self.script.clone() }).collect();
+            self.sign(&mut tx, &values)?;
+            return Ok(tx);
+        }
+        Err(format!("faucet has {total} spendable, not enough for {amount} plus fee"))
+    }
+
+    /// Signs every input, all of which spend faucet outputs described by `spent`.
+    fn sign(&self, tx: &mut Transaction, spent: &[TxOut]) -> Result<(), String> {
+        let mut witnesses = Vec::with_capacity(spent.len());
+        let mut cache = SighashCache::new(&*tx);
+        for (index, prevout) in spent.iter().enumerate() {
+            let sighash = cache
+                .p2wpkh_signature_hash(index, &prevout.script_pubkey, prevout.value, EcdsaSighashType::All)
+                .map_err(|e| format!("sighash of input {index}: {e}"))?;
+            // libsecp256k1 always signs low-S; low-R keeps the size at most the estimate.
+            let signature = self.secp.sign_ecdsa_low_r(&Message::from_digest(sighash.to_byte_array()), &self.secret);
+            let signature = ecdsa::Signature { signature, sighash_type: EcdsaSighashType::All };
+            witnesses.push(Witness::p2wpkh(&signature, &self.public.0));
+        }
+        for (input, witness) in tx.input.iter_mut().zip(witnesses) {
+            input.witness = witness;
+        }
+        Ok(())
+    }
+}
+
+/// A witness the size of the largest P2WPKH witness (72-byte signature with sighash flag,
+/// 33-byte key), so the fee computed before signing is never short.
+fn placeholder_witness() -> Witness {
+    Witness::from_slice(&[vec![0u8; 72], vec![0u8; 33]])
+}
