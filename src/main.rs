@@ -111,6 +111,10 @@ enum CosignerCmd {
         /// The largest fee (satoshis) a spend it signs may pay.
         #[arg(long, default_value_t = 100_000)]
         max_fee_sat: u64,
+        /// Serve the recovery relay here: wallets of its vaults leave through it, with this
+        /// co-signer alone, when the provider is gone.
+        #[arg(long, value_name = "ADDR")]
+        recovery_bind: Option<SocketAddr>,
     },
 }
 
@@ -282,7 +286,16 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Cosigner {
-            command: CosignerCmd::Run { data_dir, provider, master_key_file, demo_primes, provider_timeout_secs, max_fee_sat },
+            command:
+                CosignerCmd::Run {
+                    data_dir,
+                    provider,
+                    master_key_file,
+                    demo_primes,
+                    provider_timeout_secs,
+                    max_fee_sat,
+                    recovery_bind,
+                },
         } => {
             let key = custody_cli::load_master_key(master_key_file.as_deref())?;
             let opts = tandem::cosigner::CosignerOptions {
@@ -293,9 +306,20 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
             };
             let cosigner = tandem::cosigner::Cosigner::open(&data_dir, &key, opts).await?;
             println!("co-signer {} following {provider}", cosigner.identity().pubkey_hex());
+            let recovery = match recovery_bind {
+                Some(addr) => {
+                    let listener = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+                    println!("recovery relay on http://{}", listener.local_addr()?);
+                    Some(tokio::spawn(tandem::cosigner::recovery::serve(cosigner.clone(), listener)))
+                }
+                None => None,
+            };
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = cosigner.run() => {}
+            }
+            if let Some(r) = recovery {
+                r.abort();
             }
             Ok(())
         }

@@ -70,7 +70,7 @@ pub struct RelayRefused {
 }
 
 impl RelayRefused {
-    fn from_reply(status: u16, reply: &Value) -> RelayRefused {
+    pub fn from_reply(status: u16, reply: &Value) -> RelayRefused {
         let text = |v: &Value| v.as_str().map(str::to_owned);
         RelayRefused {
             status,

@@ -333,6 +333,9 @@ pub enum PartyKind {
     Device(AccountId),
     /// A registered co-signer.
     Cosigner,
+    /// A wallet's device key that a host without accounts knows by its vault (a co-signer's
+    /// recovery relay).
+    VaultWallet,
 }
 
 /// Authenticates a request to the MPC relay: signed by an enrolled device key
@@ -368,6 +371,44 @@ pub async fn authenticate_party(gw: &Gateway, req: &HttpRequest, body: &[u8]) ->
 
 fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty())
+}
+
+/// A request signed by a device key, checked without any registry (the caller decides whether
+/// it knows the key): the headers, the timestamp within `recv_window_ms`, the BIP-340 signature
+/// over the exact body, and (for changes) that this signature was not seen before. For hosts
+/// other than the gateway: a co-signer's recovery relay.
+pub fn verify_signed_device_request(
+    req: &HttpRequest,
+    body: &[u8],
+    recv_window_ms: u64,
+    replays: &crate::replay_guard::ReplayGuard,
+) -> Result<XOnlyPublicKey, ApiError> {
+    let (Some(device), Some(ts), Some(sig)) =
+        (header(req, DEVICE_HEADER), header(req, TIMESTAMP_HEADER), header(req, SIGNATURE_HEADER))
+    else {
+        return Err(ApiError::unauthorized(
+            "missing_credentials",
+            format!("sign the request with a device key: {DEVICE_HEADER}, {TIMESTAMP_HEADER}, {SIGNATURE_HEADER}"),
+        ));
+    };
+    let ts: u64 = ts.trim().parse().map_err(|_| {
+        ApiError::unauthorized("stale_timestamp", "the timestamp must be milliseconds since the Unix epoch")
+    })?;
+    if now_millis().abs_diff(ts) > recv_window_ms {
+        return Err(ApiError::unauthorized(
+            "stale_timestamp",
+            format!("the timestamp is more than {recv_window_ms} ms away from the server's clock"),
+        ));
+    }
+    let key = parse_device_pubkey(device).ok_or_else(|| ApiError::unauthorized("unknown_device", "bad key"))?;
+    let (method, pq) = (req.method().as_str(), path_and_query(req));
+    if !verify_device(&key, ts, method, pq, body, sig) {
+        return Err(ApiError::unauthorized("bad_signature", "the request signature does not match"));
+    }
+    if method != "GET" && !replays.first_use(&sig.to_ascii_lowercase(), ts, now_millis()) {
+        return Err(ApiError::unauthorized("replayed_request", "this exact signed request was already received"));
+    }
+    Ok(key)
 }
 
 pub(crate) fn path_and_query(req: &HttpRequest) -> &str {

@@ -26,6 +26,7 @@ pub mod ws;
 pub use auth::{random_hex, sign, sign_device};
 pub use error::ApiError;
 pub use relay::{Relay, RelayConfig};
+pub use routes::mpc::{configure_relay, RelayHost};
 
 use actix_web::web::{self, Data};
 use actix_web::{App, HttpServer};

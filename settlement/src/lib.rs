@@ -10,5 +10,5 @@
 pub mod chain;
 pub mod devnet;
 
-pub use chain::{Bitcoind, BitcoindAuth, BitcoindConfig, BlockRef, Chain, ChainError, TxStatus, Utxo};
+pub use chain::{Bitcoind, BitcoindAuth, BitcoindConfig, BlockRef, Chain, ChainError, RegtestNode, TxStatus, Utxo};
 pub use devnet::{Devnet, DevnetConfig};

@@ -6,12 +6,8 @@
 //! bitcoind comes from `BITCOIND_EXE`, else `../shared/bin/bitcoind` next to the repo;
 //! when neither exists the bitcoind tests fail and say to run `scripts/bitcoind`.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bitcoin::hashes::Hash as _;
@@ -21,7 +17,9 @@ use bitcoin::{
     absolute, ecdsa, transaction, Amount, BlockHash, CompressedPublicKey, FeeRate, Network, OutPoint, ScriptBuf,
     Sequence, Transaction, TxIn, TxOut, Txid, Witness,
 };
-use tandem_settlement::{Bitcoind, BitcoindAuth, BitcoindConfig, Chain, ChainError, Devnet, DevnetConfig, TxStatus};
+use tandem_settlement::{
+    Bitcoind, BitcoindAuth, Chain, ChainError, Devnet, DevnetConfig, RegtestNode, TxStatus,
+};
 
 // ---------------------------------------------------------------------------------------
 // Test-side keys and transactions
@@ -175,42 +173,16 @@ impl TestNet for DevnetNet {
     }
 }
 
-/// A regtest bitcoind in a temporary datadir, killed on drop.
+/// A regtest bitcoind in a temporary datadir ([`RegtestNode`]), stopped on drop.
 struct BitcoindNet {
     rpc: Arc<Bitcoind>,
-    process: Child,
-    _datadir: tempfile::TempDir,
-    stopping: bool,
+    node: RegtestNode,
     funder: Key,
     /// The funder's spendable coin: the first coinbase, then each funding's change.
     coin: Mutex<(OutPoint, TxOut)>,
     /// Coinbases of blocks mined by the tests go to fresh keys, so a block re-mined after
     /// `invalidateblock` never repeats the invalidated one.
     next_miner_seed: AtomicU32,
-}
-
-fn bitcoind_exe() -> PathBuf {
-    if let Some(path) = std::env::var_os("BITCOIND_EXE") {
-        let path = PathBuf::from(path);
-        assert!(
-            path.is_file(),
-            "BITCOIND_EXE={} is not a file; unset it or run `scripts/bitcoind` to get one",
-            path.display()
-        );
-        return path;
-    }
-    let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/bin/bitcoind");
-    assert!(
-        shared.is_file(),
-        "no bitcoind: set BITCOIND_EXE or provide {}; run `scripts/bitcoind` from the repo root to build one \
-         and export BITCOIND_EXE=$(scripts/bitcoind)",
-        shared.display()
-    );
-    shared
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl BitcoindNet {
@@ -233,80 +205,20 @@ impl BitcoindNet {
     /// A node with only the genesis block; `cookie` makes it write an auth cookie instead
     /// of taking a user and password.
     async fn launch(cookie: bool) -> Self {
-        let exe = bitcoind_exe();
-        let datadir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let mut command = Command::new(&exe);
-        command
-            .arg("-regtest")
-            .arg(format!("-datadir={}", datadir.path().display()))
-            .args(["-txindex", "-listen=0", "-rpcbind=127.0.0.1", "-rpcallowip=127.0.0.1"])
-            .arg(format!("-rpcport={port}"))
-            .arg("-fallbackfee=0.0001");
-        let auth = if cookie {
-            BitcoindAuth::CookieFile(datadir.path().join("regtest").join(".cookie"))
-        } else {
-            command.args(["-rpcuser=tandem", "-rpcpassword=tandem"]);
-            BitcoindAuth::UserPass { user: "tandem".into(), password: "tandem".into() }
-        };
-        let process = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
-        let config = BitcoindConfig::new(format!("http://127.0.0.1:{port}"), auth, Network::Regtest);
-        let mut net = BitcoindNet {
-            rpc: Arc::new(Bitcoind::new_unchecked(config.clone()).unwrap()),
-            process,
-            _datadir: datadir,
-            stopping: false,
+        let node = RegtestNode::start(cookie).await.unwrap_or_else(|e| panic!("{e}"));
+        let rpc = Arc::new(node.client().await.unwrap());
+        BitcoindNet {
+            rpc,
+            node,
             funder: Key::new(200),
             coin: Mutex::new((OutPoint::null(), TxOut::NULL)),
             next_miner_seed: AtomicU32::new(0),
-        };
-        // Wait until the RPC server answers and the node is out of warm-up.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let rpc = loop {
-            match Bitcoind::connect(config.clone()).await {
-                Ok(rpc) => break rpc,
-                Err(e) => {
-                    if let Ok(Some(status)) = net.process.try_wait() {
-                        let mut stderr = String::new();
-                        if let Some(mut pipe) = net.process.stderr.take() {
-                            std::io::Read::read_to_string(&mut pipe, &mut stderr).ok();
-                        }
-                        panic!("bitcoind exited with {status}: {stderr}");
-                    }
-                    assert!(Instant::now() < deadline, "bitcoind RPC did not come up within 60 s: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        };
-        net.rpc = Arc::new(rpc);
-        net
-    }
-
-    /// RPC `stop`; the drop then waits for the process to exit.
-    async fn stop(mut self) {
-        if self.rpc.stop().await.is_ok() {
-            self.stopping = true;
         }
     }
-}
 
-impl Drop for BitcoindNet {
-    fn drop(&mut self) {
-        if self.stopping {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.process.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        let _ = self.process.kill();
-        let _ = self.process.wait();
+    /// Stops the node (RPC `stop`, then waits for it to exit).
+    async fn stop(self) {
+        drop(self.node);
     }
 }
 

@@ -35,7 +35,18 @@ use tandem_custody::{
 };
 
 use crate::client::{Auth, Client};
-use crate::mpc_link::{party_role, HttpRelayLink};
+use crate::mpc_link::{party_role, HttpRelayLink, InProcessRelayLink};
+
+pub mod recovery;
+
+/// Which relay a session runs on.
+#[derive(Clone)]
+enum Via {
+    /// The provider's, over HTTP.
+    Provider,
+    /// The co-signer's own recovery relay, in process.
+    Own(Arc<tandem_gateway::Relay>),
+}
 use crate::provider::group_id_of;
 use crate::wallet::device::DeviceKey;
 
@@ -230,9 +241,34 @@ impl Cosigner {
         let result = match protocol.as_str() {
             "aux-info" => self.aux_info(eid, &s).await,
             "keygen" => self.keygen(eid, &s).await,
-            "sign" => self.sign(eid, &s).await,
+            "sign" => self.sign(eid, &s, &Via::Provider).await,
             _ => Ok(()),
         };
+        self.finish(eid, &protocol, &s, result, &Via::Provider).await;
+    }
+
+    /// A session opened on the co-signer's own recovery relay (by a wallet it knows).
+    async fn handle_recovery(self: Arc<Self>, relay: Arc<tandem_gateway::Relay>, spec: tandem_gateway::relay::SessionSpec) {
+        let eid = ExecutionId(spec.execution_id.0);
+        let s = json!({
+            "execution_id": eid.to_hex(),
+            "protocol": spec.protocol,
+            "parties": spec.parties.iter().map(|p| json!({"role": p.role, "identity_pubkey": p.identity.to_string()})).collect::<Vec<_>>(),
+            "intent": spec.intent.as_deref().and_then(|i| serde_json::from_str::<Value>(i).ok()),
+        });
+        let via = Via::Own(relay);
+        let result = if spec.protocol == "sign" {
+            self.sign(eid, &s, &via).await
+        } else {
+            Err(anyhow::anyhow!("the recovery relay only signs"))
+        };
+        self.finish(eid, &spec.protocol, &s, result, &via).await;
+        if let Via::Own(relay) = &via {
+            let _ = relay.abort(&self.identity.keypair().x_only_public_key().0, spec.execution_id, "done");
+        }
+    }
+
+    async fn finish(&self, eid: ExecutionId, protocol: &str, s: &Value, result: anyhow::Result<()>, via: &Via) {
         if let Err(e) = result {
             let reason = match e.downcast_ref::<Refusal>() {
                 Some(r) => {
@@ -244,7 +280,13 @@ impl Cosigner {
                     format!("cosigner: {e:#}").chars().take(200).collect()
                 }
             };
-            self.abort(eid, &reason).await;
+            match via {
+                Via::Provider => self.abort(eid, &reason).await,
+                Via::Own(relay) => {
+                    let me = self.identity.keypair().x_only_public_key().0;
+                    let _ = relay.abort(&me, tandem_gateway::relay::Eid(eid.0), &reason);
+                }
+            }
         }
     }
 
@@ -346,7 +388,7 @@ impl Cosigner {
         (0..vault.keys).map(|i| Ok(self.secrets.get(&format!("vault-{}-key-{i}", vault.group.id))?)).collect()
     }
 
-    async fn sign(&self, eid: ExecutionId, s: &Value) -> anyhow::Result<()> {
+    async fn sign(&self, eid: ExecutionId, s: &Value, via: &Via) -> anyhow::Result<()> {
         let me = PartyRole::CoSigner;
         let refuse = |code, detail: String| anyhow::Error::new(Refusal::new(me, code, detail));
         let intent = SpendIntent::from_json(&s["intent"].to_string()).map_err(|e| refuse(RefusalCode::BadIntent, e.to_string()))?;
@@ -400,8 +442,21 @@ impl Cosigner {
             self.config(),
             self.secrets.get(&format!("vault-{}-aux", vault.group.id))?,
         )?;
-        let link = self.link(eid, &members).await?;
-        party.sign_input(&key, &intent.signers, eid, &intent.psbt, input, link).await?;
+        match via {
+            Via::Provider => {
+                let link = self.link(eid, &members).await?;
+                party.sign_input(&key, &intent.signers, eid, &intent.psbt, input, link).await?;
+            }
+            Via::Own(relay) => {
+                let roles: Vec<PartyRole> = members.iter().map(|m| m.role).collect();
+                let me = self.identity.keypair().x_only_public_key().0;
+                let link = InProcessRelayLink::join(relay.clone(), me, eid, PartyRole::CoSigner, &roles, JOIN)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("joining the recovery session: {e}"))?
+                    .secure(self.identity.keypair(), &members)?;
+                party.sign_input(&key, &intent.signers, eid, &intent.psbt, input, link).await?;
+            }
+        }
         tracing::info!(eid = %eid.to_hex(), purpose = ?intent.purpose, "co-signer signed");
         Ok(())
     }

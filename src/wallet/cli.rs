@@ -97,7 +97,30 @@ pub enum WalletCmd {
         #[arg(long)]
         sessions: Option<usize>,
     },
-    // Still to come (issue 3): `recover` (spend with the co-signer alone).
+    /// Leave without the provider: with the vault's co-signer alone, sweep the whole vault to
+    /// an address you name (2-of-3 vaults; the co-signer agrees only once the provider has been
+    /// silent for its configured time). Needs a Bitcoin node you trust.
+    Recover {
+        /// Where the funds go.
+        #[arg(long, value_name = "ADDRESS")]
+        to: String,
+        /// The co-signer's recovery relay (`tandem cosigner run --recovery-bind`).
+        #[arg(long, value_name = "URL")]
+        cosigner_url: String,
+        /// A Bitcoin node's JSON-RPC, e.g. http://127.0.0.1:18443.
+        #[arg(long, value_name = "URL")]
+        bitcoind: String,
+        #[arg(long, env = "TANDEM_RPC_USER")]
+        rpc_user: String,
+        #[arg(long, env = "TANDEM_RPC_PASSWORD", hide_env_values = true)]
+        rpc_password: String,
+        /// The vault's network, if the wallet did not record it (bitcoin, testnet, signet, regtest).
+        #[arg(long)]
+        network: Option<String>,
+        /// Fee rate in sat/vB; else the node's estimate.
+        #[arg(long)]
+        fee_rate: Option<u64>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -203,6 +226,25 @@ pub async fn run(args: WalletArgs) -> anyhow::Result<()> {
             out.print(&super::vault::address_json(&made), || super::vault::address_text(&made))?;
         }
         WalletCmd::Init { .. } => unreachable!("handled above"),
+        WalletCmd::Recover { to, cosigner_url, bitcoind, rpc_user, rpc_password, network, fee_rate } => {
+            let network = network
+                .map(|n| bitcoin::Network::from_core_arg(&n).map_err(|_| anyhow::anyhow!("--network: unknown network {n}")))
+                .transpose()?;
+            let opts = super::recover::RecoverOptions {
+                to,
+                cosigner_url,
+                bitcoind_url: bitcoind,
+                rpc_user,
+                rpc_password,
+                network,
+                fee_rate: fee_rate.map(|f| bitcoin::FeeRate::from_sat_per_vb(f).context("--fee-rate is too large")).transpose()?,
+            };
+            let r = super::recover::recover(&session, &opts).await?;
+            let reply = json!({"txid": r.txid.to_string(), "inputs": r.inputs, "amount_sat": r.amount.to_sat(), "fee_sat": r.fee.to_sat()});
+            out.print(&reply, || {
+                format!("Recovery broadcast: {} ({} inputs, {} to {}, fee {})", r.txid, r.inputs, r.amount, opts.to, r.fee)
+            })?;
+        }
         WalletCmd::Cosign { max_fee_sat, sessions } => {
             let opts = super::cosign::CosignOptions { max_fee: bitcoin::Amount::from_sat(max_fee_sat), sessions };
             super::cosign::run(&mut session, &opts).await?;

@@ -8,6 +8,7 @@
 //! - [`passphrase`]: `--passphrase-file`, `TANDEM_WALLET_PASSPHRASE`, or a prompt without echo.
 //! - [`cli`]: `tandem wallet init | balance | orders | order | cancel | withdraw | address`.
 //! - [`vault`]: the wallet's side of its MPC vault (aux info, keygen, deposit addresses).
+//! - [`recover`]: leave without the provider, with the co-signer alone.
 //! - [`cosign`]: the wallet's long-running signer, which checks every spend against its own
 //!   withdrawal requests first.
 
@@ -16,4 +17,5 @@ pub mod cosign;
 pub mod device;
 pub mod keystore;
 pub mod passphrase;
+pub mod recover;
 pub mod vault;

@@ -49,6 +49,9 @@ pub struct WalletVault {
     /// The co-signer of a 2-of-3 vault.
     #[serde(default)]
     pub cosigner_identity: Option<String>,
+    /// The Bitcoin network of its addresses (`bitcoin`, `regtest`, ...), as the provider said.
+    #[serde(default)]
+    pub network: Option<String>,
     pub aux: PartyAuxInfo,
 }
 
@@ -248,6 +251,7 @@ async fn make_vault(
         group,
         provider_identity: provider.identity.to_string(),
         cosigner_identity: cosigner.map(|c| c.to_string()),
+        network: Some(provider.network.to_core_arg().to_owned()),
         aux,
     })
 }

@@ -11,7 +11,7 @@ use super::{resource, BodyLimit, RawBody};
 use crate::auth::{authenticate_party, is_cosigner, lookup_device, parse_device_pubkey, PartyCaller};
 use crate::dto::{parse_json, parse_query, printable};
 use crate::error::ApiError;
-use crate::relay::{Delivered, Eid, RelayError, RelayMessage, Role, SessionParty, SessionSpec, SessionView};
+use crate::relay::{Delivered, Eid, Relay, RelayError, RelayMessage, Role, SessionParty, SessionSpec, SessionView};
 use crate::Gateway;
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Data};
@@ -21,17 +21,51 @@ use serde_json::json;
 use std::time::Duration;
 
 pub fn configure(cfg: &mut web::ServiceConfig, max_request_bytes: usize) {
+    cfg.service(resource("/v1/mpc/provider", |r| r.route(web::get().to(provider))));
+    configure_relay::<Gateway>(cfg, max_request_bytes);
+}
+
+/// Who serves a relay over HTTP: the provider's gateway ([`Gateway`]: enrolled devices and
+/// registered co-signers), or a co-signer serving its recovery relay to its vaults' wallets.
+/// The routes are the same; who may call them, and which sessions they may open, is the host's.
+pub trait RelayHost: 'static {
+    fn relay(&self) -> &Relay;
+    /// Who signed the request (and that they did).
+    fn authenticate(&self, req: &HttpRequest, body: &[u8]) -> impl std::future::Future<Output = Result<PartyCaller, ApiError>>;
+    /// Whether the caller may open a session with these parties.
+    fn check_parties(
+        &self,
+        caller: &PartyCaller,
+        parties: &[SessionParty],
+    ) -> impl std::future::Future<Output = Result<(), ApiError>>;
+}
+
+impl RelayHost for Gateway {
+    fn relay(&self) -> &Relay {
+        &self.relay
+    }
+
+    async fn authenticate(&self, req: &HttpRequest, body: &[u8]) -> Result<PartyCaller, ApiError> {
+        authenticate_party(self, req, body).await
+    }
+
+    async fn check_parties(&self, caller: &PartyCaller, parties: &[SessionParty]) -> Result<(), ApiError> {
+        check_registered(self, caller, parties).await
+    }
+}
+
+/// The relay's routes (`/v1/mpc/sessions...`) for host `H` (its `Data<H>` must be in the app).
+pub fn configure_relay<H: RelayHost>(cfg: &mut web::ServiceConfig, max_request_bytes: usize) {
     let limit = max_request_bytes.max(1024);
-    cfg.service(resource("/v1/mpc/provider", |r| r.route(web::get().to(provider))))
-        .service(resource("/v1/mpc/sessions", |r| r.route(web::post().to(open)).route(web::get().to(list))))
-        .service(resource("/v1/mpc/sessions/{eid}", |r| r.route(web::get().to(session))))
+    cfg.service(resource("/v1/mpc/sessions", |r| r.route(web::post().to(open::<H>)).route(web::get().to(list::<H>))))
+        .service(resource("/v1/mpc/sessions/{eid}", |r| r.route(web::get().to(session::<H>))))
         .service(resource("/v1/mpc/sessions/{eid}/messages", move |r| {
             r.app_data(web::PayloadConfig::new(limit))
                 .app_data(BodyLimit(limit))
-                .route(web::post().to(post_messages))
-                .route(web::get().to(fetch_messages))
+                .route(web::post().to(post_messages::<H>))
+                .route(web::get().to(fetch_messages::<H>))
         }))
-        .service(resource("/v1/mpc/sessions/{eid}/abort", |r| r.route(web::post().to(abort))));
+        .service(resource("/v1/mpc/sessions/{eid}/abort", |r| r.route(web::post().to(abort::<H>))));
 }
 
 impl From<RelayError> for ApiError {
@@ -153,7 +187,7 @@ async fn check_registered(gw: &Gateway, caller: &PartyCaller, parties: &[Session
     // The caller's own entry must match how it authenticated (a device cannot open as co-signer).
     let mine = parties.iter().find(|p| p.identity == caller.identity).map(|p| p.role);
     let fits = match caller.kind {
-        crate::auth::PartyKind::Device(_) => mine == Some(Role::Wallet),
+        crate::auth::PartyKind::Device(_) | crate::auth::PartyKind::VaultWallet => mine == Some(Role::Wallet),
         crate::auth::PartyKind::Cosigner => mine == Some(Role::Cosigner),
     };
     if !fits {
@@ -182,8 +216,8 @@ async fn provider(gw: Data<Gateway>) -> Result<HttpResponse, ApiError> {
     })))
 }
 
-async fn open(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
-    let caller = authenticate_party(&gw, &req, &body).await?;
+async fn open<H: RelayHost>(gw: Data<H>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
+    let caller = gw.authenticate(&req, &body).await?;
     let r: OpenRequest = parse_json(&body)?;
     let execution_id = Eid::from_hex(&r.execution_id)
         .ok_or_else(|| ApiError::bad_request("execution_id must be 64 hex characters"))?;
@@ -197,30 +231,30 @@ async fn open(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<Http
             Ok(SessionParty { role: p.role, identity })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    check_registered(&gw, &caller, &parties).await?;
+    gw.check_parties(&caller, &parties).await?;
     let intent = r.intent.map(|i| i.to_string());
-    let view = gw.relay.open(&caller.identity, SessionSpec { execution_id, protocol: r.protocol, parties, intent })?;
+    let view = gw.relay().open(&caller.identity, SessionSpec { execution_id, protocol: r.protocol, parties, intent })?;
     Ok(HttpResponse::Ok().json(session_json(&view)))
 }
 
 /// The open sessions naming the caller, opened after the cursor; long-polls with `wait_ms`.
-async fn list(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
-    let caller = authenticate_party(&gw, &req, &body).await?;
+async fn list<H: RelayHost>(gw: Data<H>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
+    let caller = gw.authenticate(&req, &body).await?;
     let q: ListQuery = parse_query(&req)?;
-    let found = gw.relay.sessions_for(&caller.identity, q.after, Duration::from_millis(q.wait_ms)).await?;
+    let found = gw.relay().sessions_for(&caller.identity, q.after, Duration::from_millis(q.wait_ms)).await?;
     let last_seq = found.last().map_or(q.after, |v| v.opened_seq);
     let sessions: Vec<serde_json::Value> = found.iter().map(session_json).collect();
     Ok(HttpResponse::Ok().json(json!({ "sessions": sessions, "last_seq": last_seq })))
 }
 
-async fn session(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
-    let caller = authenticate_party(&gw, &req, &body).await?;
+async fn session<H: RelayHost>(gw: Data<H>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
+    let caller = gw.authenticate(&req, &body).await?;
     let eid = path_eid(&req)?;
-    Ok(HttpResponse::Ok().json(session_json(&gw.relay.session(&caller.identity, eid)?)))
+    Ok(HttpResponse::Ok().json(session_json(&gw.relay().session(&caller.identity, eid)?)))
 }
 
-async fn post_messages(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
-    let caller = authenticate_party(&gw, &req, &body).await?;
+async fn post_messages<H: RelayHost>(gw: Data<H>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
+    let caller = gw.authenticate(&req, &body).await?;
     let eid = path_eid(&req)?;
     let r: PostRequest = parse_json(&body)?;
     let messages = r
@@ -241,7 +275,7 @@ async fn post_messages(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Re
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    let accepted = gw.relay.post(&caller.identity, eid, messages)?;
+    let accepted = gw.relay().post(&caller.identity, eid, messages)?;
     Ok(HttpResponse::Ok().json(json!({ "accepted": accepted })))
 }
 
@@ -258,22 +292,22 @@ fn message_json(d: &Delivered) -> MessageJson {
     }
 }
 
-async fn fetch_messages(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
-    let caller = authenticate_party(&gw, &req, &body).await?;
+async fn fetch_messages<H: RelayHost>(gw: Data<H>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
+    let caller = gw.authenticate(&req, &body).await?;
     let eid = path_eid(&req)?;
     let q: FetchQuery = parse_query(&req)?;
-    let fetched = gw.relay.fetch(&caller.identity, eid, q.after, Duration::from_millis(q.wait_ms)).await?;
+    let fetched = gw.relay().fetch(&caller.identity, eid, q.after, Duration::from_millis(q.wait_ms)).await?;
     let messages: Vec<MessageJson> = fetched.messages.iter().map(message_json).collect();
     Ok(HttpResponse::Ok().json(json!({ "messages": messages, "last_id": fetched.last_id })))
 }
 
-async fn abort(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
-    let caller = authenticate_party(&gw, &req, &body).await?;
+async fn abort<H: RelayHost>(gw: Data<H>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
+    let caller = gw.authenticate(&req, &body).await?;
     let eid = path_eid(&req)?;
     let r: AbortRequest = if body.is_empty() { AbortRequest { reason: None } } else { parse_json(&body)? };
     let reason = r.reason.unwrap_or_default();
     printable("reason", &reason, 0, 200)?;
-    gw.relay.abort(&caller.identity, eid, &reason)?;
-    let view = gw.relay.session(&caller.identity, eid)?;
+    gw.relay().abort(&caller.identity, eid, &reason)?;
+    let view = gw.relay().session(&caller.identity, eid)?;
     Ok(HttpResponse::Ok().json(session_json(&view)))
 }

@@ -8,11 +8,13 @@
 //! or any settlement state.
 
 pub mod bitcoind;
+pub mod regtest_node;
 
 use async_trait::async_trait;
 use bitcoin::{Block, BlockHash, FeeRate, Network, OutPoint, ScriptBuf, Transaction, TxOut, Txid};
 
 pub use bitcoind::{Bitcoind, BitcoindAuth, BitcoindConfig};
+pub use regtest_node::RegtestNode;
 
 /// A block of the best chain, by height and hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
