@@ -109,7 +109,13 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     };
     write_credentials(&creds_path, &creds)?;
     let cosigner = start_cosigner(&opts.data_dir, &base_url, &token).await?;
-    print_welcome(&creds, &creds_path);
+    let mut wallets = Vec::new();
+    for name in crate::demo_wallets::WALLET_USERS {
+        let faucet = crate::demo_wallets::faucet(&node)?;
+        let (url, token, dir) = (base_url.clone(), token.clone(), opts.data_dir.clone());
+        wallets.push(tokio::spawn(crate::demo_wallets::run_wallet(url, token, dir, name, faucet)));
+    }
+    print_welcome(&creds, &creds_path, &opts.data_dir);
 
     let bots = if opts.market_maker {
         let mm = creds.account("market-maker").context("market-maker account")?.clone();
@@ -127,6 +133,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         b.abort();
     }
     cosigner.abort();
+    for w in wallets {
+        w.abort();
+    }
     node.shutdown().await
 }
 
@@ -205,7 +214,8 @@ async fn open_demo_accounts(node: &Node, base_url: &str, token: &str) -> anyhow:
     Ok(Credentials { base_url: base_url.to_string(), accounts, operator: Operator { token: token.to_string() } })
 }
 
-fn print_welcome(creds: &Credentials, path: &Path) {
+fn print_welcome(creds: &Credentials, path: &Path, data_dir: &Path) {
+    let (carol, carol_pass) = crate::demo_wallets::wallet_paths(data_dir, "carol");
     let alice = creds.account("alice").expect("alice exists");
     println!(
         r#"
@@ -230,12 +240,20 @@ new account's id, fund it as the operator, then trade):
        -d '{{"account_id":ACCOUNT_ID,"asset":"USD","amount":"10000.00","reference":"wire-ACCOUNT_ID"}}'
   tandem wallet order --market BTC-USD --side buy --price 59000 --quantity 0.01
 
+Wallets running inside the demo (each with its share of a 2-of-3 vault with the provider and
+the demo co-signer, signing only what its user asked for): carol and dave, funded once their
+vaults are made (a few seconds after start):
+
+  tandem wallet --wallet {carol} --passphrase-file {carol_pass} balance
+
 Public data:  curl -s {url}/v1/markets/BTC-USD/book?depth=5
 Metrics:      curl -s {url}/metrics
 Stop with Ctrl-C; run the same command again to resume this exchange.
 "#,
         url = creds.base_url,
         path = path.display(),
+        carol = carol.display(),
+        carol_pass = carol_pass.display(),
         key = alice.api_key,
         secret = alice.api_secret,
         token = creds.operator.token,

@@ -293,7 +293,10 @@ impl Node {
         // Long polls on the MPC relay would otherwise hold the graceful stop for their wait.
         self.relay.close();
         self.server.stop(true).await;
-        let _ = (&mut self.server_task).await;
+        // `wait` may have seen the server end already; a finished task is not polled again.
+        if !self.server_task.is_finished() {
+            let _ = (&mut self.server_task).await;
+        }
         let last = self.sequencer.metrics().last_seq.load(std::sync::atomic::Ordering::Relaxed);
         if let Some(core) = self.core.take() {
             tokio::task::spawn_blocking(move || core.shutdown()).await?;

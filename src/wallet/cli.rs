@@ -247,7 +247,7 @@ pub async fn run(args: WalletArgs) -> anyhow::Result<()> {
         }
         WalletCmd::Cosign { max_fee_sat, sessions } => {
             let opts = super::cosign::CosignOptions { max_fee: bitcoin::Amount::from_sat(max_fee_sat), sessions };
-            super::cosign::run(&mut session, &opts).await?;
+            super::cosign::run(&mut session, &opts, &super::cosign::Console).await?;
         }
         WalletCmd::Balance => {
             let reply = session.call("GET", "/v1/balances", None).await?;
@@ -295,21 +295,10 @@ async fn init(
     out: Output,
 ) -> anyhow::Result<()> {
     WalletFile::prepare(path)?;
-    let provider = provider.trim().trim_end_matches('/').to_owned();
-    crate::client::host_of(&provider)?;
     let passphrase = passphrase::read(pass_file, Purpose::Create)?;
-    let device = Arc::new(DeviceKey::generate());
-    let body = json!({"device_pubkey": device.pubkey_hex(), "label": label, "enrolment_code": code});
-    let reply = call(&provider, &Auth::Device(device.clone()), "POST", "/v1/wallet/enrol", Some(&body)).await?;
-    let account_id = reply["account_id"].as_u64().context("the provider's enrolment reply has no account_id")?;
-    let mut file = WalletFile::new(&provider, account_id, KdfCost::default());
-    let key = file.unlock(&passphrase)?;
-    file.add_secret(&key, DEVICE_KEY_NAME, KIND_DEVICE_KEY, &device.secret_bytes()[..])?;
-    file.create(path).with_context(|| {
-        format!(
-            "enrolled as account {account_id}, but the wallet could not be written: ask the operator for a new code"
-        )
-    })?;
+    let provider = provider.trim().trim_end_matches('/').to_owned();
+    let (reply, device) = create(path, &passphrase, &provider, code, label).await?;
+    let account_id = reply["account_id"].as_u64().unwrap_or_default();
     out.print(&reply, || {
         format!(
             "Wallet created: {}\n  provider    {provider}\n  account     {account_id}\n  device key  {}\n\
@@ -318,6 +307,32 @@ async fn init(
             device.pubkey_hex()
         )
     })
+}
+
+/// Makes a device key, enrols it with the provider (which opens an account) and writes the
+/// wallet file sealed under `passphrase`. Answers the provider's reply and the device key.
+pub async fn create(
+    path: &Path,
+    passphrase: &Passphrase,
+    provider: &str,
+    code: Option<&str>,
+    label: &str,
+) -> anyhow::Result<(Value, Arc<DeviceKey>)> {
+    WalletFile::prepare(path)?;
+    crate::client::host_of(provider)?;
+    let device = Arc::new(DeviceKey::generate());
+    let body = json!({"device_pubkey": device.pubkey_hex(), "label": label, "enrolment_code": code});
+    let reply = call(provider, &Auth::Device(device.clone()), "POST", "/v1/wallet/enrol", Some(&body)).await?;
+    let account_id = reply["account_id"].as_u64().context("the provider's enrolment reply has no account_id")?;
+    let mut file = WalletFile::new(provider, account_id, KdfCost::default());
+    let key = file.unlock(passphrase)?;
+    file.add_secret(&key, DEVICE_KEY_NAME, KIND_DEVICE_KEY, &device.secret_bytes()[..])?;
+    file.create(path).with_context(|| {
+        format!(
+            "enrolled as account {account_id}, but the wallet could not be written: ask the operator for a new code"
+        )
+    })?;
+    Ok((reply, device))
 }
 
 /// An opened wallet: the file, the key derived from the passphrase, and the device key.

@@ -91,12 +91,30 @@ pub struct CosignOptions {
     pub sessions: Option<usize>,
 }
 
-/// Runs the signer until killed (or `opts.sessions` sessions were answered). Prints one line
-/// per session.
-pub async fn run(session: &mut Session, opts: &CosignOptions) -> anyhow::Result<()> {
+/// Where `cosign` reports: one line per answered session, and its status lines.
+pub trait Report: Sync {
+    fn session(&self, line: &str);
+    fn status(&self, line: &str);
+}
+
+/// The command line's report: answers on stdout, status on stderr.
+pub struct Console;
+
+impl Report for Console {
+    fn session(&self, line: &str) {
+        println!("{line}");
+    }
+    fn status(&self, line: &str) {
+        eprintln!("cosign: {line}");
+    }
+}
+
+/// Runs the signer until killed (or `opts.sessions` sessions were answered), reporting one
+/// line per session.
+pub async fn run(session: &mut Session, opts: &CosignOptions, report: &dyn Report) -> anyhow::Result<()> {
     let provider = provider_info(session).await?;
     let me = session.device().keypair().x_only_public_key().0;
-    eprintln!("cosign: waiting for signing sessions for device {me} at {}", session.file.provider_url);
+    report.status(&format!("waiting for signing sessions for device {me} at {}", session.file.provider_url));
     let mut cursor = 0u64;
     let mut answered = 0usize;
     loop {
@@ -104,7 +122,7 @@ pub async fn run(session: &mut Session, opts: &CosignOptions) -> anyhow::Result<
         let reply = match session.call("GET", &path, None).await {
             Ok(r) => r,
             Err(e) => {
-                eprintln!("cosign: cannot list sessions ({e:#}); retrying");
+                report.status(&format!("cannot list sessions ({e:#}); retrying"));
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
@@ -119,7 +137,7 @@ pub async fn run(session: &mut Session, opts: &CosignOptions) -> anyhow::Result<
                 Ok(done) => done,
                 Err(e) => format!("failed: {e:#}"),
             };
-            println!("{} {line}", s["execution_id"].as_str().unwrap_or("?"));
+            report.session(&format!("{} {line}", s["execution_id"].as_str().unwrap_or("?")));
             answered += 1;
         }
         if opts.sessions.is_some_and(|n| answered >= n) {

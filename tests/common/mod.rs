@@ -25,7 +25,11 @@ pub struct Demo {
 impl Demo {
     /// Starts `tandem demo` without the market maker and waits until it serves requests.
     pub async fn start(dir: &Path) -> Demo {
-        let port = free_port();
+        Demo::start_on(dir, free_port()).await
+    }
+
+    /// Starts on a given port (a restart that wallets made against the first run can reach).
+    pub async fn start_on(dir: &Path, port: u16) -> Demo {
         let log = std::fs::File::create(dir.join(format!("demo-{port}.log"))).unwrap();
         #[allow(clippy::zombie_processes)] // Demo's Drop kills and waits
         let child = Command::new(BIN)

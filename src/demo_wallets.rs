@@ -1,0 +1,121 @@
+//! The demo's wallet users: wallets that run inside `tandem demo`, each with its own device key,
+//! its own share of its own 2-of-3 vault (with the provider and the demo co-signer) and its own
+//! signer (`cosign`) checking every spend against its user's requests.
+//!
+//! They are ordinary wallet files (`<data>/wallets/<name>.json`, passphrase beside them in
+//! `<name>.passphrase`: a demo shortcut, never for real funds), so the `tandem wallet` commands
+//! work on them too: `tandem wallet --wallet <data>/wallets/carol.json --passphrase-file
+//! <data>/wallets/carol.passphrase balance`.
+//!
+//! Made once, in the background after the API is up (a vault's aux info takes seconds even with
+//! the fixture primes); a restart reopens them.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tandem_matching::{AccountId, Amount, Command};
+
+use crate::client::{Auth, Client};
+use crate::node::Node;
+use crate::wallet::cli::Session;
+use crate::wallet::cosign::{CosignOptions, Report};
+use crate::wallet::keystore::Passphrase;
+use crate::wallet::vault::{new_address, CosignerChoice};
+
+/// The demo's wallet users.
+pub const WALLET_USERS: [&str; 2] = ["carol", "dave"];
+const BTC_EACH: u64 = 2 * 100_000_000;
+const USD_EACH: &str = "100000.00";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DemoWallet {
+    pub name: String,
+    pub account_id: u64,
+    pub wallet_file: PathBuf,
+    pub passphrase_file: PathBuf,
+    /// Its vault's first deposit address.
+    pub address: String,
+}
+
+pub fn wallet_paths(data_dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let dir = data_dir.join("wallets");
+    (dir.join(format!("{name}.json")), dir.join(format!("{name}.passphrase")))
+}
+
+/// Reports of a demo wallet's signer, to the log.
+struct Logged(String);
+
+impl Report for Logged {
+    fn session(&self, line: &str) {
+        tracing::info!(wallet = %self.0, "{line}");
+    }
+    fn status(&self, line: &str) {
+        tracing::info!(wallet = %self.0, "{line}");
+    }
+}
+
+/// Makes the wallet (first start: enrol, vault, funds) or reopens it, then runs its signer.
+pub async fn run_wallet(node_url: String, token: String, data_dir: PathBuf, name: &'static str, funder: FundBtc) {
+    match ready(&node_url, &token, &data_dir, name, &funder).await {
+        Ok((mut session, w)) => {
+            tracing::info!(wallet = name, account = w.account_id, address = %w.address, "demo wallet ready");
+            let opts = CosignOptions { max_fee: bitcoin::Amount::from_sat(100_000), sessions: None };
+            if let Err(e) = crate::wallet::cosign::run(&mut session, &opts, &Logged(name.into())).await {
+                tracing::warn!(wallet = name, error = %format!("{e:#}"), "demo wallet signer stopped");
+            }
+        }
+        Err(e) => tracing::warn!(wallet = name, error = %format!("{e:#}"), "demo wallet could not start"),
+    }
+}
+
+/// Credits the demo faucet's BTC to an account (the demo's stand-in for a chain deposit).
+pub type FundBtc = Box<dyn Fn(AccountId) -> futures::future::BoxFuture<'static, anyhow::Result<()>> + Send + Sync>;
+
+/// The faucet of a node: a BTC credit through the sequencer.
+pub fn faucet(node: &Node) -> anyhow::Result<FundBtc> {
+    let btc = node.engine_config.asset_by_symbol("BTC").context("BTC asset")?;
+    let sequencer = node.sequencer.clone();
+    Ok(Box::new(move |account| {
+        let sequencer = sequencer.clone();
+        Box::pin(async move {
+            let reference = format!("demo-faucet:wallet-{}", account.0);
+            sequencer.submit(Command::CreditDeposit { account, asset: btc, amount: Amount(BTC_EACH), reference }).await?;
+            Ok(())
+        })
+    }))
+}
+
+async fn ready(
+    url: &str,
+    token: &str,
+    data_dir: &Path,
+    name: &str,
+    funder: &FundBtc,
+) -> anyhow::Result<(Session, DemoWallet)> {
+    let (file, pass_file) = wallet_paths(data_dir, name);
+    let record = data_dir.join("wallets").join(format!("{name}.demo.json"));
+    if let Ok(bytes) = std::fs::read(&record) {
+        let w: DemoWallet = serde_json::from_slice(&bytes).context("reading the demo wallet record")?;
+        return Ok((Session::open(&file, Some(&pass_file))?, w));
+    }
+    std::fs::create_dir_all(file.parent().unwrap_or(data_dir))?;
+    if !file.exists() {
+        let passphrase = tandem_gateway::random_hex(16);
+        std::fs::write(&pass_file, &passphrase)?;
+        crate::wallet::cli::create(&file, &Passphrase::new(passphrase), url, None, name).await?;
+    }
+    let mut session = Session::open(&file, Some(&pass_file))?;
+    let account = session.file.account_id;
+    let quiet = |_: &str| {};
+    let made = new_address(&mut session, true, CosignerChoice::ProvidersFirst, &quiet).await?;
+    funder(AccountId(account)).await?;
+    let mut c = Client::connect(url).await?;
+    let body = json!({"account_id": account, "asset": "USD", "amount": USD_EACH, "reference": format!("demo-wire-{name}")});
+    let (status, reply) = c.send("POST", "/v1/operator/deposits", Some(&body), &Auth::Operator(token.into())).await?;
+    anyhow::ensure!(status == 200, "funding demo wallet {name} with USD: {status} {reply}");
+    let w = DemoWallet { name: name.into(), account_id: account, wallet_file: file, passphrase_file: pass_file, address: made.address };
+    tandem_custody::fsutil::write_atomic(&record, &serde_json::to_vec_pretty(&w)?)?;
+    Ok((session, w))
+}

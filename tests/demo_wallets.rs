@@ -1,0 +1,79 @@
+//! `tandem demo` runs its wallet users in process: carol and dave, each an ordinary wallet file
+//! with its own device key and its own share of its own 2-of-3 vault (provider + demo
+//! co-signer), funded, with its signer running. A restart reopens them: no second vault.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tandem::demo_wallets::{wallet_paths, DemoWallet, WALLET_USERS};
+use tandem::wallet::cli::Session;
+
+async fn wait_ready(dir: &Path, name: &str) -> DemoWallet {
+    let record = dir.join("wallets").join(format!("{name}.demo.json"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(bytes) = std::fs::read(&record) {
+            return serde_json::from_slice(&bytes).unwrap();
+        }
+        assert!(Instant::now() < deadline, "demo wallet {name} not ready; see the demo log in {}", dir.display());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn balance(dir: &Path, name: &str) -> Value {
+    let (file, pass) = wallet_paths(dir, name);
+    let out = Command::new(BIN)
+        .args(["wallet", "--json", "--wallet"])
+        .arg(&file)
+        .arg("--passphrase-file")
+        .arg(&pass)
+        .arg("balance")
+        .env_remove("TANDEM_WALLET_PASSPHRASE")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_wallets_with_their_own_vaults_and_keeps_them_across_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let demo = Demo::start(dir).await;
+    let mut groups = Vec::new();
+    for name in WALLET_USERS {
+        let w = wait_ready(dir, name).await;
+        let b = balance(dir, name);
+        let btc = b["balances"].as_array().unwrap().iter().find(|x| x["asset"] == "BTC").unwrap().clone();
+        assert_eq!(btc["available"], "2.00000000", "{b}");
+        let (file, pass) = wallet_paths(dir, name);
+        let session = Session::open(&file, Some(&pass)).unwrap();
+        let vaults = session.call("GET", "/v1/vaults", None).await.unwrap();
+        let v = &vaults["vaults"].as_array().unwrap()[0];
+        assert_eq!(v["policy"], "2-of-3", "{v}");
+        assert_eq!(v["addresses"][0]["address"], w.address.as_str());
+        groups.push(v["group_id"].as_str().unwrap().to_owned());
+    }
+    assert_ne!(groups[0], groups[1], "each user has a vault of its own");
+
+    // A restart reopens the same wallets (nothing made or funded twice). Same port: a wallet
+    // file is bound to its provider's URL.
+    let port = demo.port;
+    drop(demo);
+    let _again = Demo::start_on(dir, port).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (name, group) in WALLET_USERS.iter().zip(&groups) {
+        let (file, pass) = wallet_paths(dir, name);
+        let session = Session::open(&file, Some(&pass)).unwrap();
+        let vaults = session.call("GET", "/v1/vaults", None).await.unwrap();
+        let list = vaults["vaults"].as_array().unwrap();
+        assert_eq!((list.len(), list[0]["group_id"].as_str()), (1, Some(group.as_str())), "{vaults}");
+        let b = balance(dir, name);
+        let btc = b["balances"].as_array().unwrap().iter().find(|x| x["asset"] == "BTC").unwrap().clone();
+        assert_eq!(btc["available"], "2.00000000", "funded once: {b}");
+    }
+}
