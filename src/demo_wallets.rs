@@ -61,7 +61,7 @@ pub async fn run_wallet(node_url: String, token: String, data_dir: PathBuf, name
     match ready(&node_url, &token, &data_dir, name, &funder).await {
         Ok((mut session, w)) => {
             tracing::info!(wallet = name, account = w.account_id, address = %w.address, "demo wallet ready");
-            let opts = CosignOptions { max_fee: bitcoin::Amount::from_sat(100_000), sessions: None };
+            let opts = CosignOptions { max_fee: bitcoin::Amount::from_sat(100_000), sessions: None, presignatures: 2 };
             if let Err(e) = crate::wallet::cosign::run(&mut session, &opts, &Logged(name.into())).await {
                 tracing::warn!(wallet = name, error = %format!("{e:#}"), "demo wallet signer stopped");
             }

@@ -64,6 +64,9 @@ impl DataDir {
     pub fn custody_secrets(&self) -> PathBuf {
         self.root.join("custody").join("secrets")
     }
+    pub fn custody_presignatures(&self) -> PathBuf {
+        self.root.join("custody").join("presignatures")
+    }
     pub fn prime_pool(&self) -> PathBuf {
         self.root.join("custody").join("primes")
     }
@@ -198,14 +201,18 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
     if let (Some((master_key, demo)), Some(identity)) = (custody, provider_identity) {
         let secrets = tandem_custody::EncryptedShareStore::open(
             dirs.custody_secrets(),
-            tandem_custody::Keyring::new(master_key),
+            tandem_custody::Keyring::new(master_key.clone()),
         )?;
         let btc = engine_config.asset_by_symbol("BTC");
+        let presignatures = tandem_custody::FilePresignatureStore::open(
+            dirs.custody_presignatures(),
+            tandem_custody::Keyring::new(master_key.clone()),
+        )?;
         let service = crate::provider::VaultService::new(
             relay.clone(),
             identity,
             store.clone(),
-            secrets,
+            (secrets, Arc::new(presignatures)),
             prime_pool.clone(),
             demo,
             network,

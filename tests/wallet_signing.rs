@@ -24,7 +24,7 @@ use tandem::client::{Auth, Client};
 use tandem::node::{self, CustodyOptions, NodeOptions};
 use tandem::provider::{group_of, SignError, VaultService};
 use tandem::wallet::cli::Session;
-use tandem_custody::{IntentInput, MasterKey, PartyRole, SpendIntent, SpendPurpose};
+use tandem_custody::{IntentInput, MasterKey, PartyRole, PresignatureStore, SpendIntent, SpendPurpose};
 use tandem_gateway::GatewayConfig;
 use tandem_matching::{AccountId, Command as EngineCommand, ExchangeConfig, SequencerConfig};
 
@@ -142,9 +142,27 @@ async fn the_provider_and_the_wallet_sign_only_the_withdrawal_the_user_asked_for
     let asked = w["withdrawal"]["withdrawal_id"].as_u64().unwrap();
 
     let log = std::fs::File::create(tmp.path().join("cosign.log")).unwrap();
-    let _cosign = Cosign(
-        wallet_cmd(&file).args(["cosign"]).stdout(log.try_clone().unwrap()).stderr(log).stdin(Stdio::null()).spawn().unwrap(),
+    let cosign = Cosign(
+        wallet_cmd(&file)
+            .args(["cosign", "--presignatures", "2"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
     );
+    // While idle, the wallet tops up its presignatures with the provider.
+    let public_key = {
+        let k: tandem_custody::VaultKey =
+            vaults.secrets.get(&tandem::provider::key_record(group, 0)).expect("the provider's share of key 0");
+        k.public_key
+    };
+    let stock = || vaults.presignatures.available(&public_key).unwrap().len();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while stock() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no presignatures after 60 s; see cosign.log");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 
     let prevout = OutPoint { txid: Txid::from_str(&"11".repeat(32)).unwrap(), vout: 0 };
     let dest = script_of(DEST);
@@ -152,17 +170,37 @@ async fn the_provider_and_the_wallet_sign_only_the_withdrawal_the_user_asked_for
     let withdrawal = |id| SpendPurpose::Withdrawal { withdrawal: id };
     let intent = |purpose, psbt: Psbt| SpendIntent::new(purpose, psbt, input, &signers).unwrap();
 
-    // The spend the user asked for: both sign; the witness is valid by consensus rules.
+    // The spend the user asked for: both sign, in one round from a presignature; the witness
+    // is valid by consensus rules.
     let good = spend(prevout, &vault_script, 5_000_000, &[(dest.clone(), 1_000_000), (vault_script.clone(), 3_999_000)]);
     let sig = vaults.sign(intent(withdrawal(asked), good.clone())).await.expect("both sign the asked-for withdrawal");
+    assert_eq!(stock(), 1, "one presignature was used");
     let mut tx = good.unsigned_tx.clone();
     sig.apply_to_tx(&mut tx, 0).unwrap();
     let prev = good.inputs[0].witness_utxo.clone().unwrap();
     tandem_custody::verify_input_consensus(&tx, 0, &prev).expect("the witness verifies under consensus rules");
 
-    // A fee bump of the same spend (it conflicts: same input) is signed too.
+    // A fee bump of the same spend (it conflicts: same input) is signed too. The wallet lost
+    // its presignatures meanwhile (a new device, say): the provider falls back to interactive
+    // signing when the wallet says it lacks the one named.
+    drop(cosign);
+    std::fs::remove_dir_all(tmp.path().join("wallet.json.presignatures")).unwrap();
+    let log = std::fs::File::options().append(true).open(tmp.path().join("cosign.log")).unwrap();
+    let _cosign = Cosign(
+        wallet_cmd(&file)
+            .args(["cosign", "--presignatures", "0"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let bumped = spend(prevout, &vault_script, 5_000_000, &[(dest.clone(), 1_000_000), (vault_script.clone(), 3_998_000)]);
-    vaults.sign(intent(withdrawal(asked), bumped)).await.expect("a replacement that conflicts is signed");
+    let sig = vaults.sign(intent(withdrawal(asked), bumped.clone())).await.expect("a replacement that conflicts is signed");
+    let mut tx = bumped.unsigned_tx.clone();
+    sig.apply_to_tx(&mut tx, 0).unwrap();
+    tandem_custody::verify_input_consensus(&tx, 0, &prev).expect("the interactive signature verifies too");
+    assert_eq!(stock(), 0, "the provider's half was burned when it tried it");
 
     // The provider: a spend that pays the withdrawal the wrong amount, and one that pays it a
     // second time from another output (both could confirm), are refused before any session.
@@ -204,6 +242,12 @@ async fn the_provider_and_the_wallet_sign_only_the_withdrawal_the_user_asked_for
     assert_eq!(codes, vec![("wallet", "obligation_unpaid"), ("provider", "double_pay"), ("provider", "obligation_unpaid")]);
     assert!(listed.iter().all(|r| r["account_id"] == account), "{listed:?}");
     assert_eq!(listed[0]["purpose"], json!({"withdrawal": {"withdrawal": unasked}}));
+
+    // What the wallet did, in its own words.
+    let said = std::fs::read_to_string(tmp.path().join("cosign.log")).unwrap();
+    assert!(said.contains("(one round, presigned)"), "{said}");
+    assert!(said.contains("no presignature"), "{said}");
+    assert!(said.contains("refused (obligation_unpaid)"), "{said}");
 
     node.shutdown().await.unwrap();
 }

@@ -16,6 +16,7 @@ use crate::bitcoin::InputToSign;
 use crate::group::{GroupId, PartyRole};
 use crate::keygen::VaultKey;
 use crate::policy::{Refusal, RefusalCode, SpendPurpose};
+use crate::presign::PresignatureId;
 
 /// Largest PSBT an intent may carry (the relay limits intents too).
 pub const MAX_PSBT_BYTES: usize = 128 << 10;
@@ -39,6 +40,19 @@ pub struct SpendIntent {
     pub input: IntentInput,
     /// The two signers (sorted).
     pub signers: Vec<PartyRole>,
+    /// Sign in one round from this presignature, which both signers made together earlier;
+    /// `None`: interactive signing.
+    pub presignature: Option<PresignatureId>,
+}
+
+/// A presigning session's intent: which key the presignature is for (the signers are the
+/// session's parties).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresignIntent {
+    pub group: GroupId,
+    /// The vault key's compressed public key, hex.
+    pub public_key: String,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -65,6 +79,8 @@ struct Wire {
     psbt: String,
     input: IntentInput,
     signers: Vec<PartyRole>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    presignature: Option<PresignatureId>,
 }
 
 impl SpendIntent {
@@ -83,7 +99,12 @@ impl SpendIntent {
         if input.index as usize >= psbt.inputs.len() {
             return Err(IntentError::NoSuchInput { index: input.index, inputs: psbt.inputs.len() });
         }
-        Ok(SpendIntent { purpose, psbt, input, signers })
+        Ok(SpendIntent { purpose, psbt, input, signers, presignature: None })
+    }
+
+    /// The same spend, signed in one round from `presignature`.
+    pub fn with_presignature(self, presignature: PresignatureId) -> SpendIntent {
+        SpendIntent { presignature: Some(presignature), ..self }
     }
 
     /// JSON text for the relay.
@@ -93,6 +114,7 @@ impl SpendIntent {
             psbt: hex::encode(self.psbt.serialize()),
             input: self.input,
             signers: self.signers.clone(),
+            presignature: self.presignature,
         };
         serde_json::to_string(&wire).unwrap_or_default()
     }
@@ -105,7 +127,8 @@ impl SpendIntent {
         }
         let bytes = hex::decode(wire.psbt.trim()).map_err(|_| IntentError::PsbtHex)?;
         let psbt = Psbt::deserialize(&bytes).map_err(|e| IntentError::Psbt(e.to_string()))?;
-        SpendIntent::new(wire.purpose, psbt, wire.input, &wire.signers)
+        let intent = SpendIntent::new(wire.purpose, psbt, wire.input, &wire.signers)?;
+        Ok(SpendIntent { presignature: wire.presignature, ..intent })
     }
 
     /// The input this session signs, as the signing calls take it (its value from the PSBT).
@@ -172,6 +195,8 @@ mod tests {
         .unwrap();
         let back = SpendIntent::from_json(&intent.to_json()).unwrap();
         assert_eq!(back, intent);
+        let presigned = intent.clone().with_presignature(crate::ExecutionId([5; 32]));
+        assert_eq!(SpendIntent::from_json(&presigned.to_json()).unwrap(), presigned);
         assert_eq!(back.signers, vec![PartyRole::Wallet, PartyRole::Provider]);
 
         assert!(matches!(SpendIntent::from_json("{}"), Err(IntentError::Json(_))));

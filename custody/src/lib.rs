@@ -48,7 +48,7 @@ pub mod transport;
 pub use crate::channel::{SecureChannel, SecureLink, SessionMember};
 pub use crate::bitcoin::{p2wpkh_sighash, verify_input_consensus, InputSignature, InputToSign, SpendTx};
 pub use crate::error::{CustodyError, ProtocolFailure, ProtocolKind, Result, TransportError};
-pub use crate::intent::{IntentError, IntentInput, SpendIntent};
+pub use crate::intent::{IntentError, IntentInput, PresignIntent, SpendIntent};
 pub use crate::policy::{Refusal, RefusalCode, SpendPurpose};
 pub use crate::group::{ExecutionId, ExecutionIdRegistry, GroupId, PartyRole, Policy, SignerGroup};
 pub use crate::keygen::{VaultKey, VaultPublicKey};

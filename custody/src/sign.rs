@@ -23,7 +23,7 @@ use crate::keygen::{VaultKey, VaultPublicKey};
 use crate::party::Party;
 use crate::presign::{PresignatureId, PresignatureStore};
 use crate::primes::Level;
-use crate::transport::{run_session, Link};
+use crate::transport::{run_session, Envelope, Inbound, Link};
 
 /// Signing / presigning protocol messages.
 pub(crate) type SigningMsg = cggmp21::signing::msg::Msg<Curve, sha2::Sha256>;
@@ -107,6 +107,87 @@ impl Party {
         let (signers, presig) = stored.into_parts();
         let partial = presig.issue_partial_signature(data_to_sign(&sighash));
         Ok(PartialInputSignature { presignature, signer: self.role, signers, partial })
+    }
+}
+
+impl Party {
+    /// Signs input `input.index` of `tx` in one round from presignature `presignature`, over a
+    /// link among exactly the presignature's signers (session `eid`, a fresh execution id; the
+    /// link's indices are the sorted signer roles). This party burns the presignature and issues
+    /// its partial signature ([`Party::issue_partial_signature`]), sends it to every other
+    /// signer, takes theirs, and combines: every signer ends with the verified signature.
+    pub async fn sign_input_presigned<'a, L: Link>(
+        &self,
+        key: &VaultKey,
+        store: &dyn PresignatureStore,
+        presignature: PresignatureId,
+        eid: ExecutionId,
+        tx: impl Into<SpendTx<'a>>,
+        input: InputToSign,
+        link: L,
+    ) -> Result<InputSignature> {
+        use futures::{SinkExt, StreamExt};
+        let tx: SpendTx<'a> = tx.into();
+        let mine = self.issue_partial_signature(key, store, presignature, tx, input)?;
+        let signers = mine.signers.clone();
+        let (info, _) = self.open_session(ProtocolKind::Sign, eid, &signers)?;
+        let failed = |e: crate::error::TransportError| CustodyError::Protocol {
+            protocol: ProtocolKind::Sign,
+            eid,
+            reason: crate::error::ProtocolFailure::Transport(e),
+        };
+        let library = |why: String| CustodyError::Protocol {
+            protocol: ProtocolKind::Sign,
+            eid,
+            reason: crate::error::ProtocolFailure::Library(why),
+        };
+        let payload = serde_json::to_vec(&mine).map_err(|e| library(format!("encoding the partial signature: {e}")))?;
+        let (mut rx, mut tx_sink) = link.split();
+        let exchange = async {
+            for peer in (0..info.n).filter(|i| *i != info.me) {
+                let env = Envelope { eid, sender: info.me, recipient: peer, broadcast: true, seq: 0, payload: payload.clone(), abort: None };
+                tx_sink.send(env).await.map_err(failed)?;
+            }
+            let mut partials = vec![mine.clone()];
+            while partials.len() < info.n as usize {
+                let env = rx
+                    .next()
+                    .await
+                    .ok_or_else(|| failed(crate::error::TransportError::Closed))?
+                    .into_inbound()
+                    .map_err(failed)?;
+                if env.eid != eid {
+                    return Err(failed(crate::error::TransportError::WrongSession { expected: eid, got: env.eid }));
+                }
+                if env.sender >= info.n || env.sender == info.me {
+                    return Err(failed(crate::error::TransportError::UnknownSender { sender: env.sender, n: info.n, me: info.me }));
+                }
+                if env.recipient != info.me {
+                    return Err(failed(crate::error::TransportError::Misrouted {
+                        sender: env.sender,
+                        recipient: env.recipient,
+                        me: info.me,
+                    }));
+                }
+                if let Some(reason) = env.abort {
+                    return Err(library(format!("party {} aborted: {reason}", env.sender)));
+                }
+                let theirs: PartialInputSignature = serde_json::from_slice(&env.payload)
+                    .map_err(|e| library(format!("party {} sent a malformed partial signature: {e}", env.sender)))?;
+                if theirs.signer != signers[env.sender as usize] {
+                    return Err(library(format!("party {} sent a partial signature as {:?}", env.sender, theirs.signer)));
+                }
+                if partials.iter().any(|p| p.signer == theirs.signer) {
+                    return Err(library(format!("two partial signatures from {:?}", theirs.signer)));
+                }
+                partials.push(theirs);
+            }
+            Ok(partials)
+        };
+        let partials = tokio::time::timeout(self.config.session_timeout, exchange)
+            .await
+            .map_err(|_| CustodyError::Timeout { protocol: ProtocolKind::Sign, eid, after: self.config.session_timeout })??;
+        combine_partial_signatures(&key.public(), tx, input, &partials)
     }
 }
 

@@ -11,6 +11,9 @@
 //!   pool is empty).
 //! - `keygen`: a new address of the wallet's newest vault with the same parties (same wallet
 //!   device key, same co-signer, same policy).
+//! - `presign` (wallet + provider, intent [`tandem_custody::PresignIntent`]): a presignature
+//!   for one of the wallet's own keys, up to [`MAX_PRESIGNATURES_PER_KEY`] in stock, kept in
+//!   `data/custody/presignatures` for one-round signing ([`signing`]).
 //!
 //! A co-signer named by a session must be registered. Sessions that fail the checks are
 //! aborted on the relay with the reason, so the wallet fails at once.
@@ -25,7 +28,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use bitcoin::secp256k1::Keypair;
 use tandem_custody::{
-    AuxPrimes, CustodyConfig, EncryptedShareStore, ExecutionId, GroupId, Party, PartyAuxInfo, PartyRole, Policy,
+    AuxPrimes, CustodyConfig, EncryptedShareStore, ExecutionId, FilePresignatureStore, GroupId, PresignatureStore, Party, PartyAuxInfo, PartyRole, Policy,
     PrimePool, SessionMember, SignerGroup, VaultKey,
 };
 use tandem_gateway::relay::{Role, SessionSpec};
@@ -47,6 +50,8 @@ pub struct VaultService {
     pub identity: Keypair,
     pub store: Store,
     pub secrets: EncryptedShareStore,
+    /// The provider's presignatures (with wallets, for one-round signing).
+    pub presignatures: Arc<FilePresignatureStore>,
     pub prime_pool: Option<Arc<PrimePool>>,
     /// Demo configuration: fixture primes (ours and the wallet's) accepted.
     pub demo: bool,
@@ -61,6 +66,9 @@ pub struct VaultService {
     /// Serialises key index assignment.
     keygen_lock: tokio::sync::Mutex<()>,
 }
+
+/// Presignatures the provider keeps per key at most (each is a few KB and ~0.6 s of CPU).
+pub const MAX_PRESIGNATURES_PER_KEY: usize = 8;
 
 /// The default fee cap of one spend.
 pub const DEFAULT_MAX_FEE: bitcoin::Amount = bitcoin::Amount::from_sat(100_000);
@@ -107,7 +115,7 @@ impl VaultService {
         relay: Arc<Relay>,
         identity: Keypair,
         store: Store,
-        secrets: EncryptedShareStore,
+        (secrets, presignatures): (EncryptedShareStore, Arc<FilePresignatureStore>),
         prime_pool: Option<Arc<PrimePool>>,
         demo: bool,
         network: bitcoin::Network,
@@ -122,6 +130,7 @@ impl VaultService {
             identity,
             store,
             secrets,
+            presignatures,
             prime_pool,
             demo,
             network,
@@ -150,7 +159,8 @@ impl VaultService {
                     Ok(spec) => {
                         let me = self.identity.x_only_public_key().0;
                         let names_me = spec.parties.iter().any(|p| p.role == Role::Provider && p.identity == me);
-                        if names_me && (spec.protocol == "aux-info" || spec.protocol == "keygen") {
+                        let joins = ["aux-info", "keygen", "presign"].contains(&spec.protocol.as_str());
+                        if names_me && joins {
                             let svc = self.clone();
                             tokio::spawn(async move { svc.handle(spec).await });
                         }
@@ -169,6 +179,7 @@ impl VaultService {
         let protocol = spec.protocol.clone();
         let result = match protocol.as_str() {
             "aux-info" => self.aux_info(spec).await,
+            "presign" => self.presign(spec).await,
             _ => self.keygen(spec).await,
         };
         if let Err(e) = result {
@@ -245,6 +256,51 @@ impl VaultService {
             })
             .await?;
         tracing::info!(group = %group_hex, account = c.account.0, policy = policy_name(c.policy), "vault created");
+        Ok(())
+    }
+
+    /// A presignature for one of the wallet's own keys, with the wallet.
+    async fn presign(self: &Arc<Self>, spec: SessionSpec) -> anyhow::Result<()> {
+        let eid = ExecutionId(spec.execution_id.0);
+        let intent: tandem_custody::PresignIntent =
+            serde_json::from_str(spec.intent.as_deref().context("a presign session names its key in its intent")?)
+                .context("the presign intent")?;
+        let roles: Vec<PartyRole> = spec.parties.iter().map(|p| party_role(p.role)).collect();
+        if roles != [PartyRole::Wallet, PartyRole::Provider] {
+            bail!("presignatures are made by the wallet and the provider");
+        }
+        let wallet = spec.parties[0].identity.to_string();
+        let device = self.store.device_key(&wallet).await?.context("the wallet is not an enrolled device key")?;
+        let vault = self.store.vault(&intent.group.to_string()).await?.context("no such vault")?;
+        if vault.wallet_identity != wallet || vault.account_id != device.account_id {
+            bail!("vault {} is not this wallet's", vault.group_id);
+        }
+        let public_key: bitcoin::CompressedPublicKey = intent.public_key.parse().context("the intent's public key")?;
+        let address = bitcoin::Address::p2wpkh(&public_key, self.network).to_string();
+        let record = self
+            .store
+            .vault_addresses(&vault.group_id)
+            .await?
+            .into_iter()
+            .find(|a| a.address == address)
+            .context("the vault has no such key")?;
+        let group = SignerGroup { id: intent.group, policy: policy_of(&vault)? };
+        let key: VaultKey = self.secrets.get(&key_record(group.id, record.key_index))?;
+        let stock = self.presignatures.available(&key.public_key)?.len();
+        if stock >= MAX_PRESIGNATURES_PER_KEY {
+            bail!("the provider holds {stock} presignatures for this key already");
+        }
+        let aux: PartyAuxInfo = self.secrets.get(&aux_record(group.id))?;
+        let party = Party::with_aux_info(group, PartyRole::Provider, self.config(), aux)?;
+        let members: Vec<SessionMember> =
+            spec.parties.iter().map(|p| SessionMember::new(party_role(p.role), p.identity)).collect();
+        let svc = self.clone();
+        let id = run_on_thread(move || async move {
+            let link = svc.join(eid, &roles, &members).await?;
+            Ok(party.generate_presignature(&key, &roles, eid, link, &*svc.presignatures).await?)
+        })
+        .await?;
+        tracing::info!(group = %vault.group_id, key = record.key_index, presignature = %id.to_hex(), "presignature made");
         Ok(())
     }
 

@@ -19,6 +19,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use bitcoin::{Amount, ScriptBuf};
+use tandem_custody::PresignatureStore;
 use tandem_custody::policy::{parse_refusal, provider_check, Payment, ProviderFacts, RefusalCode, SpendRequest};
 use tandem_custody::{
     ExecutionId, InputSignature, Party, PartyAuxInfo, PartyRole, Refusal, SessionMember, SignerGroup,
@@ -43,6 +44,19 @@ pub enum SignError {
     /// The session failed (partner offline or timed out, transport, storage).
     #[error("signing failed: {0}")]
     Failed(String),
+}
+
+/// What a wallet says (as its abort reason) when it does not hold the presignature an intent
+/// names; the provider then signs interactively.
+pub const NO_PRESIGNATURE: &str = "no presignature";
+
+/// What every attempt at signing one input shares.
+struct SigningAttempt<'a> {
+    vault: &'a VaultRecord,
+    key: &'a VaultKey,
+    input: tandem_custody::InputToSign,
+    members: &'a [SessionMember],
+    group_hex: &'a str,
 }
 
 fn failed(e: impl std::fmt::Display) -> SignError {
@@ -81,13 +95,9 @@ impl VaultService {
             }
         };
         let input = intent.check_input(PartyRole::Provider, &key).map_err(SignError::Refused)?;
-        let group = SignerGroup { id: intent.input.group, policy: policy_of(&vault).map_err(failed)? };
-        let aux: PartyAuxInfo = self.secrets.get(&aux_record(group.id)).map_err(failed)?;
-        let party = Party::with_aux_info(group, PartyRole::Provider, self.config(), aux).map_err(failed)?;
         let me = self.identity.x_only_public_key().0;
-        let members = vec![partner, SessionMember::new(PartyRole::Provider, me)];
-        let mut members_sorted = members.clone();
-        members_sorted.sort_by_key(|m| m.role);
+        let mut members = vec![partner, SessionMember::new(PartyRole::Provider, me)];
+        members.sort_by_key(|m| m.role);
 
         // Durable before the session: a crash after signing must still block a second,
         // non-conflicting spend of the same obligation.
@@ -104,33 +114,74 @@ impl VaultService {
             .await
             .map_err(failed)?;
 
+        // One round from a presignature made with the wallet, when there is one: the wallet
+        // then only checks and answers. If the wallet lost its half, sign interactively.
+        let presignature = match intent.signers.as_slice() {
+            [PartyRole::Wallet, PartyRole::Provider] if intent.presignature.is_none() => {
+                self.presignatures.available(&key.public_key).map_err(failed)?.into_iter().next()
+            }
+            _ => None,
+        };
+        let attempt = SigningAttempt { vault: &vault, key: &key, input, members: &members, group_hex: &group_hex };
+        match presignature {
+            Some(id) => match self.session(eid, intent.clone().with_presignature(id), &attempt).await {
+                Err(SignError::Failed(why)) if why.contains(NO_PRESIGNATURE) => {
+                    tracing::info!(presignature = %id.to_hex(), "the wallet lacks the presignature; signing interactively");
+                    self.session(ExecutionId::random(), intent, &attempt).await
+                }
+                other => other,
+            },
+            None => self.session(eid, intent, &attempt).await,
+        }
+    }
+
+    /// One signing session on the relay with the partner: opened with the intent, joined in
+    /// process, interactive or (with the intent's presignature) one round.
+    async fn session(
+        self: &Arc<Self>,
+        eid: ExecutionId,
+        intent: SpendIntent,
+        a: &SigningAttempt<'_>,
+    ) -> Result<InputSignature, SignError> {
+        let me = self.identity.x_only_public_key().0;
+        let group = SignerGroup { id: intent.input.group, policy: policy_of(a.vault).map_err(failed)? };
+        let aux: PartyAuxInfo = self.secrets.get(&aux_record(group.id)).map_err(failed)?;
+        let party = Party::with_aux_info(group, PartyRole::Provider, self.config(), aux).map_err(failed)?;
         open_session_in_process(
             &self.relay,
             &me,
             eid,
             tandem_custody::ProtocolKind::Sign,
-            &members_sorted,
+            a.members,
             Some(intent.to_json()),
         )
         .map_err(failed)?;
         let svc = self.clone();
-        let roles: Vec<PartyRole> = members_sorted.iter().map(|m| m.role).collect();
-        let signers = intent.signers.clone();
-        let psbt = intent.psbt.clone();
+        let members = a.members.to_vec();
+        let roles: Vec<PartyRole> = members.iter().map(|m| m.role).collect();
+        let (key, input) = (a.key.clone(), a.input);
+        let (signers, psbt, presignature) = (intent.signers.clone(), intent.psbt.clone(), intent.presignature);
         let result = run_on_thread(move || async move {
-            let link = svc.join(eid, &roles, &members_sorted).await?;
-            Ok(party.sign_input(&key, &signers, eid, &psbt, input, link).await?)
+            let link = svc.join(eid, &roles, &members).await?;
+            Ok(match presignature {
+                Some(id) => party.sign_input_presigned(&key, &*svc.presignatures, id, eid, &psbt, input, link).await?,
+                None => party.sign_input(&key, &signers, eid, &psbt, input, link).await?,
+            })
         })
         .await;
         let ended = self.relay.session(&me, spec_eid(eid)).ok().and_then(|v| v.ended);
         let _ = self.relay.abort(&me, spec_eid(eid), "done");
+        let partner = a.members.iter().find(|m| m.role != PartyRole::Provider).map_or(PartyRole::Wallet, |m| m.role);
         match result {
             Ok(sig) => {
-                tracing::info!(eid = %eid.to_hex(), purpose = ?intent.purpose, input = intent.input.index, "input signed");
+                tracing::info!(
+                    eid = %eid.to_hex(), purpose = ?intent.purpose, input = intent.input.index,
+                    presigned = presignature.is_some(), "input signed"
+                );
                 Ok(sig)
             }
             Err(e) => {
-                let partner_role = relay_role(partner.role);
+                let partner_role = relay_role(partner);
                 if let Some((code, detail)) = ended.as_deref().and_then(parse_refusal) {
                     tracing::warn!(signer = %partner_role, %code, %detail, purpose = ?intent.purpose, "partner refused to sign");
                     let record = RefusalRecord {
@@ -141,8 +192,8 @@ impl VaultService {
                         detail: detail.clone(),
                         purpose: serde_json::to_string(&intent.purpose).unwrap_or_default(),
                         execution_id: eid.to_hex(),
-                        group_id: Some(group_hex),
-                        account_id: Some(vault.account_id),
+                        group_id: Some(a.group_hex.to_owned()),
+                        account_id: Some(a.vault.account_id),
                     };
                     if let Err(e) = self.store.insert_refusal(&record).await {
                         tracing::error!(error = %e, "could not record a refusal");

@@ -96,6 +96,10 @@ pub enum WalletCmd {
         /// Stop after answering this many sessions.
         #[arg(long)]
         sessions: Option<usize>,
+        /// Presignatures to keep ready per address key (made with the provider while idle),
+        /// so spends are signed in one round; 0 signs interactively.
+        #[arg(long, default_value_t = 2)]
+        presignatures: usize,
     },
     /// Leave without the provider: with the vault's co-signer alone, sweep the whole vault to
     /// an address you name (2-of-3 vaults; the co-signer agrees only once the provider has been
@@ -245,8 +249,8 @@ pub async fn run(args: WalletArgs) -> anyhow::Result<()> {
                 format!("Recovery broadcast: {} ({} inputs, {} to {}, fee {})", r.txid, r.inputs, r.amount, opts.to, r.fee)
             })?;
         }
-        WalletCmd::Cosign { max_fee_sat, sessions } => {
-            let opts = super::cosign::CosignOptions { max_fee: bitcoin::Amount::from_sat(max_fee_sat), sessions };
+        WalletCmd::Cosign { max_fee_sat, sessions, presignatures } => {
+            let opts = super::cosign::CosignOptions { max_fee: bitcoin::Amount::from_sat(max_fee_sat), sessions, presignatures };
             super::cosign::run(&mut session, &opts, &super::cosign::Console).await?;
         }
         WalletCmd::Balance => {
@@ -382,6 +386,16 @@ impl Session {
         self.reload()?;
         self.file.add_secret(&self.key, name, kind, plaintext)?;
         self.file.save(&self.path).with_context(|| format!("saving the wallet {}", self.path.display()))
+    }
+
+    /// The wallet's presignatures (made with the provider for one-round signing): sealed files
+    /// beside the wallet file, in `<wallet>.presignatures/`, under a key derived from the
+    /// wallet's.
+    pub fn presignature_store(&self) -> anyhow::Result<tandem_custody::FilePresignatureStore> {
+        let mut dir = self.path.clone().into_os_string();
+        dir.push(".presignatures");
+        let key = tandem_custody::MasterKey::from_bytes(*self.key.derive("presignatures"));
+        Ok(tandem_custody::FilePresignatureStore::open(PathBuf::from(dir), tandem_custody::Keyring::new(key))?)
     }
 
     /// Reads the wallet file again (what other processes of this wallet added).

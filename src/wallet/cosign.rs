@@ -28,8 +28,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tandem_custody::policy::{wallet_check, Payment, RefusalCode, SpendRequest, WalletFacts};
 use tandem_custody::{
-    ExecutionId, InputSignature, Party, PartyRole, Refusal, SessionMember, SpendIntent, SpendPurpose, VaultKey,
+    ExecutionId, FilePresignatureStore, InputSignature, Party, PartyRole, PresignatureStore, Refusal, SessionMember,
+    SpendIntent, SpendPurpose, VaultKey,
 };
+
+use crate::provider::signing::NO_PRESIGNATURE;
 
 use super::cli::Session;
 use super::vault::{config_for, provider_info, wallet_keys, wallet_vault};
@@ -89,6 +92,9 @@ pub struct CosignOptions {
     pub max_fee: Amount,
     /// Stop after this many sessions (tests, scripts); `None`: run until killed.
     pub sessions: Option<usize>,
+    /// Presignatures to keep ready per key (made with the provider while idle), so a spend
+    /// is signed in one round; 0: always sign interactively.
+    pub presignatures: usize,
 }
 
 /// Where `cosign` reports: one line per answered session, and its status lines.
@@ -115,10 +121,25 @@ pub async fn run(session: &mut Session, opts: &CosignOptions, report: &dyn Repor
     let provider = provider_info(session).await?;
     let me = session.device().keypair().x_only_public_key().0;
     report.status(&format!("waiting for signing sessions for device {me} at {}", session.file.provider_url));
+    let store = session.presignature_store()?;
     let mut cursor = 0u64;
     let mut answered = 0usize;
+    let mut idle = true;
     loop {
-        let path = format!("/v1/mpc/sessions?after={cursor}&wait_ms={}", POLL.as_millis());
+        if idle && opts.presignatures > 0 {
+            match top_up(session, &provider, &store, opts.presignatures).await {
+                Ok(Some(line)) => report.status(&line),
+                Ok(None) => {}
+                Err(e) => report.status(&format!("could not make a presignature ({e:#})")),
+            }
+        }
+        // Short polls while the stock is being topped up, long ones once it is full.
+        let wait = if idle && opts.presignatures > 0 && stock_low(session, &store, opts.presignatures) {
+            Duration::ZERO
+        } else {
+            POLL
+        };
+        let path = format!("/v1/mpc/sessions?after={cursor}&wait_ms={}", wait.as_millis());
         let reply = match session.call("GET", &path, None).await {
             Ok(r) => r,
             Err(e) => {
@@ -128,12 +149,11 @@ pub async fn run(session: &mut Session, opts: &CosignOptions, report: &dyn Repor
             }
         };
         cursor = reply["last_seq"].as_u64().unwrap_or(cursor);
-        for s in reply["sessions"].as_array().into_iter().flatten() {
-            if s["protocol"] != "sign" {
-                continue;
-            }
+        let sessions: Vec<&Value> = reply["sessions"].as_array().into_iter().flatten().filter(|s| s["protocol"] == "sign").collect();
+        idle = sessions.is_empty();
+        for s in sessions {
             session.reload()?;
-            let line = match answer(session, &provider.identity, s, opts).await {
+            let line = match answer(session, &provider.identity, s, opts, &store).await {
                 Ok(done) => done,
                 Err(e) => format!("failed: {e:#}"),
             };
@@ -152,6 +172,7 @@ async fn answer(
     provider: &bitcoin::secp256k1::XOnlyPublicKey,
     s: &Value,
     opts: &CosignOptions,
+    store: &FilePresignatureStore,
 ) -> anyhow::Result<String> {
     let eid = s["execution_id"].as_str().and_then(ExecutionId::from_hex).context("the session has no execution id")?;
     match check(session, provider, s, opts).await {
@@ -162,16 +183,24 @@ async fn answer(
             Ok(format!("refused ({}): {}", refusal.code.as_str(), refusal.detail))
         }
         Ok(checked) => {
-            let sig = sign(session, eid, checked.clone()).await?;
+            if let Some(id) = checked.intent.presignature {
+                if !store.available(&checked.key.public_key)?.contains(&id) {
+                    let body = serde_json::json!({ "reason": format!("{NO_PRESIGNATURE} {}", id.to_hex()) });
+                    session.call("POST", &format!("/v1/mpc/sessions/{}/abort", eid.to_hex()), Some(&body)).await.ok();
+                    return Ok(format!("{NO_PRESIGNATURE} {}: asked to sign interactively", id.to_hex()));
+                }
+            }
+            let sig = sign(session, eid, checked.clone(), store).await?;
             let what = match checked.intent.purpose {
                 SpendPurpose::Withdrawal { withdrawal } => format!("withdrawal {withdrawal}"),
                 p => format!("{p:?}"),
             };
             Ok(format!(
-                "signed input {} of {} for {what} with key {}",
+                "signed input {} of {} for {what} with key {}{}",
                 checked.intent.input.index,
                 checked.intent.psbt.unsigned_tx.compute_txid(),
-                sig.public_key
+                sig.public_key,
+                if checked.intent.presignature.is_some() { " (one round, presigned)" } else { "" }
             ))
         }
     }
@@ -356,8 +385,57 @@ fn session_members(s: &Value) -> anyhow::Result<Vec<SessionMember>> {
     Ok(members)
 }
 
-/// Joins the session over the relay and runs interactive signing.
-async fn sign(session: &Session, eid: ExecutionId, c: Checked) -> anyhow::Result<InputSignature> {
+/// Whether some key has fewer than `target` presignatures ready.
+fn stock_low(session: &Session, store: &FilePresignatureStore, target: usize) -> bool {
+    wallet_keys(session)
+        .map(|keys| keys.iter().any(|k| store.available(&k.public_key).map_or(false, |a| a.len() < target)))
+        .unwrap_or(false)
+}
+
+/// Makes one presignature with the provider for the first key below `target`; answers what
+/// it did, or `None` when every key has its stock.
+async fn top_up(
+    session: &Session,
+    provider: &super::vault::ProviderInfo,
+    store: &FilePresignatureStore,
+    target: usize,
+) -> anyhow::Result<Option<String>> {
+    let Ok(vault) = wallet_vault(session) else { return Ok(None) };
+    let keys = wallet_keys(session)?;
+    let Some(key) = keys.iter().find(|k| store.available(&k.public_key).map_or(false, |a| a.len() < target)) else {
+        return Ok(None);
+    };
+    let signers = [PartyRole::Wallet, PartyRole::Provider];
+    let members = vec![
+        SessionMember::new(PartyRole::Wallet, session.device().keypair().x_only_public_key().0),
+        SessionMember::new(PartyRole::Provider, provider.identity),
+    ];
+    let intent = tandem_custody::PresignIntent { group: vault.group.id, public_key: key.public_key.to_string() };
+    let eid = ExecutionId::random();
+    let base = session.file.provider_url.clone();
+    let mut client = crate::client::Client::connect(&base).await?;
+    let intent_json = serde_json::to_value(&intent)?;
+    crate::mpc_link::open_session_http(
+        &mut client,
+        session.auth(),
+        eid,
+        tandem_custody::ProtocolKind::Presign,
+        &members,
+        Some(&intent_json),
+    )
+    .await?;
+    let link = HttpRelayLink::connect(&base, session.auth().clone(), eid, PartyRole::Wallet, &signers, JOIN)
+        .await?
+        .secure(session.device().keypair(), &members)?;
+    let party = Party::with_aux_info(vault.group.clone(), PartyRole::Wallet, config_for(vault.aux.primes_origin), vault.aux)?;
+    party.generate_presignature(key, &signers, eid, link, store).await?;
+    let have = store.available(&key.public_key)?.len();
+    Ok(Some(format!("presignature made for key {} ({have} ready)", key.public_key)))
+}
+
+/// Joins the session over the relay and signs: in one round from the intent's presignature,
+/// or interactively.
+async fn sign(session: &Session, eid: ExecutionId, c: Checked, store: &FilePresignatureStore) -> anyhow::Result<InputSignature> {
     let vault = wallet_vault(session)?;
     let party = Party::with_aux_info(vault.group.clone(), PartyRole::Wallet, config_for(vault.aux.primes_origin), vault.aux)?;
     let roles: Vec<PartyRole> = c.members.iter().map(|m| m.role).collect();
@@ -366,7 +444,10 @@ async fn sign(session: &Session, eid: ExecutionId, c: Checked) -> anyhow::Result
         .await?
         .secure(session.device().keypair(), &c.members)?;
     let input = c.intent.check_input(PartyRole::Wallet, &c.key)?;
-    Ok(party.sign_input(&c.key, &c.intent.signers, eid, &c.intent.psbt, input, link).await?)
+    Ok(match c.intent.presignature {
+        Some(id) => party.sign_input_presigned(&c.key, store, id, eid, &c.intent.psbt, input, link).await?,
+        None => party.sign_input(&c.key, &c.intent.signers, eid, &c.intent.psbt, input, link).await?,
+    })
 }
 
 #[cfg(test)]

@@ -103,6 +103,17 @@ impl WalletKey {
     fn cipher(&self) -> XChaCha20Poly1305 {
         XChaCha20Poly1305::new(chacha20poly1305::Key::from_slice(&self.0[..]))
     }
+
+    /// A separate key for another store of this wallet (HMAC-SHA256 under the wallet key), so
+    /// what is sealed there opens with the passphrase only, and never under the same key as the
+    /// wallet file.
+    pub fn derive(&self, label: &str) -> Zeroizing<[u8; 32]> {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.0[..]).expect("HMAC takes any key length");
+        mac.update(b"tandem wallet: ");
+        mac.update(label.as_bytes());
+        Zeroizing::new(mac.finalize().into_bytes().into())
+    }
 }
 
 impl fmt::Debug for WalletKey {

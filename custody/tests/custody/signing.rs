@@ -157,3 +157,44 @@ fn psbt_signing_checks_witness_utxo() {
     .unwrap_err();
     assert!(matches!(err, CustodyError::Transaction(_)), "{err}");
 }
+
+/// One-round signing over a link: each signer burns its presignature, sends its partial, and
+/// combines; both end with the same valid signature. A second attempt with the same
+/// presignature fails before anything is sent.
+#[test]
+fn presigned_signing_over_a_link_gives_every_signer_the_signature() {
+    let g = &*GROUP_2OF2;
+    let keys = g.keygen();
+    let (funding, spend) = funding_and_spend(&keys[0].script_pubkey());
+    let signers = [PartyRole::Wallet, PartyRole::Provider];
+    let stores: Vec<MemoryPresignatureStore> = (0..2).map(|_| MemoryPresignatureStore::new()).collect();
+    let pid = ExecutionId::random();
+    let futs: Vec<BoxFut<'_, tandem_custody::Result<_>>> = signer_endpoints(&signers)
+        .into_iter()
+        .map(|(role, ep)| {
+            let i = role.index() as usize;
+            Box::pin(g.party(role).generate_presignature(&keys[i], &signers, pid, ep, &stores[i])) as BoxFut<'_, _>
+        })
+        .collect();
+    run_parties(futs).into_iter().for_each(|r| {
+        r.expect("presignature");
+    });
+
+    let sign = |eid: ExecutionId| {
+        let futs: Vec<BoxFut<'_, tandem_custody::Result<InputSignature>>> = signer_endpoints(&signers)
+            .into_iter()
+            .map(|(role, ep)| {
+                let i = role.index() as usize;
+                Box::pin(g.party(role).sign_input_presigned(&keys[i], &stores[i], pid, eid, &spend, input0(), ep))
+                    as BoxFut<'_, _>
+            })
+            .collect();
+        run_parties(futs)
+    };
+    let sigs: Vec<InputSignature> = sign(ExecutionId::random()).into_iter().map(|r| r.expect("one round")).collect();
+    assert_eq!(sigs[0], sigs[1]);
+    verify_spend(&keys[0], &funding, &spend, &sigs[0]);
+    for r in sign(ExecutionId::random()) {
+        assert!(matches!(r, Err(CustodyError::PresignatureAlreadyUsed(_))), "{r:?}");
+    }
+}
