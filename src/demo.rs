@@ -52,6 +52,8 @@ pub struct DemoOptions {
     pub data_dir: PathBuf,
     pub port: u16,
     pub market_maker: bool,
+    /// Run the wallet users (carol, dave) in process.
+    pub wallets: bool,
     pub snapshot_every: u64,
 }
 
@@ -110,7 +112,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     write_credentials(&creds_path, &creds)?;
     let cosigner = start_cosigner(&opts.data_dir, &base_url, &token).await?;
     let mut wallets = Vec::new();
-    for name in crate::demo_wallets::WALLET_USERS {
+    let names = if opts.wallets { &crate::demo_wallets::WALLET_USERS[..] } else { &[][..] };
+    for &name in names {
         let faucet = crate::demo_wallets::faucet(&node)?;
         let (url, token, dir) = (base_url.clone(), token.clone(), opts.data_dir.clone());
         wallets.push(tokio::spawn(crate::demo_wallets::run_wallet(url, token, dir, name, faucet)));

@@ -24,6 +24,9 @@ enum Cmd {
         /// Do not run the built-in market maker.
         #[arg(long)]
         no_market_maker: bool,
+        /// Do not run the demo's wallet users (carol, dave).
+        #[arg(long)]
+        no_wallets: bool,
         /// Snapshot (and log a state-hash checkpoint) every this many commands.
         #[arg(long, default_value_t = 100_000)]
         snapshot_every: u64,
@@ -226,8 +229,15 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
-        Cmd::Demo { data_dir, port, no_market_maker, snapshot_every } => {
-            demo::run(demo::DemoOptions { data_dir, port, market_maker: !no_market_maker, snapshot_every }).await
+        Cmd::Demo { data_dir, port, no_market_maker, no_wallets, snapshot_every } => {
+            let opts = demo::DemoOptions {
+                data_dir,
+                port,
+                market_maker: !no_market_maker,
+                wallets: !no_wallets,
+                snapshot_every,
+            };
+            demo::run(opts).await
         }
         Cmd::Serve { data_dir, bind, operator_token, markets, http_workers, snapshot_every, master_key_file, prime_pool_target } => {
             let custody = if master_key_file.is_some() || std::env::var_os(custody_cli::MASTER_KEY_ENV).is_some() {

@@ -43,7 +43,7 @@ fn balance(dir: &Path, name: &str) -> Value {
 async fn the_demo_runs_wallets_with_their_own_vaults_and_keeps_them_across_restarts() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let demo = Demo::start(dir).await;
+    let demo = Demo::start_with_wallets(dir, free_port()).await;
     let mut groups = Vec::new();
     for name in WALLET_USERS {
         let w = wait_ready(dir, name).await;
@@ -64,7 +64,7 @@ async fn the_demo_runs_wallets_with_their_own_vaults_and_keeps_them_across_resta
     // file is bound to its provider's URL.
     let port = demo.port;
     drop(demo);
-    let _again = Demo::start_on(dir, port).await;
+    let _again = Demo::start_with_wallets(dir, port).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     for (name, group) in WALLET_USERS.iter().zip(&groups) {
         let (file, pass) = wallet_paths(dir, name);

@@ -29,13 +29,25 @@ impl Demo {
     }
 
     /// Starts on a given port (a restart that wallets made against the first run can reach).
+    /// Without the demo's wallet users, whose background commands would make the exchange's
+    /// state depend on timing.
     pub async fn start_on(dir: &Path, port: u16) -> Demo {
+        Demo::launch(dir, port, &["--no-wallets"]).await
+    }
+
+    /// Starts with the demo's wallet users running.
+    pub async fn start_with_wallets(dir: &Path, port: u16) -> Demo {
+        Demo::launch(dir, port, &[]).await
+    }
+
+    async fn launch(dir: &Path, port: u16, extra: &[&str]) -> Demo {
         let log = std::fs::File::create(dir.join(format!("demo-{port}.log"))).unwrap();
         #[allow(clippy::zombie_processes)] // Demo's Drop kills and waits
         let child = Command::new(BIN)
             // Small snapshot interval: restarts exercise snapshot + journal replay.
             .args(["demo", "--no-market-maker", "--snapshot-every", "200", "--port", &port.to_string(), "--data-dir"])
             .arg(dir)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
