@@ -56,5 +56,5 @@ pub use crate::party::{CustodyConfig, Party, PartyAuxInfo};
 pub use crate::presign::{FilePresignatureStore, MemoryPresignatureStore, PresignatureId, PresignatureStore, StoredPresignature};
 pub use crate::primes::{AuxPrimes, PrimePool, PrimesOrigin};
 pub use crate::share_store::{EncryptedShareStore, Keyring, MasterKey};
-pub use crate::sign::{combine_partial_signatures, PartialInputSignature};
+pub use crate::sign::{combine_partial_signatures, PartialInputSignature, PresignatureRef};
 pub use crate::transport::{Envelope, LocalNetwork, Link};

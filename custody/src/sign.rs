@@ -110,6 +110,13 @@ impl Party {
     }
 }
 
+/// A presignature to sign from: its id, in the store that holds this party's half.
+#[derive(Clone, Copy)]
+pub struct PresignatureRef<'s> {
+    pub store: &'s dyn PresignatureStore,
+    pub id: PresignatureId,
+}
+
 impl Party {
     /// Signs input `input.index` of `tx` in one round from presignature `presignature`, over a
     /// link among exactly the presignature's signers (session `eid`, a fresh execution id; the
@@ -119,8 +126,7 @@ impl Party {
     pub async fn sign_input_presigned<'a, L: Link>(
         &self,
         key: &VaultKey,
-        store: &dyn PresignatureStore,
-        presignature: PresignatureId,
+        presignature: PresignatureRef<'_>,
         eid: ExecutionId,
         tx: impl Into<SpendTx<'a>>,
         input: InputToSign,
@@ -128,7 +134,7 @@ impl Party {
     ) -> Result<InputSignature> {
         use futures::{SinkExt, StreamExt};
         let tx: SpendTx<'a> = tx.into();
-        let mine = self.issue_partial_signature(key, store, presignature, tx, input)?;
+        let mine = self.issue_partial_signature(key, presignature.store, presignature.id, tx, input)?;
         let signers = mine.signers.clone();
         let (info, _) = self.open_session(ProtocolKind::Sign, eid, &signers)?;
         let failed = |e: crate::error::TransportError| CustodyError::Protocol {

@@ -19,7 +19,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use bitcoin::{Amount, ScriptBuf};
-use tandem_custody::PresignatureStore;
+use tandem_custody::{PresignatureRef, PresignatureStore};
 use tandem_custody::policy::{parse_refusal, provider_check, Payment, ProviderFacts, RefusalCode, SpendRequest};
 use tandem_custody::{
     ExecutionId, InputSignature, Party, PartyAuxInfo, PartyRole, Refusal, SessionMember, SignerGroup,
@@ -164,7 +164,7 @@ impl VaultService {
         let result = run_on_thread(move || async move {
             let link = svc.join(eid, &roles, &members).await?;
             Ok(match presignature {
-                Some(id) => party.sign_input_presigned(&key, &*svc.presignatures, id, eid, &psbt, input, link).await?,
+                Some(id) => party.sign_input_presigned(&key, PresignatureRef { store: &*svc.presignatures, id }, eid, &psbt, input, link).await?,
                 None => party.sign_input(&key, &signers, eid, &psbt, input, link).await?,
             })
         })

@@ -28,7 +28,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tandem_custody::policy::{wallet_check, Payment, RefusalCode, SpendRequest, WalletFacts};
 use tandem_custody::{
-    ExecutionId, FilePresignatureStore, InputSignature, Party, PartyRole, PresignatureStore, Refusal, SessionMember,
+    ExecutionId, FilePresignatureStore, InputSignature, Party, PartyRole, PresignatureRef, PresignatureStore, Refusal,
+    SessionMember,
     SpendIntent, SpendPurpose, VaultKey,
 };
 
@@ -388,7 +389,7 @@ fn session_members(s: &Value) -> anyhow::Result<Vec<SessionMember>> {
 /// Whether some key has fewer than `target` presignatures ready.
 fn stock_low(session: &Session, store: &FilePresignatureStore, target: usize) -> bool {
     wallet_keys(session)
-        .map(|keys| keys.iter().any(|k| store.available(&k.public_key).map_or(false, |a| a.len() < target)))
+        .map(|keys| keys.iter().any(|k| store.available(&k.public_key).is_ok_and(|a| a.len() < target)))
         .unwrap_or(false)
 }
 
@@ -402,7 +403,7 @@ async fn top_up(
 ) -> anyhow::Result<Option<String>> {
     let Ok(vault) = wallet_vault(session) else { return Ok(None) };
     let keys = wallet_keys(session)?;
-    let Some(key) = keys.iter().find(|k| store.available(&k.public_key).map_or(false, |a| a.len() < target)) else {
+    let Some(key) = keys.iter().find(|k| store.available(&k.public_key).is_ok_and(|a| a.len() < target)) else {
         return Ok(None);
     };
     let signers = [PartyRole::Wallet, PartyRole::Provider];
@@ -445,7 +446,7 @@ async fn sign(session: &Session, eid: ExecutionId, c: Checked, store: &FilePresi
         .secure(session.device().keypair(), &c.members)?;
     let input = c.intent.check_input(PartyRole::Wallet, &c.key)?;
     Ok(match c.intent.presignature {
-        Some(id) => party.sign_input_presigned(&c.key, store, id, eid, &c.intent.psbt, input, link).await?,
+        Some(id) => party.sign_input_presigned(&c.key, PresignatureRef { store, id }, eid, &c.intent.psbt, input, link).await?,
         None => party.sign_input(&c.key, &c.intent.signers, eid, &c.intent.psbt, input, link).await?,
     })
 }

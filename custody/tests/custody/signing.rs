@@ -3,7 +3,7 @@
 
 use tandem_custody::{
     combine_partial_signatures, CustodyError, ExecutionId, InputSignature, MemoryPresignatureStore, PartyRole,
-    PresignatureStore,
+    PresignatureRef, PresignatureStore,
 };
 
 use crate::common::*;
@@ -185,7 +185,7 @@ fn presigned_signing_over_a_link_gives_every_signer_the_signature() {
             .into_iter()
             .map(|(role, ep)| {
                 let i = role.index() as usize;
-                Box::pin(g.party(role).sign_input_presigned(&keys[i], &stores[i], pid, eid, &spend, input0(), ep))
+                Box::pin(g.party(role).sign_input_presigned(&keys[i], PresignatureRef { store: &stores[i], id: pid }, eid, &spend, input0(), ep))
                     as BoxFut<'_, _>
             })
             .collect();
