@@ -10,14 +10,14 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use bitcoin::hashes::Hash as _;
 use bitcoin::{Address, Amount, Network};
-use common::{free_port, BIN};
-use serde_json::{json, Value};
+use common::{free_port, ok_json, KillOnDrop, BIN};
+use serde_json::json;
 use tandem::client::{Auth, Client};
 use tandem::node::{self, CustodyOptions, NodeOptions};
 use tandem_custody::MasterKey;
@@ -31,30 +31,9 @@ const DEST: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
 /// The co-signer lets a user leave once the provider is silent this long.
 const PROVIDER_TIMEOUT_SECS: u64 = 2;
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn wallet_cmd(file: &Path) -> Command {
-    let mut c = Command::new(BIN);
-    c.arg("wallet").arg("--wallet").arg(file).env("TANDEM_WALLET_PASSPHRASE", PASSPHRASE).env_remove("TANDEM_WALLET");
-    c
-}
-
-#[track_caller]
-fn ok_json(out: Output) -> Value {
-    assert!(
-        out.status.success(),
-        "tandem failed: {}\nstdout: {}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    common::wallet_cmd(file, PASSPHRASE)
 }
 
 fn recover_cmd(file: &Path, cosigner_url: &str, node: &RegtestNode) -> Command {
@@ -99,7 +78,7 @@ async fn a_user_leaves_with_the_cosigner_alone_once_the_provider_is_gone() {
     assert_eq!(s, 200, "{r}");
     let recovery_port = free_port();
     let log = std::fs::File::create(tmp.path().join("cosigner.log")).unwrap();
-    let _cosigner = Killed(
+    let _cosigner = KillOnDrop(
         Command::new(BIN)
             .args(["cosigner", "run", "--data-dir"])
             .arg(&cdir)

@@ -11,14 +11,14 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::str::FromStr;
 use std::sync::Arc;
 
 use bitcoin::absolute::LockTime;
 use bitcoin::transaction::Version;
 use bitcoin::{Address, Amount, OutPoint, Psbt, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
-use common::BIN;
+use common::{ok_json, KillOnDrop};
 use serde_json::{json, Value};
 use tandem::client::{Auth, Client};
 use tandem::node::{self, CustodyOptions, NodeOptions};
@@ -34,31 +34,9 @@ const PASSPHRASE: &str = "signing test passphrase";
 const DEST: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
 
 fn wallet_cmd(file: &Path) -> Command {
-    let mut c = Command::new(BIN);
-    c.arg("wallet").arg("--wallet").arg(file).env("TANDEM_WALLET_PASSPHRASE", PASSPHRASE).env_remove("TANDEM_WALLET");
-    c
+    common::wallet_cmd(file, PASSPHRASE)
 }
 
-#[track_caller]
-fn ok_json(out: Output) -> Value {
-    assert!(
-        out.status.success(),
-        "tandem wallet failed: {}\nstdout: {}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
-}
-
-/// The `cosign` process, killed at the end of the test whatever happens.
-struct Cosign(Child);
-
-impl Drop for Cosign {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn script_of(address: &str) -> ScriptBuf {
     Address::from_str(address).unwrap().require_network(bitcoin::Network::Regtest).unwrap().script_pubkey()
@@ -142,7 +120,7 @@ async fn the_provider_and_the_wallet_sign_only_the_withdrawal_the_user_asked_for
     let asked = w["withdrawal"]["withdrawal_id"].as_u64().unwrap();
 
     let log = std::fs::File::create(tmp.path().join("cosign.log")).unwrap();
-    let cosign = Cosign(
+    let cosign = KillOnDrop(
         wallet_cmd(&file)
             .args(["cosign", "--presignatures", "2"])
             .stdout(log.try_clone().unwrap())
@@ -186,7 +164,7 @@ async fn the_provider_and_the_wallet_sign_only_the_withdrawal_the_user_asked_for
     drop(cosign);
     std::fs::remove_dir_all(tmp.path().join("wallet.json.presignatures")).unwrap();
     let log = std::fs::File::options().append(true).open(tmp.path().join("cosign.log")).unwrap();
-    let _cosign = Cosign(
+    let _cosign = KillOnDrop(
         wallet_cmd(&file)
             .args(["cosign", "--presignatures", "0"])
             .stdout(log.try_clone().unwrap())

@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::str::FromStr;
 use std::time::Instant;
 use tandem::wallet::cli::Session;
@@ -18,26 +18,7 @@ use tandem_custody::{EncryptedShareStore, GroupId, Keyring, MasterKey, PartyAuxI
 const PASSPHRASE: &str = "vault test passphrase";
 
 fn wallet(file: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("wallet")
-        .args(args)
-        .arg("--wallet")
-        .arg(file)
-        .env("TANDEM_WALLET_PASSPHRASE", PASSPHRASE)
-        .env_remove("TANDEM_WALLET")
-        .output()
-        .expect("run tandem wallet")
-}
-
-#[track_caller]
-fn json_of(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "tandem wallet failed: {}\nstdout: {}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    wallet_cmd(file, PASSPHRASE).args(args).output().expect("run tandem wallet")
 }
 
 fn regtest_p2wpkh(address: &str) -> bitcoin::Address {
@@ -58,7 +39,7 @@ async fn a_wallet_makes_its_vault_and_two_addresses_against_the_demo() {
     let demo = Demo::start(&demo_dir).await;
     let file = tmp.path().join("wallet.json");
     let url = demo.creds.base_url.clone();
-    json_of(&wallet(&file, &["init", "--provider", &url, "--json"]));
+    ok_json(wallet(&file, &["init", "--provider", &url, "--json"]));
 
     // The demo provider says it is a demo (so --demo-primes is allowed).
     let mut c = demo.client().await;
@@ -66,12 +47,12 @@ async fn a_wallet_makes_its_vault_and_two_addresses_against_the_demo() {
     assert_eq!((s, provider["demo"].as_bool()), (200, Some(true)), "{provider}");
 
     let t = Instant::now();
-    let first = json_of(&wallet(&file, &["address", "--demo-primes", "--json"]));
+    let first = ok_json(wallet(&file, &["address", "--demo-primes", "--json"]));
     eprintln!("first address (vault + key): {:.1}s", t.elapsed().as_secs_f64());
     assert_eq!(first["vault_created"], true, "{first}");
     assert_eq!(first["key_index"], 0);
     let t = Instant::now();
-    let second = json_of(&wallet(&file, &["address", "--demo-primes", "--json"]));
+    let second = ok_json(wallet(&file, &["address", "--demo-primes", "--json"]));
     eprintln!("second address (key): {:.1}s", t.elapsed().as_secs_f64());
     assert_eq!(second["vault_created"], false, "{second}");
     assert_eq!(second["key_index"], 1);

@@ -120,3 +120,32 @@ pub fn segments(dir: &Path) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// `tandem wallet --wallet FILE ...` with the passphrase in the environment.
+pub fn wallet_cmd(file: &Path, passphrase: &str) -> Command {
+    let mut c = Command::new(BIN);
+    c.arg("wallet").arg("--wallet").arg(file).env("TANDEM_WALLET_PASSPHRASE", passphrase).env_remove("TANDEM_WALLET");
+    c
+}
+
+/// A successful command's stdout as JSON; otherwise the test fails with its stderr.
+#[track_caller]
+pub fn ok_json(out: std::process::Output) -> Value {
+    assert!(
+        out.status.success(),
+        "tandem failed: {}\nstdout: {}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// A child process killed (and reaped) when dropped, also when a test fails.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
