@@ -111,10 +111,11 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     };
     write_credentials(&creds_path, &creds)?;
     let cosigner = start_cosigner(&opts.data_dir, &base_url, &token).await?;
+    let (devnet, miner, deposits) = start_chain(&node)?;
     let mut wallets = Vec::new();
     let names = if opts.wallets { &crate::demo_wallets::WALLET_USERS[..] } else { &[][..] };
     for &name in names {
-        let faucet = crate::demo_wallets::faucet(&node)?;
+        let faucet = crate::demo_wallets::faucet(devnet.clone());
         let (url, token, dir) = (base_url.clone(), token.clone(), opts.data_dir.clone());
         wallets.push(tokio::spawn(crate::demo_wallets::run_wallet(url, token, dir, name, faucet)));
     }
@@ -136,10 +137,38 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         b.abort();
     }
     cosigner.abort();
+    miner.abort();
+    deposits.abort();
     for w in wallets {
         w.abort();
     }
     node.shutdown().await
+}
+
+/// Blocks between two demo blocks.
+const DEMO_BLOCK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The demo's chain: an embedded regtest devnet mining a block every few seconds, and the
+/// deposit service crediting what arrives at vault addresses (after one confirmation, or at
+/// once from a vault). The devnet lives in memory: a restarted demo starts a fresh chain.
+fn start_chain(
+    node: &Node,
+) -> anyhow::Result<(std::sync::Arc<tandem_settlement::Devnet>, tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>)> {
+    let devnet = tandem_settlement::Devnet::new(tandem_settlement::DevnetConfig::default())?;
+    let miner = devnet.spawn_miner(DEMO_BLOCK_INTERVAL);
+    let deposits = crate::deposits::DepositService {
+        chain: devnet.clone(),
+        sequencer: node.sequencer.clone(),
+        store: node.store.clone(),
+        btc: node.engine_config.asset_by_symbol("BTC").context("BTC asset")?,
+        policy: tandem_settlement::deposits::DepositPolicy { confirmations: 1 },
+        // A fresh devnet: its first blocks are the faucet's, cheap to scan.
+        start_height: 0,
+        interval: Duration::from_secs(1),
+        reversals_pending: Default::default(),
+    }
+    .spawn();
+    Ok((devnet, miner, deposits))
 }
 
 /// The demo's co-signer, in this process but with its own data dir, master key and identity,

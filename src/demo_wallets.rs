@@ -8,17 +8,16 @@
 //! <data>/wallets/carol.passphrase balance`.
 //!
 //! Made once, in the background after the API is up (a vault's aux info takes seconds even with
-//! the fixture primes); a restart reopens them.
+//! the fixture primes), and funded with a real devnet deposit to the vault's address, which
+//! the deposit service credits once it confirms; a restart reopens them.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tandem_matching::{AccountId, Amount, Command};
 
 use crate::client::{Auth, Client};
-use crate::node::Node;
 use crate::wallet::cli::Session;
 use crate::wallet::cosign::{CosignOptions, Report};
 use crate::wallet::keystore::Passphrase;
@@ -70,21 +69,13 @@ pub async fn run_wallet(node_url: String, token: String, data_dir: PathBuf, name
     }
 }
 
-/// Credits the demo faucet's BTC to an account (the demo's stand-in for a chain deposit).
-pub type FundBtc = Box<dyn Fn(AccountId) -> futures::future::BoxFuture<'static, anyhow::Result<()>> + Send + Sync>;
+/// Sends BTC to a vault address (the demo's chain faucet): the deposit service credits it once
+/// it confirms, like any deposit.
+pub type FundBtc = Box<dyn Fn(bitcoin::ScriptBuf) -> anyhow::Result<bitcoin::Txid> + Send + Sync>;
 
-/// The faucet of a node: a BTC credit through the sequencer.
-pub fn faucet(node: &Node) -> anyhow::Result<FundBtc> {
-    let btc = node.engine_config.asset_by_symbol("BTC").context("BTC asset")?;
-    let sequencer = node.sequencer.clone();
-    Ok(Box::new(move |account| {
-        let sequencer = sequencer.clone();
-        Box::pin(async move {
-            let reference = format!("demo-faucet:wallet-{}", account.0);
-            sequencer.submit(Command::CreditDeposit { account, asset: btc, amount: Amount(BTC_EACH), reference }).await?;
-            Ok(())
-        })
-    }))
+/// The devnet's faucet.
+pub fn faucet(devnet: std::sync::Arc<tandem_settlement::Devnet>) -> FundBtc {
+    Box::new(move |script| Ok(devnet.faucet(&script, bitcoin::Amount::from_sat(BTC_EACH))?))
 }
 
 async fn ready(
@@ -110,7 +101,13 @@ async fn ready(
     let account = session.file.account_id;
     let quiet = |_: &str| {};
     let made = new_address(&mut session, true, CosignerChoice::ProvidersFirst, &quiet).await?;
-    funder(AccountId(account)).await?;
+    let vault_script = made
+        .address
+        .parse::<bitcoin::Address<bitcoin::address::NetworkUnchecked>>()?
+        .assume_checked()
+        .script_pubkey();
+    let txid = funder(vault_script)?;
+    tracing::info!(wallet = name, %txid, "demo wallet funded on the devnet");
     let mut c = Client::connect(url).await?;
     let body = json!({"account_id": account, "asset": "USD", "amount": USD_EACH, "reference": format!("demo-wire-{name}")});
     let (status, reply) = c.send("POST", "/v1/operator/deposits", Some(&body), &Auth::Operator(token.into())).await?;

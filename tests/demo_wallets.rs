@@ -47,9 +47,17 @@ async fn the_demo_runs_wallets_with_their_own_vaults_and_keeps_them_across_resta
     let mut groups = Vec::new();
     for name in WALLET_USERS {
         let w = wait_ready(dir, name).await;
-        let b = balance(dir, name);
-        let btc = b["balances"].as_array().unwrap().iter().find(|x| x["asset"] == "BTC").unwrap().clone();
-        assert_eq!(btc["available"], "2.00000000", "{b}");
+        // Funded by a devnet deposit to its vault address, credited once the block confirms it.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let b = balance(dir, name);
+            let btc = b["balances"].as_array().unwrap().iter().find(|x| x["asset"] == "BTC").cloned();
+            if btc.as_ref().is_some_and(|x| x["available"] == "2.00000000") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{name} was not credited its devnet deposit: {b}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         let (file, pass) = wallet_paths(dir, name);
         let session = Session::open(&file, Some(&pass)).unwrap();
         let vaults = session.call("GET", "/v1/vaults", None).await.unwrap();

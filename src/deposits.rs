@@ -1,0 +1,148 @@
+//! The deposit service: watches the chain for outputs paying vault addresses and credits them
+//! in the ledger, through the sequencer like every other change.
+//!
+//! The rules are the scanner's (`tandem_settlement::deposits`): credit once per outpoint, at 0
+//! confirmations when the provider co-signed every input (a vault-to-vault move nobody can
+//! double-spend), otherwise after `confirmations` blocks. The credit's reference is
+//! `chain:<txid>:<vout>`, so the engine refuses a second credit of the same outpoint even after
+//! a restart (the scanner's own memory starts empty and rescans from its start height).
+//!
+//! The vault addresses to watch come from the store (registered by the provider's vault
+//! service); each belongs to its vault's account.
+//!
+//! Not yet: a deposit that a reorg removes after it was credited is reported (an `ALERT` in the
+//! error log, counted in `reversals_pending`) but not yet taken back from the ledger; the
+//! engine's reversal (and the account freeze when the funds were spent) comes next. Change
+//! that settlement batches will pay back to vaults must then be told apart from deposits.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tandem_matching::{AccountId, Amount, AssetId, Command, Event, RejectReason, SequencerHandle};
+use tandem_settlement::deposits::{DepositEvent, DepositPolicy, DepositScanner};
+use tandem_settlement::Chain;
+use tandem_store::Store;
+
+pub struct DepositService {
+    pub chain: Arc<dyn Chain>,
+    pub sequencer: SequencerHandle,
+    pub store: Store,
+    pub btc: AssetId,
+    pub policy: DepositPolicy,
+    /// Scan from this height (the chain's history before it holds no vault outputs).
+    pub start_height: u32,
+    pub interval: Duration,
+    /// Reversals waiting for an operator (see the module docs).
+    pub reversals_pending: Arc<AtomicI64>,
+}
+
+/// The engine reference of a chain deposit.
+pub fn deposit_reference(outpoint: &bitcoin::OutPoint) -> String {
+    format!("chain:{}:{}", outpoint.txid, outpoint.vout)
+}
+
+impl DepositService {
+    /// Scans until the task is dropped.
+    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move { self.run().await })
+    }
+
+    async fn run(self) {
+        let mut scanner = DepositScanner::new(self.policy, self.start_height);
+        let mut watched: HashMap<String, ()> = HashMap::new();
+        let network = self.chain.network();
+        // Credits the sequencer could not take yet (stopped, overloaded): the scanner reports
+        // an outpoint once, so they wait here, never dropped.
+        let mut unapplied: Vec<DepositEvent> = Vec::new();
+        loop {
+            if let Err(e) = self.watch_new(&mut scanner, &mut watched, network).await {
+                tracing::warn!(error = %format!("{e:#}"), "deposit service cannot read the vault addresses");
+            }
+            match scanner.poll(&*self.chain).await {
+                Ok(events) => unapplied.extend(events),
+                Err(e) => tracing::warn!(error = %e, "deposit service cannot read the chain; retrying"),
+            }
+            let mut left = Vec::new();
+            for event in unapplied.drain(..) {
+                if let Some(again) = self.apply(event).await {
+                    left.push(again);
+                }
+            }
+            unapplied = left;
+            tokio::time::sleep(self.interval).await;
+        }
+    }
+
+    /// Watches the vault addresses registered since the last round.
+    async fn watch_new(
+        &self,
+        scanner: &mut DepositScanner,
+        watched: &mut HashMap<String, ()>,
+        network: bitcoin::Network,
+    ) -> anyhow::Result<()> {
+        let mut owners: HashMap<String, AccountId> = HashMap::new();
+        for a in self.store.all_vault_addresses().await? {
+            if watched.contains_key(&a.address) {
+                continue;
+            }
+            let account = match owners.get(&a.group_id) {
+                Some(acc) => *acc,
+                None => {
+                    let Some(v) = self.store.vault(&a.group_id).await? else { continue };
+                    owners.insert(a.group_id.clone(), v.account_id);
+                    v.account_id
+                }
+            };
+            let address = a.address.parse::<bitcoin::Address<bitcoin::address::NetworkUnchecked>>()?;
+            let script = address.require_network(network)?.script_pubkey();
+            scanner.watch(script, account.0);
+            watched.insert(a.address, ());
+        }
+        Ok(())
+    }
+
+    /// Applies one event; answers it back if it must be tried again.
+    async fn apply(&self, event: DepositEvent) -> Option<DepositEvent> {
+        match event {
+            DepositEvent::Credit { outpoint, account, amount, instant, confirmations } => {
+                let reference = deposit_reference(&outpoint);
+                let command = Command::CreditDeposit {
+                    account: AccountId(account),
+                    asset: self.btc,
+                    amount: Amount(amount.to_sat()),
+                    reference: reference.clone(),
+                };
+                match self.sequencer.submit(command).await {
+                    Ok(applied) => {
+                        let rejected = applied.events.iter().find_map(|e| match e {
+                            Event::Rejected { reason } => Some(*reason),
+                            _ => None,
+                        });
+                        match rejected {
+                            None => tracing::info!(
+                                %reference, account, sat = amount.to_sat(), instant, confirmations, "deposit credited"
+                            ),
+                            Some(RejectReason::DuplicateDeposit) => {}
+                            Some(reason) => tracing::error!(%reference, account, %reason, "ALERT: the ledger refused a deposit"),
+                        }
+                        None
+                    }
+                    Err(e) => {
+                        tracing::warn!(%reference, error = %e, "deposit not submitted yet; retrying");
+                        Some(DepositEvent::Credit { outpoint, account, amount, instant, confirmations })
+                    }
+                }
+            }
+            DepositEvent::Reverse { outpoint, account, amount } => {
+                self.reversals_pending.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    reference = %deposit_reference(&outpoint), account, sat = amount.to_sat(),
+                    "ALERT: a credited deposit left the chain; an operator must reverse it"
+                );
+                None
+            }
+        }
+    }
+}

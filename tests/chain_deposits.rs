@@ -1,0 +1,118 @@
+//! Chain deposits, end to end on the embedded devnet: a wallet's vault address (made with the
+//! real binary) receives bitcoin from outside; the deposit service credits it once the block
+//! confirms it, never before and never twice (also when the service starts again and rescans).
+
+mod common;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bitcoin::{Address, Amount, Network};
+use common::ok_json;
+use serde_json::{json, Value};
+use tandem::client::{Auth, Client};
+use tandem::deposits::DepositService;
+use tandem::node::{self, CustodyOptions, NodeOptions};
+use tandem::wallet::cli::Session;
+use tandem_custody::MasterKey;
+use tandem_gateway::GatewayConfig;
+use tandem_matching::{ExchangeConfig, SequencerConfig};
+use tandem_settlement::deposits::DepositPolicy;
+use tandem_settlement::{Devnet, DevnetConfig};
+
+const TOKEN: &str = "chain-deposits-test-token";
+const PASSPHRASE: &str = "deposit test passphrase";
+
+async fn btc_and_deposits(session: &Session) -> (String, Vec<Value>) {
+    let b = session.call("GET", "/v1/balances", None).await.unwrap();
+    let btc = b["balances"].as_array().unwrap().iter().find(|x| x["asset"] == "BTC").map(|x| x["available"].as_str().unwrap().to_owned());
+    let d = session.call("GET", "/v1/deposits", None).await.unwrap();
+    (btc.unwrap_or_else(|| "0".into()), d["deposits"].as_array().unwrap().clone())
+}
+
+fn service(node: &node::Node, devnet: &Arc<Devnet>) -> tokio::task::JoinHandle<()> {
+    DepositService {
+        chain: devnet.clone(),
+        sequencer: node.sequencer.clone(),
+        store: node.store.clone(),
+        btc: node.engine_config.asset_by_symbol("BTC").unwrap(),
+        policy: DepositPolicy { confirmations: 2 },
+        start_height: 0,
+        interval: Duration::from_millis(100),
+        reversals_pending: Default::default(),
+    }
+    .spawn()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outside_deposit_is_credited_once_after_its_confirmations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = node::start(NodeOptions {
+        data_dir: tmp.path().join("node"),
+        custody: Some(CustodyOptions { master_key: MasterKey::generate(), prime_pool_target: 0, demo: true }),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        exchange: ExchangeConfig::default(),
+        gateway: GatewayConfig { operator_token: TOKEN.into(), bitcoin_network: Network::Regtest, ..GatewayConfig::default() },
+        sequencer: SequencerConfig::default(),
+        http_workers: 2,
+    })
+    .await
+    .unwrap();
+    let url = node.base_url();
+    let mut c = Client::connect(&url).await.unwrap();
+    let (s, code) = c.send("POST", "/v1/operator/enrolment-codes", Some(&json!({})), &Auth::Operator(TOKEN.into())).await.unwrap();
+    assert_eq!(s, 200, "{code}");
+    let file = tmp.path().join("wallet.json");
+    let wallet = |args: &[&str]| common::wallet_cmd(&file, PASSPHRASE).args(args).output().unwrap();
+    ok_json(wallet(&["init", "--provider", &url, "--enrolment-code", code["code"].as_str().unwrap(), "--json"]));
+    let made = ok_json(wallet(&["address", "--demo-primes", "--json"]));
+    let vault = Address::from_str(made["address"].as_str().unwrap()).unwrap().require_network(Network::Regtest).unwrap();
+    let pass = tmp.path().join("pass");
+    std::fs::write(&pass, PASSPHRASE).unwrap();
+    let session = Session::open(&file, Some(&pass)).unwrap();
+
+    let devnet = Devnet::new(DevnetConfig::default()).unwrap();
+    let first = service(&node, &devnet);
+    let txid = devnet.faucet(&vault.script_pubkey(), Amount::from_sat(1_234_567)).unwrap();
+    let wait = || tokio::time::sleep(Duration::from_millis(600));
+
+    // In the mempool, then one confirmation: not yet (two are asked for).
+    wait().await;
+    assert_eq!(btc_and_deposits(&session).await.0, "0.00000000");
+    devnet.mine(1, None).unwrap();
+    wait().await;
+    assert_eq!(btc_and_deposits(&session).await.0, "0.00000000");
+
+    // The second confirmation credits it, with the outpoint as its reference.
+    devnet.mine(1, None).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let deposits = loop {
+        let (btc, deposits) = btc_and_deposits(&session).await;
+        if btc == "0.01234567" {
+            break deposits;
+        }
+        assert!(Instant::now() < deadline, "not credited: {btc}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let vout = devnet_vout(&devnet, &txid, &vault).await;
+    assert_eq!(deposits.len(), 1, "{deposits:?}");
+    assert_eq!(deposits[0]["reference"], format!("chain:{txid}:{vout}"));
+
+    // A restarted service rescans the whole chain: the engine still credits it once.
+    first.abort();
+    let second = service(&node, &devnet);
+    devnet.mine(3, None).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (btc, deposits) = btc_and_deposits(&session).await;
+    assert_eq!((btc.as_str(), deposits.len()), ("0.01234567", 1));
+    second.abort();
+    node.shutdown().await.unwrap();
+}
+
+/// The output of `txid` that pays `to`.
+async fn devnet_vout(devnet: &Devnet, txid: &bitcoin::Txid, to: &Address) -> u32 {
+    let chain: &dyn tandem_settlement::Chain = devnet;
+    let utxos = chain.utxos(&[to.script_pubkey()]).await.unwrap();
+    utxos.iter().find(|u| u.outpoint.txid == *txid).expect("the deposit's output").outpoint.vout
+}
