@@ -10,10 +10,11 @@
 //! The vault addresses to watch come from the store (registered by the provider's vault
 //! service); each belongs to its vault's account.
 //!
-//! Not yet: a deposit that a reorg removes after it was credited is reported (an `ALERT` in the
-//! error log, counted in `reversals_pending`) but not yet taken back from the ledger; the
-//! engine's reversal (and the account freeze when the funds were spent) comes next. Change
-//! that settlement batches will pay back to vaults must then be told apart from deposits.
+//! A deposit a reorg removes after it was credited is taken back (`Command::ReverseDeposit`).
+//! If the account already spent it, the engine freezes the account and cancels its orders; if
+//! that is still not enough the reversal waits for an operator: an `ALERT` in the error log,
+//! counted in `reversals_pending`. (Change that settlement batches will pay back to vaults must
+//! be told apart from deposits once batches exist.)
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -136,11 +137,36 @@ impl DepositService {
                 }
             }
             DepositEvent::Reverse { outpoint, account, amount } => {
-                self.reversals_pending.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(
-                    reference = %deposit_reference(&outpoint), account, sat = amount.to_sat(),
-                    "ALERT: a credited deposit left the chain; an operator must reverse it"
-                );
+                let reference = deposit_reference(&outpoint);
+                let command = Command::ReverseDeposit { asset: self.btc, reference: reference.clone() };
+                let applied = match self.sequencer.submit(command).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(%reference, error = %e, "reversal not submitted yet; retrying");
+                        return Some(DepositEvent::Reverse { outpoint, account, amount });
+                    }
+                };
+                for e in &applied.events {
+                    match e {
+                        Event::DepositReversed { .. } => {
+                            tracing::warn!(%reference, account, sat = amount.to_sat(), "deposit reversed: the chain lost it")
+                        }
+                        Event::AccountFrozen { account } => {
+                            tracing::error!(%reference, account = account.0, "ALERT: account frozen: it spent a deposit the chain lost")
+                        }
+                        Event::DepositReversalPending { .. } => {
+                            self.reversals_pending.fetch_add(1, Ordering::Relaxed);
+                            tracing::error!(
+                                %reference, account, sat = amount.to_sat(),
+                                "ALERT: a lost deposit could not be taken back (spent); an operator must settle it"
+                            );
+                        }
+                        Event::Rejected { reason } => {
+                            tracing::error!(%reference, account, %reason, "ALERT: the ledger refused a deposit reversal")
+                        }
+                        _ => {}
+                    }
+                }
                 None
             }
         }

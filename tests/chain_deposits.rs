@@ -1,6 +1,7 @@
 //! Chain deposits, end to end on the embedded devnet: a wallet's vault address (made with the
 //! real binary) receives bitcoin from outside; the deposit service credits it once the block
-//! confirms it, never before and never twice (also when the service starts again and rescans).
+//! confirms it, never before and never twice (also when the service starts again and rescans),
+//! and takes it back when a reorg drops it.
 
 mod common;
 
@@ -106,6 +107,18 @@ async fn an_outside_deposit_is_credited_once_after_its_confirmations() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (btc, deposits) = btc_and_deposits(&session).await;
     assert_eq!((btc.as_str(), deposits.len()), ("0.01234567", 1));
+
+    // A reorg drops the deposit's transaction: the credit is taken back, exactly.
+    devnet.reorg_dropping(5, &[txid], 6).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (btc, _) = btc_and_deposits(&session).await;
+        if btc == "0.00000000" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the lost deposit was not reversed: {btc}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     second.abort();
     node.shutdown().await.unwrap();
 }

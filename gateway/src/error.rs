@@ -111,11 +111,12 @@ impl ResponseError for ApiError {
 pub fn reject_status(reason: RejectReason) -> StatusCode {
     use RejectReason::*;
     match reason {
-        UnknownAccount | UnknownAsset | UnknownMarket | UnknownOrder | UnknownWithdrawal => StatusCode::NOT_FOUND,
-        AccountCannotTrade => StatusCode::FORBIDDEN,
-        AlreadyConfigured | DuplicateDeposit | DuplicateClientOrderId(_) | MarketHalted | AlreadyHalted | NotHalted => {
-            StatusCode::CONFLICT
+        UnknownAccount | UnknownAsset | UnknownMarket | UnknownOrder | UnknownWithdrawal | UnknownDeposit => {
+            StatusCode::NOT_FOUND
         }
+        AccountCannotTrade | AccountFrozen => StatusCode::FORBIDDEN,
+        AlreadyConfigured | DuplicateDeposit | DuplicateClientOrderId(_) | MarketHalted | AlreadyHalted | NotHalted
+        | DepositAlreadyReversed | AlreadyFrozen | NotFrozen => StatusCode::CONFLICT,
         ReservedAccountKind | ZeroAmount | SupplyExceeded | InsufficientBalance | PriceOffTick | QuantityOffLot
         | OutOfRange | BelowMinNotional | WouldTakeLiquidity | FillOrKillUnfillable | AmendNoChange
         | AmendBelowFilled => StatusCode::BAD_REQUEST,
@@ -233,6 +234,11 @@ mod tests {
             DuplicateClientOrderId(tandem_matching::OrderId(1)),
             AmendNoChange,
             AmendBelowFilled,
+            UnknownDeposit,
+            DepositAlreadyReversed,
+            AccountFrozen,
+            AlreadyFrozen,
+            NotFrozen,
             AlreadyHalted,
             NotHalted,
         ] {

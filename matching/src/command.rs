@@ -11,6 +11,13 @@ pub enum Command {
     OpenAccount { kind: AccountKind },
     /// Idempotent by `(asset, reference)`: an outpoint `txid:vout` or a fiat reference.
     CreditDeposit { account: AccountId, asset: AssetId, amount: Amount, reference: String },
+    /// Takes back a credited deposit the chain lost (a reorg). If the account no longer has the
+    /// amount available, the account is frozen and its orders cancelled; if that frees enough,
+    /// the deposit is reversed, otherwise the reversal waits (an operator resolves it).
+    ReverseDeposit { asset: AssetId, reference: String },
+    /// No new orders, amends or withdrawals for this account until unfrozen (cancels allowed).
+    FreezeAccount { account: AccountId },
+    UnfreezeAccount { account: AccountId },
     /// Debits `available` at once and keeps the amount locked until settlement completes or fails it.
     RequestWithdrawal { account: AccountId, asset: AssetId, amount: Amount, destination: String },
     CompleteWithdrawal { withdrawal: WithdrawalId },
@@ -43,6 +50,9 @@ impl Command {
             Command::Genesis(_) => "genesis",
             Command::OpenAccount { .. } => "open_account",
             Command::CreditDeposit { .. } => "credit_deposit",
+            Command::ReverseDeposit { .. } => "reverse_deposit",
+            Command::FreezeAccount { .. } => "freeze_account",
+            Command::UnfreezeAccount { .. } => "unfreeze_account",
             Command::RequestWithdrawal { .. } => "request_withdrawal",
             Command::CompleteWithdrawal { .. } => "complete_withdrawal",
             Command::FailWithdrawal { .. } => "fail_withdrawal",

@@ -13,7 +13,7 @@ use crate::book::{MarketBook, OrderSlab, RestingOrder, NIL};
 use crate::command::*;
 use crate::config::{EngineConfig, MAX_UNITS};
 use crate::event::*;
-use crate::ledger::{Balance, Ledger, PendingWithdrawal};
+use crate::ledger::{Balance, DepositRecord, Ledger, PendingWithdrawal};
 use crate::types::*;
 use rustc_hash::FxHashMap;
 use std::cmp::min;
@@ -270,6 +270,9 @@ impl Engine {
             Command::CreditDeposit { account, asset, amount, reference } => {
                 self.credit_deposit(*account, *asset, *amount, reference, out)
             }
+            Command::ReverseDeposit { asset, reference } => self.reverse_deposit(*asset, reference, out),
+            Command::FreezeAccount { account } => self.freeze(*account, out),
+            Command::UnfreezeAccount { account } => self.unfreeze(*account, out),
             Command::RequestWithdrawal { account, asset, amount, destination } => {
                 self.request_withdrawal(*account, *asset, *amount, destination, out)
             }
@@ -342,17 +345,72 @@ impl Engine {
             return Err(RejectReason::ZeroAmount);
         }
         let key = (asset, reference.to_owned());
-        if self.ledger.deposit_refs.contains(&key) {
+        if self.ledger.deposits.get(&key).is_some_and(|d| !d.reversed) {
             return Err(RejectReason::DuplicateDeposit);
         }
         let cap = self.config.assets[asset.0 as usize].max_supply.0 as u128;
         if self.ledger.outstanding(asset) + amount.0 as u128 > cap {
             return Err(RejectReason::SupplyExceeded);
         }
-        self.ledger.deposit_refs.insert(key);
+        self.ledger.deposits.insert(key, DepositRecord { account, amount, reversed: false });
         self.ledger.totals[asset.0 as usize].deposited += amount.0 as u128;
         self.ledger.credit(account, asset, amount);
         out.push(Event::DepositCredited { account, asset, amount, reference: reference.to_owned() });
+        Ok(())
+    }
+
+    fn reverse_deposit(&mut self, asset: AssetId, reference: &str, out: &mut Vec<Event>) -> Result<(), RejectReason> {
+        let key = (asset, reference.to_owned());
+        let record = self.ledger.deposits.get(&key).ok_or(RejectReason::UnknownDeposit)?;
+        if record.reversed {
+            return Err(RejectReason::DepositAlreadyReversed);
+        }
+        let (account, amount) = (record.account, record.amount);
+        if self.ledger.available(account, asset) < amount {
+            // Spent already (traded, locked in orders or withdrawals): stop the account and free
+            // what its orders hold; what is still missing needs an operator.
+            if self.ledger.frozen.insert(account) {
+                out.push(Event::AccountFrozen { account });
+            }
+            self.cancel_all(Some(account), None, out)?;
+            if self.ledger.available(account, asset) < amount {
+                out.push(Event::DepositReversalPending { account, asset, amount, reference: reference.to_owned() });
+                return Ok(());
+            }
+        }
+        self.ledger.debit(account, asset, amount);
+        self.ledger.totals[asset.0 as usize].deposited -= amount.0 as u128;
+        if let Some(d) = self.ledger.deposits.get_mut(&key) {
+            d.reversed = true;
+        }
+        out.push(Event::DepositReversed { account, asset, amount, reference: reference.to_owned() });
+        Ok(())
+    }
+
+    fn freeze(&mut self, account: AccountId, out: &mut Vec<Event>) -> Result<(), RejectReason> {
+        self.trading_account(account)?;
+        if !self.ledger.frozen.insert(account) {
+            return Err(RejectReason::AlreadyFrozen);
+        }
+        out.push(Event::AccountFrozen { account });
+        Ok(())
+    }
+
+    fn unfreeze(&mut self, account: AccountId, out: &mut Vec<Event>) -> Result<(), RejectReason> {
+        if !self.ledger.exists(account) {
+            return Err(RejectReason::UnknownAccount);
+        }
+        if !self.ledger.frozen.remove(&account) {
+            return Err(RejectReason::NotFrozen);
+        }
+        out.push(Event::AccountUnfrozen { account });
+        Ok(())
+    }
+
+    fn not_frozen(&self, account: AccountId) -> Result<(), RejectReason> {
+        if self.ledger.frozen.contains(&account) {
+            return Err(RejectReason::AccountFrozen);
+        }
         Ok(())
     }
 
@@ -365,6 +423,7 @@ impl Engine {
         out: &mut Vec<Event>,
     ) -> Result<(), RejectReason> {
         self.check_account_asset(account, asset)?;
+        self.not_frozen(account)?;
         if amount.is_zero() {
             return Err(RejectReason::ZeroAmount);
         }
@@ -417,6 +476,7 @@ impl Engine {
 
     fn place_order(&mut self, order: &NewOrder, ts: Timestamp, out: &mut Vec<Event>) -> Result<(), RejectReason> {
         self.trading_account(order.account)?;
+        self.not_frozen(order.account)?;
         let rules = self.open_market(order.market)?;
         let (price, tif, post_only, is_market) = match order.kind {
             OrderKind::Limit { price, time_in_force, post_only } => (price, time_in_force, post_only, false),
@@ -710,6 +770,7 @@ impl Engine {
         if !self.ledger.exists(account) {
             return Err(RejectReason::UnknownAccount);
         }
+        self.not_frozen(account)?;
         let slot = self.find_order(account, order)?;
         self.remove_resting(slot, CloseReason::Canceled, out);
         Ok(())
@@ -933,6 +994,11 @@ impl Engine {
 
     pub fn is_halted(&self, market: MarketId) -> Option<bool> {
         self.books.get(market.0 as usize).map(|b| b.halted)
+    }
+
+    /// Whether the account may not trade or withdraw now.
+    pub fn is_frozen(&self, account: AccountId) -> bool {
+        self.ledger.frozen.contains(&account)
     }
 
     pub fn pending_withdrawals(&self) -> Vec<(WithdrawalId, PendingWithdrawal)> {

@@ -10,6 +10,13 @@ pub enum Event {
     Configured { assets: u16, markets: u16 },
     AccountOpened { account: AccountId, kind: AccountKind },
     DepositCredited { account: AccountId, asset: AssetId, amount: Amount, reference: String },
+    /// A credited deposit was taken back (the chain lost it).
+    DepositReversed { account: AccountId, asset: AssetId, amount: Amount, reference: String },
+    /// A deposit must be taken back but the account has spent it: the account is frozen and the
+    /// reversal waits for an operator.
+    DepositReversalPending { account: AccountId, asset: AssetId, amount: Amount, reference: String },
+    AccountFrozen { account: AccountId },
+    AccountUnfrozen { account: AccountId },
     WithdrawalRequested {
         withdrawal: WithdrawalId,
         account: AccountId,
@@ -161,6 +168,16 @@ pub enum RejectReason {
     AlreadyHalted,
     #[error("market is not halted")]
     NotHalted,
+    #[error("no deposit with this reference")]
+    UnknownDeposit,
+    #[error("this deposit was already reversed")]
+    DepositAlreadyReversed,
+    #[error("the account is frozen")]
+    AccountFrozen,
+    #[error("the account is already frozen")]
+    AlreadyFrozen,
+    #[error("the account is not frozen")]
+    NotFrozen,
 }
 
 impl RejectReason {
@@ -191,6 +208,11 @@ impl RejectReason {
             RejectReason::AmendBelowFilled => "amend_below_filled",
             RejectReason::AlreadyHalted => "already_halted",
             RejectReason::NotHalted => "not_halted",
+            RejectReason::UnknownDeposit => "unknown_deposit",
+            RejectReason::DepositAlreadyReversed => "deposit_already_reversed",
+            RejectReason::AccountFrozen => "account_frozen",
+            RejectReason::AlreadyFrozen => "already_frozen",
+            RejectReason::NotFrozen => "not_frozen",
         }
     }
 }

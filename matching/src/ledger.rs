@@ -4,7 +4,7 @@
 //! each of which records the touched `(account, asset)` so the engine can report the new balance.
 
 use crate::types::*;
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -37,6 +37,15 @@ pub struct PendingWithdrawal {
     pub destination: String,
 }
 
+/// A credited deposit, kept so a reorg can take it back exactly.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DepositRecord {
+    pub account: AccountId,
+    pub amount: Amount,
+    /// Taken back (the chain lost it). A reversed deposit may be credited again if it returns.
+    pub reversed: bool,
+}
+
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Ledger {
     pub(crate) n_assets: usize,
@@ -44,7 +53,11 @@ pub(crate) struct Ledger {
     /// Flat: account `a` (1-based) and asset `s` live at `(a - 1) * n_assets + s`.
     pub(crate) balances: Vec<Balance>,
     pub(crate) totals: Vec<AssetTotals>,
-    pub(crate) deposit_refs: FxHashSet<(AssetId, String)>,
+    /// Every deposit by `(asset, reference)`: a reference is credited once (unless reversed).
+    pub(crate) deposits: FxHashMap<(AssetId, String), DepositRecord>,
+    /// Accounts that may not trade or withdraw (a reversed deposit was already spent, or an
+    /// operator froze them).
+    pub(crate) frozen: FxHashSet<AccountId>,
     pub(crate) withdrawals: BTreeMap<WithdrawalId, PendingWithdrawal>,
     pub(crate) next_withdrawal: u64,
     /// Scratch: balances changed by the command being applied.
@@ -114,6 +127,12 @@ impl Ledger {
         let b = self.slot(account, asset);
         b.locked = b.locked.checked_sub(amount).expect("unlock more than locked");
         b.available = b.available.checked_add(amount).expect("available overflow");
+    }
+
+    /// Takes `amount` out of the available balance (a reversed deposit).
+    pub(crate) fn debit(&mut self, account: AccountId, asset: AssetId, amount: Amount) {
+        let b = self.slot(account, asset);
+        b.available = b.available.checked_sub(amount).expect("debit more than available");
     }
 
     /// Takes `amount` out of the locked balance (paid away in a trade or a withdrawal).

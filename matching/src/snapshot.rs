@@ -8,12 +8,13 @@ use crate::book::{MarketBook, OrderSlab, RestingOrder, NIL};
 use crate::command::SelfTradePrevention;
 use crate::config::EngineConfig;
 use crate::engine::Engine;
-use crate::ledger::{AssetTotals, Balance, Ledger, PendingWithdrawal};
+use crate::ledger::{AssetTotals, Balance, DepositRecord, Ledger, PendingWithdrawal};
 use crate::types::*;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-const SNAPSHOT_VERSION: u32 = 1;
+/// 2: deposits with their account and amount (reversals), frozen accounts.
+const SNAPSHOT_VERSION: u32 = 2;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EngineSnapshot {
@@ -23,7 +24,8 @@ pub struct EngineSnapshot {
     pub accounts: Vec<AccountKind>,
     pub balances: Vec<Balance>,
     pub totals: Vec<AssetTotals>,
-    pub deposit_refs: Vec<(AssetId, String)>,
+    pub deposits: Vec<((AssetId, String), DepositRecord)>,
+    pub frozen: Vec<AccountId>,
     pub withdrawals: Vec<(WithdrawalId, PendingWithdrawal)>,
     pub next_withdrawal: u64,
     pub next_order: u64,
@@ -85,8 +87,11 @@ pub enum SnapshotError {
 
 impl Engine {
     pub fn snapshot(&self) -> EngineSnapshot {
-        let mut deposit_refs: Vec<(AssetId, String)> = self.ledger.deposit_refs.iter().cloned().collect();
-        deposit_refs.sort_unstable();
+        let mut deposits: Vec<((AssetId, String), DepositRecord)> =
+            self.ledger.deposits.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        deposits.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut frozen: Vec<AccountId> = self.ledger.frozen.iter().copied().collect();
+        frozen.sort_unstable();
         let mut client_ids: Vec<(AccountId, ClientOrderId, OrderId)> =
             self.client_ids.iter().map(|((a, c), o)| (*a, *c, *o)).collect();
         client_ids.sort_unstable();
@@ -106,7 +111,8 @@ impl Engine {
             accounts: self.ledger.kinds.clone(),
             balances: self.ledger.balances.clone(),
             totals: self.ledger.totals.clone(),
-            deposit_refs,
+            deposits,
+            frozen,
             withdrawals: self.ledger.withdrawals.iter().map(|(k, v)| (*k, v.clone())).collect(),
             next_withdrawal: self.ledger.next_withdrawal,
             next_order: self.next_order,
@@ -150,7 +156,8 @@ impl Engine {
         ledger.kinds = s.accounts;
         ledger.balances = s.balances;
         ledger.totals = s.totals;
-        ledger.deposit_refs = s.deposit_refs.into_iter().collect();
+        ledger.deposits = s.deposits.into_iter().collect();
+        ledger.frozen = s.frozen.into_iter().collect();
         ledger.withdrawals = s.withdrawals.into_iter().collect();
         ledger.next_withdrawal = s.next_withdrawal;
         let mut engine = Engine {

@@ -112,6 +112,10 @@ fn command() -> impl Strategy<Value = Command> {
         1 => market().prop_map(|market| Command::HaltMarket { market }),
         2 => market().prop_map(|market| Command::ResumeMarket { market }),
         1 => Just(Command::OpenAccount { kind: AccountKind::User }),
+        // Reorgs take deposits back (some already spent: freeze, cancel, maybe pending).
+        3 => (0u16..3, 0u32..1_000).prop_map(|(asset, r)| Command::ReverseDeposit { asset: AssetId(asset), reference: format!("ref-{r}") }),
+        1 => account().prop_map(|account| Command::FreezeAccount { account }),
+        2 => account().prop_map(|account| Command::UnfreezeAccount { account }),
     ]
 }
 

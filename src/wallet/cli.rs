@@ -543,6 +543,13 @@ pub fn explain(code: &str) -> Option<&'static str> {
         "bad_destination" => "the destination must be 1 to 128 printable characters",
         "unsupported_asset" => "the provider does not support this for that asset",
         "duplicate_deposit" => "that deposit was already credited",
+        "account_frozen" => {
+            "the account is frozen: a deposit it spent was lost from the chain, or an operator stopped it; contact the provider"
+        }
+        "unknown_deposit" => "no deposit with that reference",
+        "deposit_already_reversed" => "that deposit was already taken back",
+        "already_frozen" => "the account is already frozen",
+        "not_frozen" => "the account is not frozen",
         "reserved_account_kind" => "that kind of account cannot be opened",
         // Operations.
         "already_halted" => "the market is already halted",

@@ -443,6 +443,12 @@ impl Fold {
                 // Market state and rejections have no history rows; the cursor still advances.
                 Event::Configured { .. } | Event::MarketHalted { .. } | Event::MarketResumed { .. } => {}
                 Event::Rejected { .. } => {}
+                // Balances follow from `BalanceChanged`; the deposit history does not yet show
+                // reversals, nor the accounts their freeze (read from the engine).
+                Event::DepositReversed { .. }
+                | Event::DepositReversalPending { .. }
+                | Event::AccountFrozen { .. }
+                | Event::AccountUnfrozen { .. } => {}
             }
         }
         Ok(())

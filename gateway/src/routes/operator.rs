@@ -20,6 +20,8 @@ use tandem_store::{ApiKeyRecord, CosignerRecord, EnrolmentCodeRecord, StoreError
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/v1/operator/accounts", |r| r.route(web::post().to(open_account))))
         .service(resource("/v1/operator/accounts/{id}", |r| r.route(web::get().to(account))))
+        .service(resource("/v1/operator/accounts/{id}/freeze", |r| r.route(web::post().to(freeze))))
+        .service(resource("/v1/operator/accounts/{id}/unfreeze", |r| r.route(web::post().to(unfreeze))))
         .service(resource("/v1/operator/enrolment-codes", |r| r.route(web::post().to(enrolment_code))))
         .service(resource("/v1/operator/cosigners", |r| {
             r.route(web::post().to(register_cosigner)).route(web::get().to(list_cosigners))
@@ -199,10 +201,10 @@ async fn account(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpResponse, Ap
         .read(move |e| {
             let kind = e.account_kind(id)?;
             let open = e.open_orders(Some(id), None).len();
-            Some((kind, e.balances(id).unwrap_or_default(), open))
+            Some((kind, e.balances(id).unwrap_or_default(), open, e.is_frozen(id)))
         })
         .await?;
-    let (kind, balances, open_orders) = found.ok_or(RejectReason::UnknownAccount)?;
+    let (kind, balances, open_orders, frozen) = found.ok_or(RejectReason::UnknownAccount)?;
     let f = gw.fmt();
     let balances: Vec<_> = balances.into_iter().enumerate().map(|(i, b)| f.balance(AssetId(i as u16), b)).collect();
     Ok(HttpResponse::Ok().json(json!({
@@ -210,7 +212,29 @@ async fn account(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpResponse, Ap
         "kind": kind.as_str(),
         "balances": balances,
         "open_orders": open_orders,
+        "frozen": frozen,
     })))
+}
+
+/// Stops an account: no new orders, amends or withdrawals (cancels still work). The engine also
+/// freezes an account by itself when a deposit the chain lost was already spent.
+async fn freeze(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    set_frozen(gw, req, true).await
+}
+
+async fn unfreeze(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    set_frozen(gw, req, false).await
+}
+
+async fn set_frozen(gw: Data<Gateway>, req: HttpRequest, frozen: bool) -> Result<HttpResponse, ApiError> {
+    authenticate_operator(&gw, &req)?;
+    let account = AccountId(path_id(&req, "id")?);
+    let command = if frozen { Command::FreezeAccount { account } } else { Command::UnfreezeAccount { account } };
+    let applied = gw.submit(command).await?;
+    if let Some(reason) = dto::rejection(&applied.events) {
+        return Err(reason.into());
+    }
+    Ok(HttpResponse::Ok().json(json!({ "account_id": account.0, "frozen": frozen })))
 }
 
 /// Credits a fiat deposit. BTC is refused: it is credited by settlement from the chain.

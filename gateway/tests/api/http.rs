@@ -73,6 +73,17 @@ async fn operator_opens_accounts_and_credits_fiat_only() {
     ex.operator("POST", "/v1/operator/markets/BTC-USD/resume", "").await.ok();
     ex.operator("POST", "/v1/operator/markets/NOPE/resume", "").await.err(404, "unknown_market");
 
+    // A frozen account cannot place orders or withdraw until unfrozen.
+    let path = format!("/v1/operator/accounts/{}/freeze", b.account);
+    ex.operator("POST", &path, "").await.ok();
+    ex.operator("POST", &path, "").await.err(409, "already_frozen");
+    ex.signed(&b, "POST", "/v1/orders", &limit_order(Side::Buy, "100.00", "0.1")).await.err(403, "account_frozen");
+    let account = ex.operator("GET", &format!("/v1/operator/accounts/{}", b.account), "").await;
+    assert_eq!(account.ok()["frozen"], true);
+    let path = format!("/v1/operator/accounts/{}/unfreeze", b.account);
+    ex.operator("POST", &path, "").await.ok();
+    ex.operator("POST", &path, "").await.err(409, "not_frozen");
+
     // The operator's cancel-all empties the market for every account.
     ex.signed(&b, "POST", "/v1/orders", &limit_order(Side::Buy, "100.00", "0.1")).await.ok();
     ex.signed(&b, "POST", "/v1/orders", &limit_order(Side::Buy, "99.00", "0.1")).await.ok();

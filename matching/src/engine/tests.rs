@@ -306,6 +306,63 @@ fn deposits_are_idempotent_and_capped() {
 }
 
 #[test]
+fn a_reversed_deposit_is_taken_back_exactly_once_and_may_return() {
+    let mut h = Harness::new();
+    let a = h.account(0, 0);
+    let credit = Command::CreditDeposit { account: a, asset: BTC, amount: Amount(COIN), reference: "chain:t:0".into() };
+    let reverse = Command::ReverseDeposit { asset: BTC, reference: "chain:t:0".into() };
+    h.run(credit.clone());
+    let ev = h.run(reverse.clone());
+    assert!(matches!(ev[0], Event::DepositReversed { amount: Amount(COIN), .. }), "{ev:?}");
+    assert_eq!(h.bal(a, BTC), (0, 0));
+    assert_eq!(h.engine.asset_totals()[0], (0, 0));
+    assert_eq!(rejection(&h.run(reverse.clone())), Some(RejectReason::DepositAlreadyReversed));
+    let unknown = Command::ReverseDeposit { asset: BTC, reference: "chain:nope:0".into() };
+    assert_eq!(rejection(&h.run(unknown)), Some(RejectReason::UnknownDeposit));
+    // The transaction comes back (re-mined): credited again, once.
+    assert!(matches!(h.run(credit.clone())[0], Event::DepositCredited { .. }));
+    assert_eq!(rejection(&h.run(credit)), Some(RejectReason::DuplicateDeposit));
+    assert_eq!(h.bal(a, BTC), (COIN, 0));
+}
+
+#[test]
+fn reversing_a_spent_deposit_freezes_the_account_and_frees_its_orders_first() {
+    let mut h = Harness::new();
+    let a = h.account(0, 0);
+    h.run(Command::CreditDeposit { account: a, asset: BTC, amount: Amount(COIN), reference: "chain:t:0".into() });
+    // Half of it rests in an order: cancelling frees it, so the reversal goes through, and the
+    // account stays frozen for an operator to look at.
+    h.limit(a, Side::Sell, 70_000, COIN / 2);
+    let ev = h.run(Command::ReverseDeposit { asset: BTC, reference: "chain:t:0".into() });
+    assert!(ev.iter().any(|e| matches!(e, Event::AccountFrozen { account } if *account == a)), "{ev:?}");
+    assert!(ev.iter().any(|e| matches!(e, Event::OrderClosed { reason: CloseReason::Canceled, .. })), "{ev:?}");
+    assert!(ev.iter().any(|e| matches!(e, Event::DepositReversed { .. })), "{ev:?}");
+    assert_eq!(h.bal(a, BTC), (0, 0));
+    assert_eq!(rejection(&h.limit(a, Side::Sell, 70_000, 1)), Some(RejectReason::AccountFrozen));
+
+    // Traded away: the account is frozen and the reversal waits; nothing is invented or lost.
+    let b = h.account(0, 0);
+    let buyer = h.account(0, 100_000_00);
+    h.run(Command::CreditDeposit { account: b, asset: BTC, amount: Amount(COIN), reference: "chain:u:0".into() });
+    h.limit(b, Side::Sell, 60_000, COIN);
+    h.limit(buyer, Side::Buy, 60_000, COIN);
+    let ev = h.run(Command::ReverseDeposit { asset: BTC, reference: "chain:u:0".into() });
+    assert!(ev.iter().any(|e| matches!(e, Event::DepositReversalPending { amount: Amount(COIN), .. })), "{ev:?}");
+    assert_eq!(h.bal(b, BTC), (0, 0));
+    let withdraw = Command::RequestWithdrawal { account: b, asset: USD, amount: Amount(1), destination: "x".into() };
+    assert_eq!(rejection(&h.run(withdraw.clone())), Some(RejectReason::AccountFrozen));
+    // An operator unfreezes (after settling it with the user); freezing twice is refused.
+    assert_eq!(rejection(&h.run(Command::FreezeAccount { account: b })), Some(RejectReason::AlreadyFrozen));
+    assert!(matches!(h.run(Command::UnfreezeAccount { account: b })[0], Event::AccountUnfrozen { .. }));
+    assert_eq!(rejection(&h.run(Command::UnfreezeAccount { account: b })), Some(RejectReason::NotFrozen));
+    assert!(matches!(h.run(withdraw)[0], Event::WithdrawalRequested { .. }));
+    // Frozen state survives a snapshot.
+    h.run(Command::FreezeAccount { account: b });
+    let restored = Engine::from_snapshot_bytes(&h.engine.snapshot_bytes()).unwrap();
+    assert_eq!(restored.state_hash(), h.engine.state_hash());
+}
+
+#[test]
 fn withdrawals_lock_then_complete_or_refund() {
     let mut h = Harness::new();
     let a = h.account(COIN, 0);
