@@ -55,6 +55,23 @@ enum Cmd {
         /// Safe-prime pairs to keep ready in the background.
         #[arg(long, default_value_t = 4)]
         prime_pool_target: usize,
+        /// The Bitcoin network (bitcoin, testnet, signet, regtest).
+        #[arg(long, default_value = "bitcoin")]
+        network: String,
+        /// A bitcoind's JSON-RPC (of the same network): deposits to vault addresses are
+        /// credited from it. Without it, no chain deposits are credited.
+        #[arg(long, value_name = "URL")]
+        bitcoind: Option<String>,
+        #[arg(long, env = "TANDEM_RPC_USER", default_value = "")]
+        rpc_user: String,
+        #[arg(long, env = "TANDEM_RPC_PASSWORD", hide_env_values = true, default_value = "")]
+        rpc_password: String,
+        /// Confirmations before a deposit from outside is credited.
+        #[arg(long, default_value_t = 3)]
+        deposit_confirmations: u32,
+        /// Scan the chain for deposits from this height (vaults hold nothing older).
+        #[arg(long, default_value_t = 0)]
+        chain_start_height: u32,
     },
     /// Operator tools for the write-ahead journal.
     Journal {
@@ -239,7 +256,24 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
             };
             demo::run(opts).await
         }
-        Cmd::Serve { data_dir, bind, operator_token, markets, http_workers, snapshot_every, master_key_file, prime_pool_target } => {
+        Cmd::Serve {
+            data_dir,
+            bind,
+            operator_token,
+            markets,
+            http_workers,
+            snapshot_every,
+            master_key_file,
+            prime_pool_target,
+            network,
+            bitcoind,
+            rpc_user,
+            rpc_password,
+            deposit_confirmations,
+            chain_start_height,
+        } => {
+            let network = bitcoin::Network::from_core_arg(&network)
+                .map_err(|_| anyhow::anyhow!("--network: unknown Bitcoin network {network:?}"))?;
             let custody = if master_key_file.is_some() || std::env::var_os(custody_cli::MASTER_KEY_ENV).is_some() {
                 Some(node::CustodyOptions {
                     master_key: custody_cli::load_master_key(master_key_file.as_deref())?,
@@ -260,15 +294,43 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
                 custody,
                 bind,
                 exchange,
-                gateway: tandem_gateway::GatewayConfig { operator_token, ..Default::default() },
+                gateway: tandem_gateway::GatewayConfig { operator_token, bitcoin_network: network, ..Default::default() },
                 sequencer: SequencerConfig { snapshot_every, ..SequencerConfig::default() },
                 http_workers,
             })
             .await?;
+            let deposits = match bitcoind {
+                Some(url) => {
+                    let auth = tandem_settlement::BitcoindAuth::UserPass { user: rpc_user, password: rpc_password };
+                    let chain = tandem_settlement::Bitcoind::connect(tandem_settlement::BitcoindConfig::new(url, auth, network))
+                        .await
+                        .context("connecting to bitcoind")?;
+                    Some(
+                        tandem::deposits::DepositService {
+                            chain: std::sync::Arc::new(chain),
+                            sequencer: n.sequencer.clone(),
+                            store: n.store.clone(),
+                            btc: n.engine_config.asset_by_symbol("BTC").context("the exchange has no BTC asset")?,
+                            policy: tandem_settlement::deposits::DepositPolicy { confirmations: deposit_confirmations },
+                            start_height: chain_start_height,
+                            interval: Duration::from_secs(2),
+                            reversals_pending: Default::default(),
+                        }
+                        .spawn(),
+                    )
+                }
+                None => {
+                    tracing::warn!("no --bitcoind: chain deposits are not credited");
+                    None
+                }
+            };
             println!("listening on {}", n.base_url());
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 r = n.wait() => tracing::warn!(result = ?r, "server stopped"),
+            }
+            if let Some(d) = deposits {
+                d.abort();
             }
             n.shutdown().await
         }

@@ -20,7 +20,8 @@ use tandem_custody::MasterKey;
 use tandem_gateway::GatewayConfig;
 use tandem_matching::{ExchangeConfig, SequencerConfig};
 use tandem_settlement::deposits::DepositPolicy;
-use tandem_settlement::{Devnet, DevnetConfig};
+use bitcoin::hashes::Hash as _;
+use tandem_settlement::{Devnet, DevnetConfig, RegtestNode};
 
 const TOKEN: &str = "chain-deposits-test-token";
 const PASSPHRASE: &str = "deposit test passphrase";
@@ -32,9 +33,9 @@ async fn btc_and_deposits(session: &Session) -> (String, Vec<Value>) {
     (btc.unwrap_or_else(|| "0".into()), d["deposits"].as_array().unwrap().clone())
 }
 
-fn service(node: &node::Node, devnet: &Arc<Devnet>) -> tokio::task::JoinHandle<()> {
+fn service(node: &node::Node, chain: Arc<dyn tandem_settlement::Chain>) -> tokio::task::JoinHandle<()> {
     DepositService {
-        chain: devnet.clone(),
+        chain,
         sequencer: node.sequencer.clone(),
         store: node.store.clone(),
         btc: node.engine_config.asset_by_symbol("BTC").unwrap(),
@@ -46,8 +47,15 @@ fn service(node: &node::Node, devnet: &Arc<Devnet>) -> tokio::task::JoinHandle<(
     .spawn()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_outside_deposit_is_credited_once_after_its_confirmations() {
+/// A node with custody and a wallet with one vault address (2-of-2, fixture primes).
+struct World {
+    node: node::Node,
+    session: Session,
+    vault: Address,
+    _tmp: tempfile::TempDir,
+}
+
+async fn world() -> World {
     let tmp = tempfile::tempdir().unwrap();
     let node = node::start(NodeOptions {
         data_dir: tmp.path().join("node"),
@@ -72,9 +80,27 @@ async fn an_outside_deposit_is_credited_once_after_its_confirmations() {
     let pass = tmp.path().join("pass");
     std::fs::write(&pass, PASSPHRASE).unwrap();
     let session = Session::open(&file, Some(&pass)).unwrap();
+    World { node, session, vault, _tmp: tmp }
+}
 
+/// Waits until the wallet's available BTC reads `want`.
+async fn wait_btc(session: &Session, want: &str) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (btc, deposits) = btc_and_deposits(session).await;
+        if btc == want {
+            return deposits;
+        }
+        assert!(Instant::now() < deadline, "BTC available {btc}, expected {want}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outside_deposit_is_credited_once_after_its_confirmations() {
+    let World { node, session, vault, _tmp } = world().await;
     let devnet = Devnet::new(DevnetConfig::default()).unwrap();
-    let first = service(&node, &devnet);
+    let first = service(&node, devnet.clone());
     let txid = devnet.faucet(&vault.script_pubkey(), Amount::from_sat(1_234_567)).unwrap();
     let wait = || tokio::time::sleep(Duration::from_millis(600));
 
@@ -87,22 +113,14 @@ async fn an_outside_deposit_is_credited_once_after_its_confirmations() {
 
     // The second confirmation credits it, with the outpoint as its reference.
     devnet.mine(1, None).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let deposits = loop {
-        let (btc, deposits) = btc_and_deposits(&session).await;
-        if btc == "0.01234567" {
-            break deposits;
-        }
-        assert!(Instant::now() < deadline, "not credited: {btc}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let deposits = wait_btc(&session, "0.01234567").await;
     let vout = devnet_vout(&devnet, &txid, &vault).await;
     assert_eq!(deposits.len(), 1, "{deposits:?}");
     assert_eq!(deposits[0]["reference"], format!("chain:{txid}:{vout}"));
 
     // A restarted service rescans the whole chain: the engine still credits it once.
     first.abort();
-    let second = service(&node, &devnet);
+    let second = service(&node, devnet.clone());
     devnet.mine(3, None).unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (btc, deposits) = btc_and_deposits(&session).await;
@@ -110,16 +128,33 @@ async fn an_outside_deposit_is_credited_once_after_its_confirmations() {
 
     // A reorg drops the deposit's transaction: the credit is taken back, exactly.
     devnet.reorg_dropping(5, &[txid], 6).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (btc, _) = btc_and_deposits(&session).await;
-        if btc == "0.00000000" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the lost deposit was not reversed: {btc}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_btc(&session, "0.00000000").await;
     second.abort();
+    node.shutdown().await.unwrap();
+}
+
+/// The same on a real regtest bitcoind: a coinbase paying the vault is credited after two
+/// confirmations, and taken back when the block that made it is invalidated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bitcoind_deposit_is_credited_after_confirmations_and_reversed_by_a_reorg() {
+    let World { node, session, vault, _tmp } = world().await;
+    let bitcoind = RegtestNode::start(false).await.unwrap_or_else(|e| panic!("{e}"));
+    let rpc = Arc::new(bitcoind.client().await.unwrap());
+    let svc = service(&node, rpc.clone());
+    let miner = bitcoin::ScriptBuf::new_p2wpkh(&bitcoin::WPubkeyHash::from_byte_array([9; 20]));
+
+    let paid = rpc.generate_to(&vault.script_pubkey(), 1).await.unwrap()[0];
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(btc_and_deposits(&session).await.0, "0.00000000", "one confirmation of two");
+    rpc.generate_to(&miner, 1).await.unwrap();
+    let deposits = wait_btc(&session, "50.00000000").await;
+    assert_eq!(deposits.len(), 1);
+    assert!(deposits[0]["reference"].as_str().unwrap().starts_with("chain:"), "{deposits:?}");
+
+    rpc.invalidate_block(&paid).await.unwrap();
+    rpc.generate_to(&miner, 3).await.unwrap();
+    wait_btc(&session, "0.00000000").await;
+    svc.abort();
     node.shutdown().await.unwrap();
 }
 
