@@ -16,3 +16,26 @@ pub mod node;
 pub mod provider;
 pub mod replay;
 pub mod wallet;
+
+/// A Bitcoin network as people write it: `bitcoin` / `main` / `mainnet`, `testnet`, `signet`,
+/// `regtest` (Bitcoin Core's names and rust-bitcoin's both work).
+pub fn parse_network(name: &str) -> anyhow::Result<bitcoin::Network> {
+    let name = name.trim().to_ascii_lowercase();
+    let parsed = match name.as_str() {
+        "mainnet" => Ok(bitcoin::Network::Bitcoin),
+        other => bitcoin::Network::from_core_arg(other).or_else(|_| other.parse::<bitcoin::Network>()),
+    };
+    parsed.map_err(|_| anyhow::anyhow!("unknown Bitcoin network {name:?}: use bitcoin, testnet, signet or regtest"))
+}
+
+#[cfg(test)]
+mod network_tests {
+    #[test]
+    fn networks_parse_by_either_name() {
+        use bitcoin::Network::*;
+        for (s, n) in [("bitcoin", Bitcoin), ("main", Bitcoin), ("mainnet", Bitcoin), ("regtest", Regtest), ("Signet", Signet)] {
+            assert_eq!(super::parse_network(s).unwrap(), n, "{s}");
+        }
+        assert!(super::parse_network("moon").is_err());
+    }
+}

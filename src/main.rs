@@ -272,8 +272,7 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
             deposit_confirmations,
             chain_start_height,
         } => {
-            let network = bitcoin::Network::from_core_arg(&network)
-                .map_err(|_| anyhow::anyhow!("--network: unknown Bitcoin network {network:?}"))?;
+            let network = tandem::parse_network(&network)?;
             let custody = if master_key_file.is_some() || std::env::var_os(custody_cli::MASTER_KEY_ENV).is_some() {
                 Some(node::CustodyOptions {
                     master_key: custody_cli::load_master_key(master_key_file.as_deref())?,

@@ -231,9 +231,7 @@ pub async fn run(args: WalletArgs) -> anyhow::Result<()> {
         }
         WalletCmd::Init { .. } => unreachable!("handled above"),
         WalletCmd::Recover { to, cosigner_url, bitcoind, rpc_user, rpc_password, network, fee_rate } => {
-            let network = network
-                .map(|n| bitcoin::Network::from_core_arg(&n).map_err(|_| anyhow::anyhow!("--network: unknown network {n}")))
-                .transpose()?;
+            let network = network.as_deref().map(crate::parse_network).transpose()?;
             let opts = super::recover::RecoverOptions {
                 to,
                 cosigner_url,
