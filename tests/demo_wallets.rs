@@ -19,7 +19,16 @@ async fn wait_ready(dir: &Path, name: &str) -> DemoWallet {
         if let Ok(bytes) = std::fs::read(&record) {
             return serde_json::from_slice(&bytes).unwrap();
         }
-        assert!(Instant::now() < deadline, "demo wallet {name} not ready; see the demo log in {}", dir.display());
+        if Instant::now() >= deadline {
+            let logs: String = std::fs::read_dir(dir)
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+                .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                .collect();
+            let said: Vec<&str> = logs.lines().filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("wallet")).collect();
+            panic!("demo wallet {name} not ready:\n{}", said.join("\n"));
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
