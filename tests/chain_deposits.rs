@@ -14,11 +14,8 @@ use common::ok_json;
 use serde_json::{json, Value};
 use tandem::client::{Auth, Client};
 use tandem::deposits::DepositService;
-use tandem::node::{self, CustodyOptions, NodeOptions};
+use tandem::node::{self};
 use tandem::wallet::cli::Session;
-use tandem_custody::MasterKey;
-use tandem_gateway::GatewayConfig;
-use tandem_matching::{ExchangeConfig, SequencerConfig};
 use tandem_settlement::deposits::DepositPolicy;
 use bitcoin::hashes::Hash as _;
 use tandem_settlement::{Devnet, DevnetConfig, RegtestNode};
@@ -57,17 +54,7 @@ struct World {
 
 async fn world() -> World {
     let tmp = tempfile::tempdir().unwrap();
-    let node = node::start(NodeOptions {
-        data_dir: tmp.path().join("node"),
-        custody: Some(CustodyOptions { master_key: MasterKey::generate(), prime_pool_target: 0, demo: true }),
-        bind: "127.0.0.1:0".parse().unwrap(),
-        exchange: ExchangeConfig::default(),
-        gateway: GatewayConfig { operator_token: TOKEN.into(), bitcoin_network: Network::Regtest, ..GatewayConfig::default() },
-        sequencer: SequencerConfig::default(),
-        http_workers: 2,
-    })
-    .await
-    .unwrap();
+    let node = common::custody_node(&tmp.path().join("node"), TOKEN).await;
     let url = node.base_url();
     let mut c = Client::connect(&url).await.unwrap();
     let (s, code) = c.send("POST", "/v1/operator/enrolment-codes", Some(&json!({})), &Auth::Operator(TOKEN.into())).await.unwrap();

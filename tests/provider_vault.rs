@@ -2,18 +2,18 @@
 //! it joins sessions that name it only after its checks, and aborts the others with the
 //! reason. (The happy path, a wallet making its vault and addresses, is `wallet_vault.rs`.)
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tandem::client::{Auth, Client};
 use tandem::mpc_link::{open_session_http, open_session_in_process};
-use tandem::node::{self, CustodyOptions, NodeOptions};
 use tandem::wallet::device::DeviceKey;
-use tandem_custody::{ExecutionId, MasterKey, PartyRole, ProtocolKind, SessionMember};
+use tandem_custody::{ExecutionId, PartyRole, ProtocolKind, SessionMember};
 use tandem_gateway::relay::Eid;
-use tandem_gateway::{GatewayConfig, Relay};
-use tandem_matching::{ExchangeConfig, SequencerConfig};
+use tandem_gateway::Relay;
 
 const TOKEN: &str = "provider-vault-test-token";
 
@@ -33,17 +33,7 @@ async fn ended(relay: &Relay, me: &bitcoin::secp256k1::XOnlyPublicKey, eid: Exec
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_provider_refuses_sessions_that_fail_its_checks() {
     let tmp = tempfile::tempdir().unwrap();
-    let node = node::start(NodeOptions {
-        data_dir: tmp.path().to_path_buf(),
-        custody: Some(CustodyOptions { master_key: MasterKey::generate(), prime_pool_target: 0, demo: true }),
-        bind: "127.0.0.1:0".parse().unwrap(),
-        exchange: ExchangeConfig::default(),
-        gateway: GatewayConfig { operator_token: TOKEN.into(), ..GatewayConfig::default() },
-        sequencer: SequencerConfig::default(),
-        http_workers: 2,
-    })
-    .await
-    .unwrap();
+    let node = common::custody_node(tmp.path(), TOKEN).await;
     let provider = node.provider_identity.unwrap().x_only_public_key().0;
     let mut c = Client::connect(&node.base_url()).await.unwrap();
     let (s, r) = c.send("GET", "/v1/mpc/provider", None, &Auth::None).await.unwrap();

@@ -19,10 +19,6 @@ use bitcoin::{Address, Amount, Network};
 use common::{free_port, ok_json, KillOnDrop, BIN};
 use serde_json::json;
 use tandem::client::{Auth, Client};
-use tandem::node::{self, CustodyOptions, NodeOptions};
-use tandem_custody::MasterKey;
-use tandem_gateway::GatewayConfig;
-use tandem_matching::{ExchangeConfig, SequencerConfig};
 use tandem_settlement::{Chain, RegtestNode};
 
 const TOKEN: &str = "recovery-test-token";
@@ -50,17 +46,7 @@ async fn a_user_leaves_with_the_cosigner_alone_once_the_provider_is_gone() {
     let bitcoind = RegtestNode::start(false).await.unwrap_or_else(|e| panic!("{e}"));
     let rpc = bitcoind.client().await.unwrap();
 
-    let node = node::start(NodeOptions {
-        data_dir: tmp.path().join("node"),
-        custody: Some(CustodyOptions { master_key: MasterKey::generate(), prime_pool_target: 0, demo: true }),
-        bind: "127.0.0.1:0".parse().unwrap(),
-        exchange: ExchangeConfig::default(),
-        gateway: GatewayConfig { operator_token: TOKEN.into(), bitcoin_network: Network::Regtest, ..GatewayConfig::default() },
-        sequencer: SequencerConfig::default(),
-        http_workers: 2,
-    })
-    .await
-    .unwrap();
+    let node = common::custody_node(&tmp.path().join("node"), TOKEN).await;
     let url = node.base_url();
     let op = Auth::Operator(TOKEN.into());
 

@@ -21,12 +21,10 @@ use bitcoin::{Address, Amount, OutPoint, Psbt, ScriptBuf, Sequence, Transaction,
 use common::{ok_json, KillOnDrop};
 use serde_json::{json, Value};
 use tandem::client::{Auth, Client};
-use tandem::node::{self, CustodyOptions, NodeOptions};
 use tandem::provider::{group_of, SignError, VaultService};
 use tandem::wallet::cli::Session;
-use tandem_custody::{IntentInput, MasterKey, PartyRole, PresignatureStore, SpendIntent, SpendPurpose};
-use tandem_gateway::GatewayConfig;
-use tandem_matching::{AccountId, Command as EngineCommand, ExchangeConfig, SequencerConfig};
+use tandem_custody::{IntentInput, PartyRole, PresignatureStore, SpendIntent, SpendPurpose};
+use tandem_matching::{AccountId, Command as EngineCommand};
 
 const TOKEN: &str = "wallet-signing-test-token";
 const PASSPHRASE: &str = "signing test passphrase";
@@ -69,21 +67,7 @@ async fn refusals(c: &mut Client) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_provider_and_the_wallet_sign_only_the_withdrawal_the_user_asked_for() {
     let tmp = tempfile::tempdir().unwrap();
-    let node = node::start(NodeOptions {
-        data_dir: tmp.path().join("node"),
-        custody: Some(CustodyOptions { master_key: MasterKey::generate(), prime_pool_target: 0, demo: true }),
-        bind: "127.0.0.1:0".parse().unwrap(),
-        exchange: ExchangeConfig::default(),
-        gateway: GatewayConfig {
-            operator_token: TOKEN.into(),
-            bitcoin_network: bitcoin::Network::Regtest,
-            ..GatewayConfig::default()
-        },
-        sequencer: SequencerConfig::default(),
-        http_workers: 2,
-    })
-    .await
-    .unwrap();
+    let node = common::custody_node(&tmp.path().join("node"), TOKEN).await;
     let vaults: Arc<VaultService> = node.vaults.clone().expect("custody runs the vault service");
     let url = node.base_url();
     let mut c = Client::connect(&url).await.unwrap();

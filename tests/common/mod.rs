@@ -149,3 +149,27 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// A node in this process with custody in its demo configuration (fixture primes accepted) on
+/// regtest, serving on a free port, so a test can reach its provider and relay directly.
+pub async fn custody_node(data_dir: &Path, operator_token: &str) -> tandem::node::Node {
+    tandem::node::start(tandem::node::NodeOptions {
+        data_dir: data_dir.to_path_buf(),
+        custody: Some(tandem::node::CustodyOptions {
+            master_key: tandem_custody::MasterKey::generate(),
+            prime_pool_target: 0,
+            demo: true,
+        }),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        exchange: tandem_matching::ExchangeConfig::default(),
+        gateway: tandem_gateway::GatewayConfig {
+            operator_token: operator_token.into(),
+            bitcoin_network: bitcoin::Network::Regtest,
+            ..tandem_gateway::GatewayConfig::default()
+        },
+        sequencer: tandem_matching::SequencerConfig::default(),
+        http_workers: 2,
+    })
+    .await
+    .expect("the node starts")
+}
