@@ -28,6 +28,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         }))
         .service(resource("/v1/operator/refusals", |r| r.route(web::get().to(refusals))))
         .service(resource("/v1/operator/deposits", |r| r.route(web::post().to(deposit))))
+        .service(resource("/v1/operator/deposits/reverse", |r| r.route(web::post().to(reverse_deposit))))
         .service(resource("/v1/operator/state", |r| r.route(web::get().to(state))))
         .service(resource("/v1/operator/markets/{symbol}/halt", |r| r.route(web::post().to(halt))))
         .service(resource("/v1/operator/markets/{symbol}/resume", |r| r.route(web::post().to(resume))))
@@ -213,6 +214,33 @@ async fn account(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpResponse, Ap
         "balances": balances,
         "open_orders": open_orders,
         "frozen": frozen,
+    })))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReverseRequest {
+    asset: String,
+    reference: String,
+}
+
+/// Takes back a credited deposit (a chain deposit a reorg lost, whose automatic reversal was
+/// left pending because the account had spent it; the operator retries once the account has
+/// the funds again). Answers whether it was reversed or is still pending.
+async fn reverse_deposit(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
+    authenticate_operator(&gw, &req)?;
+    let r: ReverseRequest = parse_json(&body)?;
+    printable("reference", &r.reference, 1, 128)?;
+    let (asset, spec) = dto::asset_by_symbol(&gw.engine_config, &r.asset)?;
+    let applied = gw.submit(Command::ReverseDeposit { asset, reference: r.reference.clone() }).await?;
+    if let Some(reason) = dto::rejection(&applied.events) {
+        return Err(reason.into());
+    }
+    let reversed = applied.events.iter().any(|e| matches!(e, Event::DepositReversed { .. }));
+    let frozen = applied.events.iter().any(|e| matches!(e, Event::AccountFrozen { .. }));
+    Ok(HttpResponse::Ok().json(json!({
+        "asset": spec.symbol, "reference": r.reference,
+        "status": if reversed { "reversed" } else { "pending" }, "account_frozen_now": frozen,
     })))
 }
 

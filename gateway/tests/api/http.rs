@@ -73,6 +73,16 @@ async fn operator_opens_accounts_and_credits_fiat_only() {
     ex.operator("POST", "/v1/operator/markets/BTC-USD/resume", "").await.ok();
     ex.operator("POST", "/v1/operator/markets/NOPE/resume", "").await.err(404, "unknown_market");
 
+    // An operator takes a deposit back: at once when the account still has it.
+    let credit = json!({"account_id": b.account, "asset": "USD", "amount": "5.00", "reference": "wire-to-reverse"});
+    ex.operator("POST", "/v1/operator/deposits", &credit.to_string()).await.ok();
+    let body = json!({"asset": "USD", "reference": "wire-to-reverse"}).to_string();
+    let reversed = ex.operator("POST", "/v1/operator/deposits/reverse", &body).await;
+    assert_eq!(reversed.ok()["status"], "reversed");
+    ex.operator("POST", "/v1/operator/deposits/reverse", &body).await.err(409, "deposit_already_reversed");
+    let unknown = json!({"asset": "USD", "reference": "nope"}).to_string();
+    ex.operator("POST", "/v1/operator/deposits/reverse", &unknown).await.err(404, "unknown_deposit");
+
     // A frozen account cannot place orders or withdraw until unfrozen.
     let path = format!("/v1/operator/accounts/{}/freeze", b.account);
     ex.operator("POST", &path, "").await.ok();
