@@ -57,7 +57,21 @@ impl Report for Logged {
 
 /// Makes the wallet (first start: enrol, vault, funds) or reopens it, then runs its signer.
 pub async fn run_wallet(node_url: String, token: String, data_dir: PathBuf, name: &'static str, funder: FundBtc) {
-    match ready(&node_url, &token, &data_dir, name, &funder).await {
+    // A step that fails (a dropped connection while the demo is busy starting) is retried: each
+    // step picks up what the previous attempt finished.
+    let mut attempt = 0u32;
+    let made = loop {
+        attempt += 1;
+        match ready(&node_url, &token, &data_dir, name, &funder).await {
+            Ok(made) => break Ok(made),
+            Err(e) if attempt < 5 => {
+                tracing::warn!(wallet = name, attempt, error = %format!("{e:#}"), "demo wallet not ready yet; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(attempt as u64)).await;
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    match made {
         Ok((mut session, w)) => {
             tracing::info!(wallet = name, account = w.account_id, address = %w.address, "demo wallet ready");
             let opts = CosignOptions { max_fee: bitcoin::Amount::from_sat(100_000), sessions: None, presignatures: 2 };
@@ -99,20 +113,24 @@ async fn ready(
     }
     let mut session = Session::open(&file, Some(&pass_file))?;
     let account = session.file.account_id;
-    let quiet = |_: &str| {};
-    let made = new_address(&mut session, true, CosignerChoice::ProvidersFirst, &quiet).await?;
-    let vault_script = made
-        .address
-        .parse::<bitcoin::Address<bitcoin::address::NetworkUnchecked>>()?
-        .assume_checked()
-        .script_pubkey();
+    // An earlier attempt may have made the address already.
+    let network = crate::wallet::vault::provider_info(&session).await?.network;
+    let address = match crate::wallet::vault::wallet_keys(&session)?.first() {
+        Some(key) => key.address(network).to_string(),
+        None => {
+            let quiet = |_: &str| {};
+            new_address(&mut session, true, CosignerChoice::ProvidersFirst, &quiet).await?.address
+        }
+    };
+    let vault_script =
+        address.parse::<bitcoin::Address<bitcoin::address::NetworkUnchecked>>()?.assume_checked().script_pubkey();
     let txid = funder(vault_script)?;
     tracing::info!(wallet = name, %txid, "demo wallet funded on the devnet");
     let mut c = Client::connect(url).await?;
     let body = json!({"account_id": account, "asset": "USD", "amount": USD_EACH, "reference": format!("demo-wire-{name}")});
     let (status, reply) = c.send("POST", "/v1/operator/deposits", Some(&body), &Auth::Operator(token.into())).await?;
     anyhow::ensure!(status == 200, "funding demo wallet {name} with USD: {status} {reply}");
-    let w = DemoWallet { name: name.into(), account_id: account, wallet_file: file, passphrase_file: pass_file, address: made.address };
+    let w = DemoWallet { name: name.into(), account_id: account, wallet_file: file, passphrase_file: pass_file, address };
     tandem_custody::fsutil::write_atomic(&record, &serde_json::to_vec_pretty(&w)?)?;
     Ok((session, w))
 }
