@@ -9,8 +9,10 @@
 
 pub mod chain;
 pub mod devnet;
+pub mod single_key;
 pub mod deposits;
 
 pub use chain::{Bitcoind, BitcoindAuth, BitcoindConfig, BlockRef, Chain, ChainError, RegtestNode, TxStatus, Utxo};
 pub use deposits::{DepositEvent, DepositPolicy, DepositScanner};
 pub use devnet::{Devnet, DevnetConfig};
+pub use single_key::SingleKey;

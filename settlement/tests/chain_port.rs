@@ -11,13 +11,11 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bitcoin::hashes::Hash as _;
-use bitcoin::secp256k1::{Message, Secp256k1, SecretKey};
-use bitcoin::sighash::{EcdsaSighashType, SighashCache};
 use bitcoin::{
-    absolute, ecdsa, transaction, Amount, BlockHash, CompressedPublicKey, FeeRate, Network, OutPoint, ScriptBuf,
+    absolute, transaction, Amount, BlockHash, FeeRate, Network, OutPoint, ScriptBuf,
     Sequence, Transaction, TxIn, TxOut, Txid, Witness,
 };
-use tandem_settlement::{
+use tandem_settlement::{SingleKey, 
     Bitcoind, BitcoindAuth, Chain, ChainError, Devnet, DevnetConfig, RegtestNode, TxStatus,
 };
 
@@ -25,49 +23,33 @@ use tandem_settlement::{
 // Test-side keys and transactions
 // ---------------------------------------------------------------------------------------
 
-/// A P2WPKH key the test signs with itself.
-struct Key {
-    secret: SecretKey,
-    public: CompressedPublicKey,
-}
+/// A test-side P2WPKH key (the crate's [`SingleKey`]).
+struct Key(SingleKey);
 
 impl Key {
     fn new(seed: u8) -> Self {
-        let secret = SecretKey::from_slice(&[seed; 32]).expect("seed makes a valid key");
-        let public = CompressedPublicKey(secret.public_key(&Secp256k1::new()));
-        Key { secret, public }
+        Key(SingleKey::from_secret_bytes([seed; 32]).expect("the seed makes a valid key"))
     }
+
+    fn script(&self) -> ScriptBuf {
+        self.0.script()
+    }
+
+    /// Signs every input as spending an output of this key worth `values[i]`.
+    fn sign(&self, tx: &mut Transaction, values: &[Amount]) {
+        let spent: Vec<TxOut> = values.iter().map(|v| TxOut { value: *v, script_pubkey: self.script() }).collect();
+        self.0.sign_all(tx, &spent).expect("the inputs pay this key");
+    }
+
 
     /// Keys for the coinbases of test-mined blocks; never equal to a [`Key::new`] key.
     fn miner(n: u32) -> Self {
         let mut secret = [0x5a; 32];
         secret[28..].copy_from_slice(&n.to_be_bytes());
-        let secret = SecretKey::from_slice(&secret).expect("valid key");
-        Key { secret, public: CompressedPublicKey(secret.public_key(&Secp256k1::new())) }
+        Key(SingleKey::from_secret_bytes(secret).expect("valid key"))
     }
 
-    fn script(&self) -> ScriptBuf {
-        ScriptBuf::new_p2wpkh(&self.public.wpubkey_hash())
-    }
 
-    /// Signs every input of `tx` as spending an output of this key worth `values[i]`.
-    fn sign(&self, tx: &mut Transaction, values: &[Amount]) {
-        let secp = Secp256k1::new();
-        let script = self.script();
-        let mut cache = SighashCache::new(&*tx);
-        let witnesses: Vec<Witness> = values
-            .iter()
-            .enumerate()
-            .map(|(i, value)| {
-                let sighash = cache.p2wpkh_signature_hash(i, &script, *value, EcdsaSighashType::All).unwrap();
-                let signature = secp.sign_ecdsa_low_r(&Message::from_digest(sighash.to_byte_array()), &self.secret);
-                Witness::p2wpkh(&ecdsa::Signature { signature, sighash_type: EcdsaSighashType::All }, &self.public.0)
-            })
-            .collect();
-        for (input, witness) in tx.input.iter_mut().zip(witnesses) {
-            input.witness = witness;
-        }
-    }
 
     /// Spends `coin` (paying this key) to `outputs` plus, last, whatever is left after a fee
     /// of `sat_per_vb` to `change_to`.
@@ -106,7 +88,7 @@ impl Key {
         // A low-R signature takes 71 bytes with its sighash flag, now and then 70. Size the fee
         // for 71 and, if the signature comes out shorter, sign again under another lock time
         // (a height long past, so the transaction stays final): the fee is then exact.
-        tx.input[0].witness = Witness::from_slice(&[vec![0u8; 71], self.public.to_bytes().to_vec()]);
+        tx.input[0].witness = Witness::from_slice(&[vec![0u8; 71], self.0.public_key().to_bytes().to_vec()]);
         let fee = tx.vsize() as u64 * sat_per_vb;
         tx.output.last_mut().unwrap().value = Amount::from_sat(coin.1.value.to_sat() - paid - fee);
         for nonce in 0..100 {

@@ -12,32 +12,32 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use bitcoin::hashes::Hash as _;
-use bitcoin::secp256k1::{Message, Secp256k1, SecretKey};
-use bitcoin::sighash::{EcdsaSighashType, SighashCache};
 use bitcoin::{
-    absolute, ecdsa, transaction, Amount, CompressedPublicKey, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut,
+    absolute, transaction, Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut,
     Txid, Witness,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tandem_settlement::{Chain, DepositEvent, DepositPolicy, DepositScanner, Devnet, DevnetConfig, TxStatus};
+use tandem_settlement::{SingleKey, Chain, DepositEvent, DepositPolicy, DepositScanner, Devnet, DevnetConfig, TxStatus};
 
-struct Key {
-    secret: SecretKey,
-    public: CompressedPublicKey,
-}
+/// A test-side P2WPKH key (the crate's [`SingleKey`]).
+struct Key(SingleKey);
 
 impl Key {
     fn new(seed: u8) -> Self {
-        let secret = SecretKey::from_slice(&[seed; 32]).unwrap();
-        let public = CompressedPublicKey(secret.public_key(&Secp256k1::new()));
-        Key { secret, public }
+        Key(SingleKey::from_secret_bytes([seed; 32]).expect("the seed makes a valid key"))
     }
 
     fn script(&self) -> ScriptBuf {
-        ScriptBuf::new_p2wpkh(&self.public.wpubkey_hash())
+        self.0.script()
     }
+
+    /// Signs every input as spending an output of this key worth `values[i]`.
+    fn sign(&self, tx: &mut Transaction, values: &[Amount]) {
+        let spent: Vec<TxOut> = values.iter().map(|v| TxOut { value: *v, script_pubkey: self.script() }).collect();
+        self.0.sign_all(tx, &spent).expect("the inputs pay this key");
+    }
+
 
     fn spend(&self, prevout: (OutPoint, Amount), outputs: Vec<TxOut>) -> Transaction {
         let mut tx = Transaction {
@@ -51,12 +51,7 @@ impl Key {
             }],
             output: outputs,
         };
-        let secp = Secp256k1::new();
-        let sighash =
-            SighashCache::new(&tx).p2wpkh_signature_hash(0, &self.script(), prevout.1, EcdsaSighashType::All).unwrap();
-        let signature = secp.sign_ecdsa_low_r(&Message::from_digest(sighash.to_byte_array()), &self.secret);
-        tx.input[0].witness =
-            Witness::p2wpkh(&ecdsa::Signature { signature, sighash_type: EcdsaSighashType::All }, &self.public.0);
+        self.sign(&mut tx, &[prevout.1]);
         tx
     }
 }

@@ -3,34 +3,35 @@
 
 use std::sync::Arc;
 
-use bitcoin::hashes::Hash as _;
-use bitcoin::secp256k1::{Message, Secp256k1, SecretKey};
-use bitcoin::sighash::{EcdsaSighashType, SighashCache};
 use bitcoin::{
-    absolute, ecdsa, transaction, Amount, CompressedPublicKey, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut,
+    absolute, transaction, Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut,
     Txid, Witness,
 };
 
 use super::*;
+use crate::single_key::SingleKey;
 use crate::chain::{Chain, ChainError};
 use crate::devnet::{Devnet, DevnetConfig};
 
-/// A test-side P2WPKH key standing in for a vault.
-struct Key {
-    secret: SecretKey,
-    public: CompressedPublicKey,
-}
+/// A test-side P2WPKH key (the crate's [`SingleKey`]).
+struct Key(SingleKey);
 
 impl Key {
     fn new(seed: u8) -> Self {
-        let secret = SecretKey::from_slice(&[seed; 32]).unwrap();
-        let public = CompressedPublicKey(secret.public_key(&Secp256k1::new()));
-        Key { secret, public }
+        Key(SingleKey::from_secret_bytes([seed; 32]).expect("the seed makes a valid key"))
     }
 
     fn script(&self) -> ScriptBuf {
-        ScriptBuf::new_p2wpkh(&self.public.wpubkey_hash())
+        self.0.script()
     }
+
+    /// Signs every input as spending an output of this key worth `values[i]`.
+    fn sign(&self, tx: &mut Transaction, values: &[Amount]) {
+        let spent: Vec<TxOut> = values.iter().map(|v| TxOut { value: *v, script_pubkey: self.script() }).collect();
+        self.0.sign_all(tx, &spent).expect("the inputs pay this key");
+    }
+
+
 
     /// Spends `prevouts` (all paying this key) to `outputs`, signed with SIGHASH_ALL.
     fn spend(&self, prevouts: &[(OutPoint, Amount)], outputs: Vec<TxOut>) -> Transaction {
@@ -48,21 +49,8 @@ impl Key {
                 .collect(),
             output: outputs,
         };
-        let secp = Secp256k1::new();
-        let script = self.script();
-        let mut witnesses = Vec::new();
-        let mut cache = SighashCache::new(&tx);
-        for (i, (_, value)) in prevouts.iter().enumerate() {
-            let sighash = cache.p2wpkh_signature_hash(i, &script, *value, EcdsaSighashType::All).unwrap();
-            let signature = secp.sign_ecdsa_low_r(&Message::from_digest(sighash.to_byte_array()), &self.secret);
-            witnesses.push(Witness::p2wpkh(
-                &ecdsa::Signature { signature, sighash_type: EcdsaSighashType::All },
-                &self.public.0,
-            ));
-        }
-        for (input, w) in tx.input.iter_mut().zip(witnesses) {
-            input.witness = w;
-        }
+        let values: Vec<Amount> = prevouts.iter().map(|(_, v)| *v).collect();
+        self.sign(&mut tx, &values);
         tx
     }
 }

@@ -3,19 +3,12 @@
 //! demo addresses from it. It builds and signs ordinary transactions that then pass the
 //! same mempool validation as anyone else's.
 
-use bitcoin::hashes::Hash as _;
-use bitcoin::secp256k1::{self, Message, Secp256k1, SecretKey};
-use bitcoin::sighash::{EcdsaSighashType, SighashCache};
-use bitcoin::{
-    absolute, ecdsa, transaction, Amount, CompressedPublicKey, FeeRate, OutPoint, Script, ScriptBuf, Sequence,
-    Transaction, TxIn, TxOut, Witness,
-};
-use rand::RngCore as _;
+use bitcoin::{absolute, transaction, Amount, FeeRate, OutPoint, Script, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Witness};
+
+use crate::single_key::SingleKey;
 
 pub(crate) struct FaucetWallet {
-    secp: Secp256k1<secp256k1::All>,
-    secret: SecretKey,
-    public: CompressedPublicKey,
+    key: SingleKey,
     script: ScriptBuf,
 }
 
@@ -36,18 +29,8 @@ pub(crate) struct Spendable {
 impl FaucetWallet {
     /// A wallet with a fresh random key.
     pub fn random() -> Self {
-        let secp = Secp256k1::new();
-        let secret = loop {
-            let mut bytes = [0u8; 32];
-            rand::thread_rng().fill_bytes(&mut bytes);
-            // Fails only for zero or a value above the curve order (probability ~2^-128).
-            if let Ok(secret) = SecretKey::from_slice(&bytes) {
-                break secret;
-            }
-        };
-        let public = CompressedPublicKey(secret.public_key(&secp));
-        let script = ScriptBuf::new_p2wpkh(&public.wpubkey_hash());
-        FaucetWallet { secp, secret, public, script }
+        let key = SingleKey::random();
+        FaucetWallet { script: key.script(), key }
     }
 
     pub fn script(&self) -> &Script {
@@ -96,29 +79,10 @@ impl FaucetWallet {
             }
             let values: Vec<TxOut> =
                 selected.iter().map(|c| TxOut { value: c.value, script_pubkey: self.script.clone() }).collect();
-            self.sign(&mut tx, &values)?;
+            self.key.sign_all(&mut tx, &values)?;
             return Ok(tx);
         }
         Err(format!("faucet has {total} spendable, not enough for {amount} plus fee"))
-    }
-
-    /// Signs every input, all of which spend faucet outputs described by `spent`.
-    fn sign(&self, tx: &mut Transaction, spent: &[TxOut]) -> Result<(), String> {
-        let mut witnesses = Vec::with_capacity(spent.len());
-        let mut cache = SighashCache::new(&*tx);
-        for (index, prevout) in spent.iter().enumerate() {
-            let sighash = cache
-                .p2wpkh_signature_hash(index, &prevout.script_pubkey, prevout.value, EcdsaSighashType::All)
-                .map_err(|e| format!("sighash of input {index}: {e}"))?;
-            // libsecp256k1 always signs low-S; low-R keeps the size at most the estimate.
-            let signature = self.secp.sign_ecdsa_low_r(&Message::from_digest(sighash.to_byte_array()), &self.secret);
-            let signature = ecdsa::Signature { signature, sighash_type: EcdsaSighashType::All };
-            witnesses.push(Witness::p2wpkh(&signature, &self.public.0));
-        }
-        for (input, witness) in tx.input.iter_mut().zip(witnesses) {
-            input.witness = witness;
-        }
-        Ok(())
     }
 }
 

@@ -1,32 +1,33 @@
 //! Devnet behaviour: admission rules, mining, reorgs. Each refusal test also shows the
 //! boundary case that is accepted, so the rule is pinned to the satoshi.
 
-use bitcoin::hashes::Hash as _;
-use bitcoin::secp256k1::{Message, Secp256k1, SecretKey};
-use bitcoin::sighash::{EcdsaSighashType, SighashCache};
 use bitcoin::{
-    absolute, ecdsa, transaction, Amount, CompressedPublicKey, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut,
+    absolute, transaction, Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut,
     Witness,
 };
 
 use super::*;
+use crate::single_key::SingleKey;
 
-/// A test-side P2WPKH key.
-struct Key {
-    secret: SecretKey,
-    public: CompressedPublicKey,
-}
+/// A test-side P2WPKH key (the crate's [`SingleKey`]).
+struct Key(SingleKey);
 
 impl Key {
     fn new(seed: u8) -> Self {
-        let secret = SecretKey::from_slice(&[seed; 32]).unwrap();
-        let public = CompressedPublicKey(secret.public_key(&Secp256k1::new()));
-        Key { secret, public }
+        Key(SingleKey::from_secret_bytes([seed; 32]).expect("the seed makes a valid key"))
     }
 
     fn script(&self) -> ScriptBuf {
-        ScriptBuf::new_p2wpkh(&self.public.wpubkey_hash())
+        self.0.script()
     }
+
+    /// Signs every input as spending an output of this key worth `values[i]`.
+    fn sign(&self, tx: &mut Transaction, values: &[Amount]) {
+        let spent: Vec<TxOut> = values.iter().map(|v| TxOut { value: *v, script_pubkey: self.script() }).collect();
+        self.0.sign_all(tx, &spent).expect("the inputs pay this key");
+    }
+
+
 
     /// Spends `prevouts` (all paying this key) to `outputs`, signed with SIGHASH_ALL.
     fn spend(&self, prevouts: &[(OutPoint, TxOut)], outputs: Vec<TxOut>, sequence: Sequence) -> Transaction {
@@ -57,24 +58,6 @@ impl Key {
         panic!("no 71-byte signatures in 100 attempts");
     }
 
-    /// Signs every input as if it spent `values` paying this key.
-    fn sign(&self, tx: &mut Transaction, values: &[Amount]) {
-        let secp = Secp256k1::new();
-        let script = self.script();
-        let mut witnesses = Vec::new();
-        let mut cache = SighashCache::new(&*tx);
-        for (i, value) in values.iter().enumerate() {
-            let sighash = cache.p2wpkh_signature_hash(i, &script, *value, EcdsaSighashType::All).unwrap();
-            let signature = secp.sign_ecdsa_low_r(&Message::from_digest(sighash.to_byte_array()), &self.secret);
-            witnesses.push(Witness::p2wpkh(
-                &ecdsa::Signature { signature, sighash_type: EcdsaSighashType::All },
-                &self.public.0,
-            ));
-        }
-        for (input, w) in tx.input.iter_mut().zip(witnesses) {
-            input.witness = w;
-        }
-    }
 }
 
 fn devnet() -> Arc<Devnet> {
@@ -190,7 +173,7 @@ async fn bad_signatures_are_refused_by_consensus() {
     let mut by_b = forged.clone();
     b.sign(&mut by_b, &[coin.1.value]);
     let b_sig = by_b.input[0].witness.nth(0).unwrap().to_vec();
-    forged.input[0].witness = Witness::from_slice(&[b_sig, a.public.to_bytes().to_vec()]);
+    forged.input[0].witness = Witness::from_slice(&[b_sig, a.0.public_key().to_bytes().to_vec()]);
     assert!(rejection(devnet.broadcast(&forged).await).starts_with("mandatory-script-verify-flag-failed"));
 
     // Signed over the wrong amount: only caught because the spent amount reaches the script check.
@@ -203,7 +186,7 @@ async fn bad_signatures_are_refused_by_consensus() {
     let mut sig = tampered.input[0].witness.nth(0).unwrap().to_vec();
     let last = sig.len() - 1;
     sig[last - 1] ^= 1;
-    tampered.input[0].witness = Witness::from_slice(&[sig, a.public.to_bytes().to_vec()]);
+    tampered.input[0].witness = Witness::from_slice(&[sig, a.0.public_key().to_bytes().to_vec()]);
     assert!(rejection(devnet.broadcast(&tampered).await).starts_with("mandatory-script-verify-flag-failed"));
     let honest = a.spend(std::slice::from_ref(&coin), vec![pay(&b, 49_000)], Sequence::MAX);
     devnet.broadcast(&honest).await.unwrap();
