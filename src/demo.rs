@@ -160,7 +160,7 @@ fn start_chain(
         chain: devnet.clone(),
         sequencer: node.sequencer.clone(),
         store: node.store.clone(),
-        btc: node.engine_config.asset_by_symbol("BTC").context("BTC asset")?,
+        btc: crate::node::btc_asset(&node.engine_config)?,
         policy: tandem_settlement::deposits::DepositPolicy { confirmations: 1 },
         // A fresh devnet: its first blocks are the faucet's, cheap to scan.
         start_height: 0,
@@ -211,7 +211,7 @@ fn write_credentials(path: &Path, creds: &Credentials) -> anyhow::Result<()> {
 async fn open_demo_accounts(node: &Node, base_url: &str, token: &str) -> anyhow::Result<Credentials> {
     let mut client = Client::connect(base_url).await?;
     let operator = Auth::Operator(token.to_string());
-    let btc = node.engine_config.asset_by_symbol("BTC").context("BTC asset")?;
+    let btc = crate::node::btc_asset(&node.engine_config)?;
     let mut accounts = Vec::new();
     for name in ACCOUNTS {
         let kind = if name == "market-maker" { "partner" } else { "user" };

@@ -309,7 +309,7 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
                             chain: std::sync::Arc::new(chain),
                             sequencer: n.sequencer.clone(),
                             store: n.store.clone(),
-                            btc: n.engine_config.asset_by_symbol("BTC").context("the exchange has no BTC asset")?,
+                            btc: node::btc_asset(&n.engine_config)?,
                             policy: tandem_settlement::deposits::DepositPolicy { confirmations: deposit_confirmations },
                             start_height: chain_start_height,
                             interval: Duration::from_secs(2),

@@ -203,7 +203,13 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
             dirs.custody_secrets(),
             tandem_custody::Keyring::new(master_key.clone()),
         )?;
-        let btc = engine_config.asset_by_symbol("BTC");
+        let btc = match btc_asset(&engine_config) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                tracing::warn!(error = %e, "the provider signs no BTC withdrawal");
+                None
+            }
+        };
         let presignatures = tandem_custody::FilePresignatureStore::open(
             dirs.custody_presignatures(),
             tandem_custody::Keyring::new(master_key.clone()),
@@ -320,6 +326,30 @@ impl Node {
     }
 }
 
+/// The ledger's BTC asset, which the chain side counts in satoshis: it must have 8 decimals
+/// (its minimal unit is then the satoshi), or every amount crossing between ledger and chain
+/// would be off by a power of ten.
+pub fn btc_asset(config: &tandem_matching::EngineConfig) -> anyhow::Result<tandem_matching::AssetId> {
+    let id = config.asset_by_symbol("BTC").context("the exchange has no BTC asset")?;
+    let spec = config.asset(id).context("the BTC asset")?;
+    if spec.decimals != 8 {
+        bail!("the BTC asset has {} decimals; chain amounts are satoshis, so it must have 8", spec.decimals);
+    }
+    Ok(id)
+}
+
 pub fn now_millis() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_btc_asset_must_count_satoshis() {
+        let mut config = tandem_matching::ExchangeConfig::default().to_engine().unwrap();
+        let btc = super::btc_asset(&config).unwrap();
+        config.assets[btc.0 as usize].decimals = 6;
+        let err = super::btc_asset(&config).unwrap_err().to_string();
+        assert!(err.contains("must have 8"), "{err}");
+    }
 }

@@ -35,7 +35,7 @@ fn service(node: &node::Node, chain: Arc<dyn tandem_settlement::Chain>) -> tokio
         chain,
         sequencer: node.sequencer.clone(),
         store: node.store.clone(),
-        btc: node.engine_config.asset_by_symbol("BTC").unwrap(),
+        btc: tandem::node::btc_asset(&node.engine_config).unwrap(),
         policy: DepositPolicy { confirmations: 2 },
         start_height: 0,
         interval: Duration::from_millis(100),
