@@ -111,15 +111,14 @@ impl ResponseError for ApiError {
 pub fn reject_status(reason: RejectReason) -> StatusCode {
     use RejectReason::*;
     match reason {
-        UnknownAccount | UnknownAsset | UnknownMarket | UnknownOrder | UnknownWithdrawal | UnknownDeposit => {
-            StatusCode::NOT_FOUND
-        }
+        UnknownAccount | UnknownAsset | UnknownMarket | UnknownOrder | UnknownWithdrawal | UnknownDeposit
+        | UnknownBatch | UnknownBump => StatusCode::NOT_FOUND,
         AccountCannotTrade | AccountFrozen => StatusCode::FORBIDDEN,
         AlreadyConfigured | DuplicateDeposit | DuplicateClientOrderId(_) | MarketHalted | AlreadyHalted | NotHalted
-        | DepositAlreadyReversed | AlreadyFrozen | NotFrozen => StatusCode::CONFLICT,
+        | DepositAlreadyReversed | AlreadyFrozen | NotFrozen | BatchIdReused | WithdrawalInBatch => StatusCode::CONFLICT,
         ReservedAccountKind | ZeroAmount | SupplyExceeded | InsufficientBalance | PriceOffTick | QuantityOffLot
         | OutOfRange | BelowMinNotional | WouldTakeLiquidity | FillOrKillUnfillable | AmendNoChange
-        | AmendBelowFilled => StatusCode::BAD_REQUEST,
+        | AmendBelowFilled | UnbalancedBatch | VaultOverdrawn => StatusCode::BAD_REQUEST,
     }
 }
 
@@ -238,6 +237,12 @@ mod tests {
             DepositAlreadyReversed,
             AccountFrozen,
             AlreadyFrozen,
+            UnknownBatch,
+            BatchIdReused,
+            WithdrawalInBatch,
+            UnbalancedBatch,
+            VaultOverdrawn,
+            UnknownBump,
             NotFrozen,
             AlreadyHalted,
             NotHalted,

@@ -1,6 +1,7 @@
 //! Commands: every state change enters the engine as one of these, journaled first.
 
 use crate::config::EngineConfig;
+use crate::settlement::SettlementLeg;
 use crate::types::*;
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +33,25 @@ pub enum Command {
     CancelAll { account: Option<AccountId>, market: Option<MarketId> },
     HaltMarket { market: MarketId },
     ResumeMarket { market: MarketId },
+    // New variants go last: journals encode the variant's position.
+    /// A deposit found on chain, idempotent by `(asset, reference)` like [`Command::CreditDeposit`]:
+    /// credits `account` and records that `holder`'s vault holds the coins (the account's own
+    /// vault, or the settlement pool for an account without one).
+    CreditChainDeposit { account: AccountId, holder: AccountId, asset: AssetId, amount: Amount, reference: String },
+    /// Books a settlement batch before it is signed: locks each leg's fee share and marks the
+    /// withdrawals it pays. Rejected as a whole unless the legs' deltas plus fees plus the
+    /// withdrawals sum to zero, every fee share is available, and no vault would hold less
+    /// than nothing.
+    BookSettlement { batch: BatchId, asset: AssetId, legs: Vec<SettlementLeg>, withdrawals: Vec<WithdrawalId> },
+    /// The batch's transaction was replaced by one paying `extra` more fee, out of `payer`'s change.
+    BumpSettlement { batch: BatchId, payer: AccountId, extra: Amount },
+    /// The batch's transaction has enough confirmations; `bumps` is how many fee bumps the
+    /// confirmed version carries. Fees and withdrawals leave the ledger; the legs' deltas land
+    /// in the holders' settled amounts.
+    ConfirmSettlement { batch: BatchId, bumps: u32 },
+    /// The batch will never confirm (it was never fully signed): its locks are released and its
+    /// withdrawals wait for the next batch.
+    CancelSettlement { batch: BatchId },
 }
 
 impl Command {
@@ -62,6 +82,11 @@ impl Command {
             Command::CancelAll { .. } => "cancel_all",
             Command::HaltMarket { .. } => "halt_market",
             Command::ResumeMarket { .. } => "resume_market",
+            Command::CreditChainDeposit { .. } => "credit_chain_deposit",
+            Command::BookSettlement { .. } => "book_settlement",
+            Command::BumpSettlement { .. } => "bump_settlement",
+            Command::ConfirmSettlement { .. } => "confirm_settlement",
+            Command::CancelSettlement { .. } => "cancel_settlement",
         }
     }
 }

@@ -286,6 +286,15 @@ impl Engine {
             Command::CancelAll { account, market } => self.cancel_all(*account, *market, out),
             Command::HaltMarket { market } => self.set_halted(*market, true, out),
             Command::ResumeMarket { market } => self.set_halted(*market, false, out),
+            Command::CreditChainDeposit { account, holder, asset, amount, reference } => {
+                self.credit_chain_deposit(*account, *holder, *asset, *amount, reference, out)
+            }
+            Command::BookSettlement { batch, asset, legs, withdrawals } => {
+                self.book_settlement(*batch, *asset, legs, withdrawals, out)
+            }
+            Command::BumpSettlement { batch, payer, extra } => self.bump_settlement(*batch, *payer, *extra, out),
+            Command::ConfirmSettlement { batch, bumps } => self.confirm_settlement(*batch, *bumps, out),
+            Command::CancelSettlement { batch } => self.cancel_settlement(*batch, out),
         };
         if let Err(reason) = result {
             debug_assert!(self.ledger.touched.is_empty(), "a rejected command moved money");
@@ -340,6 +349,19 @@ impl Engine {
         reference: &str,
         out: &mut Vec<Event>,
     ) -> Result<(), RejectReason> {
+        self.credit_deposit_as(account, None, asset, amount, reference, out)
+    }
+
+    /// A deposit, off chain (`holder: None`) or held on chain by `holder`'s vault.
+    pub(crate) fn credit_deposit_as(
+        &mut self,
+        account: AccountId,
+        holder: Option<AccountId>,
+        asset: AssetId,
+        amount: Amount,
+        reference: &str,
+        out: &mut Vec<Event>,
+    ) -> Result<(), RejectReason> {
         self.check_account_asset(account, asset)?;
         if amount.is_zero() {
             return Err(RejectReason::ZeroAmount);
@@ -352,7 +374,7 @@ impl Engine {
         if self.ledger.outstanding(asset) + amount.0 as u128 > cap {
             return Err(RejectReason::SupplyExceeded);
         }
-        self.ledger.deposits.insert(key, DepositRecord { account, amount, reversed: false });
+        self.ledger.deposits.insert(key, DepositRecord { account, amount, reversed: false, holder });
         self.ledger.totals[asset.0 as usize].deposited += amount.0 as u128;
         self.ledger.credit(account, asset, amount);
         out.push(Event::DepositCredited { account, asset, amount, reference: reference.to_owned() });
@@ -365,7 +387,7 @@ impl Engine {
         if record.reversed {
             return Err(RejectReason::DepositAlreadyReversed);
         }
-        let (account, amount) = (record.account, record.amount);
+        let (account, amount, holder) = (record.account, record.amount, record.holder);
         if self.ledger.available(account, asset) < amount {
             // Spent already (traded, locked in orders or withdrawals): stop the account and free
             // what its orders hold; what is still missing needs an operator.
@@ -380,6 +402,9 @@ impl Engine {
         }
         self.ledger.debit(account, asset, amount);
         self.ledger.totals[asset.0 as usize].deposited -= amount.0 as u128;
+        if let Some(holder) = holder {
+            *self.ledger.settled.entry((holder, asset)).or_default() -= amount.0 as i128;
+        }
         if let Some(d) = self.ledger.deposits.get_mut(&key) {
             d.reversed = true;
         }
@@ -435,13 +460,24 @@ impl Engine {
         self.ledger.lock(account, asset, amount);
         self.ledger.withdrawals.insert(
             withdrawal,
-            PendingWithdrawal { account, asset, amount, destination: destination.to_owned() },
+            PendingWithdrawal { account, asset, amount, destination: destination.to_owned(), batch: None },
         );
         out.push(Event::WithdrawalRequested { withdrawal, account, asset, amount, destination: destination.to_owned() });
         Ok(())
     }
 
+    /// Fails or completes by hand only what no batch is paying: a batch's confirmation completes
+    /// its own withdrawals.
+    fn unbatched_withdrawal(&self, withdrawal: WithdrawalId) -> Result<(), RejectReason> {
+        let w = self.ledger.withdrawals.get(&withdrawal).ok_or(RejectReason::UnknownWithdrawal)?;
+        if w.batch.is_some() {
+            return Err(RejectReason::WithdrawalInBatch);
+        }
+        Ok(())
+    }
+
     fn complete_withdrawal(&mut self, withdrawal: WithdrawalId, out: &mut Vec<Event>) -> Result<(), RejectReason> {
+        self.unbatched_withdrawal(withdrawal)?;
         let w = self.ledger.withdrawals.remove(&withdrawal).ok_or(RejectReason::UnknownWithdrawal)?;
         self.ledger.spend_locked(w.account, w.asset, w.amount);
         self.ledger.totals[w.asset.0 as usize].withdrawn += w.amount.0 as u128;
@@ -450,6 +486,7 @@ impl Engine {
     }
 
     fn fail_withdrawal(&mut self, withdrawal: WithdrawalId, out: &mut Vec<Event>) -> Result<(), RejectReason> {
+        self.unbatched_withdrawal(withdrawal)?;
         let w = self.ledger.withdrawals.remove(&withdrawal).ok_or(RejectReason::UnknownWithdrawal)?;
         self.ledger.unlock(w.account, w.asset, w.amount);
         out.push(Event::WithdrawalFailed { withdrawal, account: w.account, asset: w.asset, amount: w.amount });
@@ -999,6 +1036,11 @@ impl Engine {
     /// Whether the account may not trade or withdraw now.
     pub fn is_frozen(&self, account: AccountId) -> bool {
         self.ledger.frozen.contains(&account)
+    }
+
+    /// A deposit by its reference, credited or reversed.
+    pub fn deposit(&self, asset: AssetId, reference: &str) -> Option<DepositRecord> {
+        self.ledger.deposits.get(&(asset, reference.to_owned())).cloned()
     }
 
     pub fn pending_withdrawals(&self) -> Vec<(WithdrawalId, PendingWithdrawal)> {

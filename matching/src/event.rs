@@ -2,6 +2,7 @@
 //! derived from these.
 
 use crate::command::TimeInForce;
+use crate::settlement::SettlementLeg;
 use crate::types::*;
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +58,12 @@ pub enum Event {
     MarketResumed { market: MarketId },
     /// The command changed nothing.
     Rejected { reason: RejectReason },
+    // New variants go last, like commands.
+    SettlementBooked { batch: BatchId, asset: AssetId, legs: Vec<SettlementLeg>, withdrawals: Vec<WithdrawalId> },
+    SettlementBumped { batch: BatchId, payer: AccountId, extra: Amount },
+    /// `fee`: what the confirmed transaction paid, bumps included.
+    SettlementConfirmed { batch: BatchId, asset: AssetId, bumps: u32, fee: Amount },
+    SettlementCancelled { batch: BatchId },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,6 +185,18 @@ pub enum RejectReason {
     AlreadyFrozen,
     #[error("the account is not frozen")]
     NotFrozen,
+    #[error("unknown settlement batch")]
+    UnknownBatch,
+    #[error("batch ids must increase and are never reused")]
+    BatchIdReused,
+    #[error("the withdrawal is already being paid by a settlement batch")]
+    WithdrawalInBatch,
+    #[error("the batch's deltas, fees and withdrawals do not balance")]
+    UnbalancedBatch,
+    #[error("the batch would leave a vault holding less than nothing")]
+    VaultOverdrawn,
+    #[error("the batch has fewer fee bumps than that")]
+    UnknownBump,
 }
 
 impl RejectReason {
@@ -213,6 +232,12 @@ impl RejectReason {
             RejectReason::AccountFrozen => "account_frozen",
             RejectReason::AlreadyFrozen => "already_frozen",
             RejectReason::NotFrozen => "not_frozen",
+            RejectReason::UnknownBatch => "unknown_batch",
+            RejectReason::BatchIdReused => "batch_id_reused",
+            RejectReason::WithdrawalInBatch => "withdrawal_in_batch",
+            RejectReason::UnbalancedBatch => "unbalanced_batch",
+            RejectReason::VaultOverdrawn => "vault_overdrawn",
+            RejectReason::UnknownBump => "unknown_bump",
         }
     }
 }

@@ -101,6 +101,15 @@ impl Engine {
         for w in self.ledger.withdrawals.values() {
             *needed.entry((w.account, w.asset)).or_default() += w.amount.0 as u128;
         }
+        // ... and booked settlement fees.
+        for b in self.ledger.batches.values() {
+            for leg in &b.legs {
+                *needed.entry((leg.holder, b.asset)).or_default() += leg.fee.0 as u128;
+            }
+            for bump in &b.bumps {
+                *needed.entry((bump.payer, b.asset)).or_default() += bump.extra.0 as u128;
+            }
+        }
         for (i, b) in self.ledger.balances.iter().enumerate() {
             let account = AccountId((i / n_assets) as u64 + 1);
             let asset = AssetId((i % n_assets) as u16);

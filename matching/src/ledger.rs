@@ -35,6 +35,9 @@ pub struct PendingWithdrawal {
     pub asset: AssetId,
     pub amount: Amount,
     pub destination: String,
+    /// The settlement batch paying it, once one is booked: it can then be neither failed nor
+    /// completed by hand, nor paid by another batch.
+    pub batch: Option<BatchId>,
 }
 
 /// A credited deposit, kept so a reorg can take it back exactly.
@@ -44,6 +47,9 @@ pub struct DepositRecord {
     pub amount: Amount,
     /// Taken back (the chain lost it). A reversed deposit may be credited again if it returns.
     pub reversed: bool,
+    /// For a chain deposit: the account whose vault holds the coins (the depositor's own vault,
+    /// or the settlement pool for an account without one).
+    pub holder: Option<AccountId>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -60,6 +66,13 @@ pub(crate) struct Ledger {
     pub(crate) frozen: FxHashSet<AccountId>,
     pub(crate) withdrawals: BTreeMap<WithdrawalId, PendingWithdrawal>,
     pub(crate) next_withdrawal: u64,
+    /// On-chain holdings per holder and asset, as the ledger knows them: chain deposits in,
+    /// confirmed settlement batches' deltas. See [`crate::settlement`].
+    pub(crate) settled: BTreeMap<(AccountId, AssetId), i128>,
+    /// Booked settlement batches not yet confirmed or cancelled.
+    pub(crate) batches: BTreeMap<BatchId, crate::settlement::OpenBatch>,
+    /// The highest batch id ever booked: ids only go up.
+    pub(crate) last_batch: u64,
     /// Scratch: balances changed by the command being applied.
     pub(crate) touched: Vec<(AccountId, AssetId)>,
 }

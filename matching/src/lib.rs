@@ -15,6 +15,7 @@ pub mod event;
 pub mod invariants;
 pub mod ledger;
 pub mod sequencer;
+pub mod settlement;
 pub mod snapshot;
 pub mod types;
 
@@ -23,7 +24,8 @@ pub use config::{EngineConfig, ExchangeConfig};
 pub use engine::{Depth, DepthLevel, Engine, OrderView, FEE_ACCOUNT, SETTLEMENT_POOL};
 pub use event::{CloseReason, Event, OrderAccepted, RejectReason, Trade};
 pub use invariants::InvariantViolation;
-pub use ledger::{Balance, PendingWithdrawal};
+pub use ledger::{Balance, DepositRecord, PendingWithdrawal};
 pub use sequencer::{Applied, BookUpdate, CommandLog, MemoryLog, Sequencer, SequencerConfig, SequencerError, SequencerHandle, SnapshotSink};
+pub use settlement::{FeeBump, OpenBatch, SettlementLeg};
 pub use snapshot::{EngineSnapshot, SnapshotError, StateHash};
 pub use types::*;

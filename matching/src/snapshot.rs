@@ -9,12 +9,14 @@ use crate::command::SelfTradePrevention;
 use crate::config::EngineConfig;
 use crate::engine::Engine;
 use crate::ledger::{AssetTotals, Balance, DepositRecord, Ledger, PendingWithdrawal};
+use crate::settlement::OpenBatch;
 use crate::types::*;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 /// 2: deposits with their account and amount (reversals), frozen accounts.
-const SNAPSHOT_VERSION: u32 = 2;
+/// 3: settlement: holders' settled amounts, open batches, deposit holders.
+const SNAPSHOT_VERSION: u32 = 3;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EngineSnapshot {
@@ -28,6 +30,9 @@ pub struct EngineSnapshot {
     pub frozen: Vec<AccountId>,
     pub withdrawals: Vec<(WithdrawalId, PendingWithdrawal)>,
     pub next_withdrawal: u64,
+    pub settled: Vec<((AccountId, AssetId), i128)>,
+    pub batches: Vec<(BatchId, OpenBatch)>,
+    pub last_batch: u64,
     pub next_order: u64,
     pub next_trade: u64,
     pub client_ids: Vec<(AccountId, ClientOrderId, OrderId)>,
@@ -115,6 +120,9 @@ impl Engine {
             frozen,
             withdrawals: self.ledger.withdrawals.iter().map(|(k, v)| (*k, v.clone())).collect(),
             next_withdrawal: self.ledger.next_withdrawal,
+            settled: self.ledger.settled.iter().map(|(k, v)| (*k, *v)).collect(),
+            batches: self.ledger.batches.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            last_batch: self.ledger.last_batch,
             next_order: self.next_order,
             next_trade: self.next_trade,
             client_ids,
@@ -160,6 +168,9 @@ impl Engine {
         ledger.frozen = s.frozen.into_iter().collect();
         ledger.withdrawals = s.withdrawals.into_iter().collect();
         ledger.next_withdrawal = s.next_withdrawal;
+        ledger.settled = s.settled.into_iter().collect();
+        ledger.batches = s.batches.into_iter().collect();
+        ledger.last_batch = s.last_batch;
         let mut engine = Engine {
             rules: Engine::rules_of(&s.config),
             books: vec![MarketBook::default(); s.config.markets.len()],

@@ -38,6 +38,10 @@ id_type!(
     WithdrawalId(u64)
 );
 id_type!(
+    /// A settlement batch; chosen by the settlement service, increasing, never reused.
+    BatchId(u64)
+);
+id_type!(
     /// Index of an asset in the engine configuration.
     AssetId(u16)
 );

@@ -449,6 +449,12 @@ impl Fold {
                 | Event::DepositReversalPending { .. }
                 | Event::AccountFrozen { .. }
                 | Event::AccountUnfrozen { .. } => {}
+                // Settlement keeps its own durable batch records (`settlement_batches`); the
+                // withdrawals a confirmed batch completes arrive as `WithdrawalCompleted`.
+                Event::SettlementBooked { .. }
+                | Event::SettlementBumped { .. }
+                | Event::SettlementConfirmed { .. }
+                | Event::SettlementCancelled { .. } => {}
             }
         }
         Ok(())
