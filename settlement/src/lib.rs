@@ -7,6 +7,7 @@
 //! took back). To come: reversals in the ledger, settlement batches (netting, fee sharing, RBF
 //! bumps, rebroadcast after reorgs) and reconciliation of ledger against chain.
 
+pub mod batch;
 pub mod chain;
 pub mod devnet;
 pub mod single_key;

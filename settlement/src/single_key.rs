@@ -58,17 +58,36 @@ impl SingleKey {
         let mut cache = SighashCache::new(&*tx);
         let mut witnesses = Vec::with_capacity(spent.len());
         for (index, prevout) in spent.iter().enumerate() {
-            let sighash = cache
-                .p2wpkh_signature_hash(index, &prevout.script_pubkey, prevout.value, EcdsaSighashType::All)
-                .map_err(|e| format!("sighash of input {index}: {e}"))?;
-            // libsecp256k1 always signs low-S; low-R keeps the size at most the estimate.
-            let signature = secp.sign_ecdsa_low_r(&Message::from_digest(sighash.to_byte_array()), &self.secret);
-            let signature = ecdsa::Signature { signature, sighash_type: EcdsaSighashType::All };
-            witnesses.push(Witness::p2wpkh(&signature, &self.public.0));
+            witnesses.push(self.witness(&secp, &mut cache, index, prevout)?);
         }
         for (input, witness) in tx.input.iter_mut().zip(witnesses) {
             input.witness = witness;
         }
         Ok(())
+    }
+
+    /// The witness of input `index` of `tx`, which spends `prevout` (paying this key); the
+    /// other inputs are left alone (a batch has inputs of many owners).
+    pub fn sign_input(&self, tx: &Transaction, index: usize, prevout: &TxOut) -> Result<Witness, String> {
+        if prevout.script_pubkey != self.script() {
+            return Err(format!("input {index} does not pay this key"));
+        }
+        self.witness(&Secp256k1::new(), &mut SighashCache::new(tx), index, prevout)
+    }
+
+    fn witness(
+        &self,
+        secp: &Secp256k1<bitcoin::secp256k1::All>,
+        cache: &mut SighashCache<&Transaction>,
+        index: usize,
+        prevout: &TxOut,
+    ) -> Result<Witness, String> {
+        let sighash = cache
+            .p2wpkh_signature_hash(index, &prevout.script_pubkey, prevout.value, EcdsaSighashType::All)
+            .map_err(|e| format!("sighash of input {index}: {e}"))?;
+        // libsecp256k1 always signs low-S; low-R keeps the size at most the estimate.
+        let signature = secp.sign_ecdsa_low_r(&Message::from_digest(sighash.to_byte_array()), &self.secret);
+        let signature = ecdsa::Signature { signature, sighash_type: EcdsaSighashType::All };
+        Ok(Witness::p2wpkh(&signature, &self.public.0))
     }
 }
