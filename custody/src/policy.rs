@@ -16,8 +16,8 @@
 //! signature invalid). Refusals are logged with their reason ([`Refusal::log`]).
 
 use crate::group::PartyRole;
-use bitcoin::{Amount, Psbt, ScriptBuf};
-use std::collections::HashSet;
+use bitcoin::{Amount, Psbt, ScriptBuf, SignedAmount};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 /// What a spend claims to be.
@@ -157,6 +157,20 @@ pub struct ProviderFacts<'a> {
     pub max_fee: Amount,
 }
 
+/// What the ledger booked for a settlement batch: the provider checks the whole transaction
+/// against it before it signs any input.
+#[derive(Clone, Debug)]
+pub struct BatchFacts<'a> {
+    /// Every script of every holder in the batch (vault addresses, pool addresses), by holder.
+    pub holders: &'a HashMap<ScriptBuf, u64>,
+    /// Each holder's booked delta: outputs to its scripts minus its inputs, exactly.
+    pub deltas: &'a HashMap<u64, SignedAmount>,
+    /// The withdrawals the batch pays, each exactly once.
+    pub withdrawals: &'a [Payment],
+    /// The booked fee (the legs' shares plus the bumps this version carries).
+    pub fee: Amount,
+}
+
 /// What the wallet knows from its own user.
 #[derive(Clone, Debug)]
 pub struct WalletFacts<'a> {
@@ -166,6 +180,8 @@ pub struct WalletFacts<'a> {
     pub requested_withdrawals: &'a [Payment],
     /// BTC the user owes a settlement batch from its own fills (net sold), zero otherwise.
     pub owed_to_batch: Amount,
+    /// For a settlement batch: this vault's booked delta and fee share in the ledger.
+    pub batch_leg: Option<(SignedAmount, Amount)>,
     /// The user's address for a recovery.
     pub recovery_destination: Option<&'a ScriptBuf>,
     /// Largest fee share the wallet pays.
@@ -307,6 +323,56 @@ pub fn provider_check(req: &SpendRequest<'_>, facts: &ProviderFacts<'_>) -> Resu
     match_outputs(me, &flows.outputs, facts.obligations, facts.vault_scripts)
 }
 
+/// The provider's check of a settlement batch against what the ledger booked: inputs only from
+/// the batch's holders, every withdrawal paid exactly once, nothing else leaving, each holder's
+/// net exactly its booked delta, and the fee exactly the booked fee.
+pub fn provider_batch_check(req: &SpendRequest<'_>, facts: &BatchFacts<'_>) -> Result<(), Refusal> {
+    let me = PartyRole::Provider;
+    if !matches!(req.purpose, SpendPurpose::SettlementBatch { .. }) {
+        return Err(Refusal::new(me, RefusalCode::WrongPurpose, "not a settlement batch"));
+    }
+    require_signers(me, req.signers, &[PartyRole::Wallet, PartyRole::CoSigner])?;
+    let flows = Flows::of(req.psbt, me)?;
+    if let Some((s, _)) = flows.inputs.iter().find(|(s, _)| !facts.holders.contains_key(s)) {
+        return Err(Refusal::new(me, RefusalCode::ForeignInput, format!("input from {s}")));
+    }
+    let scripts: HashSet<ScriptBuf> = facts.holders.keys().cloned().collect();
+    match_outputs(me, &flows.outputs, facts.withdrawals, &scripts)?;
+    let fee = flows.fee(me)?;
+    if fee != facts.fee {
+        return Err(Refusal::new(me, RefusalCode::BadFee, format!("fee {fee}, the ledger booked {}", facts.fee)));
+    }
+    let mut net: HashMap<u64, i64> = HashMap::new();
+    for (s, v) in &flows.inputs {
+        *net.entry(facts.holders[s]).or_default() -= v.to_sat() as i64;
+    }
+    // Outputs to holder scripts that are not withdrawals: a withdrawal to a vault address is
+    // matched first by `match_outputs`, so count by script only what is not an obligation.
+    let mut unmatched: Vec<&Payment> = facts.withdrawals.iter().collect();
+    for o in &flows.outputs {
+        if let Some(i) = unmatched.iter().position(|w| *w == o) {
+            unmatched.swap_remove(i);
+            continue;
+        }
+        if let Some(h) = facts.holders.get(&o.script_pubkey) {
+            *net.entry(*h).or_default() += o.amount.to_sat() as i64;
+        }
+    }
+    let holders: HashSet<u64> = net.keys().chain(facts.deltas.keys()).copied().collect();
+    for h in holders {
+        let got = SignedAmount::from_sat(net.get(&h).copied().unwrap_or(0));
+        let booked = facts.deltas.get(&h).copied().unwrap_or(SignedAmount::ZERO);
+        if got != booked {
+            return Err(Refusal::new(
+                me,
+                RefusalCode::ObligationUnpaid,
+                format!("holder {h} moves {got} on chain, the ledger booked {booked}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The wallet's policy.
 pub fn wallet_check(req: &SpendRequest<'_>, facts: &WalletFacts<'_>) -> Result<(), Refusal> {
     let me = PartyRole::Wallet;
@@ -326,6 +392,22 @@ pub fn wallet_check(req: &SpendRequest<'_>, facts: &WalletFacts<'_>) -> Result<(
             // here; what leaves this wallet's own vault is checked to the satoshi: what its
             // fills owe plus at most its fee share.
             flows.fee(me)?;
+            if let Some((delta, fee)) = facts.batch_leg {
+                // The transaction must do to this vault exactly what the ledger booked.
+                let own_in = flows.inputs_from(facts.own_scripts).to_sat() as i64;
+                let own_out = flows.outputs_to(facts.own_scripts).to_sat() as i64;
+                let net = SignedAmount::from_sat(own_out - own_in);
+                if net != delta {
+                    return Err(Refusal::new(
+                        me,
+                        RefusalCode::ObligationUnpaid,
+                        format!("the batch moves {net} for this vault, the ledger booked {delta}"),
+                    ));
+                }
+                if fee > facts.max_fee {
+                    return Err(Refusal::new(me, RefusalCode::BadFee, format!("fee share {fee} exceeds the cap {}", facts.max_fee)));
+                }
+            }
             let allowed = facts.owed_to_batch + facts.max_fee;
             if leaving > allowed {
                 return Err(Refusal::new(
@@ -508,6 +590,7 @@ mod tests {
             own_scripts: &own,
             requested_withdrawals: &asked,
             owed_to_batch: sats(0),
+            batch_leg: None,
             recovery_destination: None,
             max_fee: sats(1_000),
         };
@@ -606,5 +689,60 @@ mod tests {
         let facts = ProviderFacts { vault_scripts: &vaults, obligations: &[], max_fee: sats(1_000) };
         let req = SpendRequest { psbt: &bad, purpose: SpendPurpose::SettlementBatch { batch: 1 }, signers: WP };
         assert_eq!(provider_check(&req, &facts).unwrap_err().code, RefusalCode::BadFee);
+    }
+
+    #[test]
+    fn provider_signs_a_batch_only_as_the_ledger_booked_it() {
+        // Seller vault 1 gives 60,000 + 300 fee; buyer vault 2 gets 30,000 - 100; a withdrawal
+        // of 29,000 to DEST; the pool (3) pays 100 of fee and keeps the rest.
+        let p = psbt(
+            &[(script(1), 100_000), (script(3), 10_000)],
+            &[(script(DEST), 29_000), (script(1), 39_700), (script(2), 29_900), (script(3), 10_900)],
+        );
+        let holders: HashMap<ScriptBuf, u64> = [(script(1), 1), (script(2), 2), (script(3), 3)].into_iter().collect();
+        let deltas: HashMap<u64, SignedAmount> =
+            [(1, SignedAmount::from_sat(-60_300)), (2, SignedAmount::from_sat(29_900)), (3, SignedAmount::from_sat(900))]
+                .into_iter()
+                .collect();
+        let withdrawals = [Payment { script_pubkey: script(DEST), amount: sats(29_000) }];
+        let facts = BatchFacts { holders: &holders, deltas: &deltas, withdrawals: &withdrawals, fee: sats(500) };
+        let check = |p: &Psbt, f: &BatchFacts<'_>| {
+            provider_batch_check(&SpendRequest { psbt: p, purpose: SpendPurpose::SettlementBatch { batch: 1 }, signers: WP }, f)
+        };
+        assert_eq!(check(&p, &facts), Ok(()));
+        // One satoshi moved from the buyer to the pool: the deltas no longer match.
+        let mut shifted = p.clone();
+        shifted.unsigned_tx.output[2].value = sats(29_899);
+        shifted.unsigned_tx.output[3].value = sats(10_901);
+        assert_eq!(check(&shifted, &facts).unwrap_err().code, RefusalCode::ObligationUnpaid);
+        // The withdrawal underpaid, the rest to the fee.
+        let mut short = p.clone();
+        short.unsigned_tx.output[0].value = sats(28_000);
+        assert_eq!(check(&short, &facts).unwrap_err().code, RefusalCode::ObligationUnpaid);
+        // A bigger fee than booked, taken from the pool's output.
+        let mut greedy = p.clone();
+        greedy.unsigned_tx.output[3].value = sats(10_800);
+        assert_eq!(check(&greedy, &facts).unwrap_err().code, RefusalCode::BadFee);
+        // An output to a stranger.
+        let mut stolen = p.clone();
+        stolen.unsigned_tx.output[3].script_pubkey = script(THIEF);
+        assert_eq!(check(&stolen, &facts).unwrap_err().code, RefusalCode::UnexpectedOutput);
+
+        // The wallet of vault 1 checks its own leg to the satoshi.
+        let own = set(&[script(1)]);
+        let wallet = |leg: (i64, u64)| {
+            let facts = WalletFacts {
+                own_scripts: &own,
+                requested_withdrawals: &[],
+                owed_to_batch: sats(60_000),
+                batch_leg: Some((SignedAmount::from_sat(leg.0), sats(leg.1))),
+                recovery_destination: None,
+                max_fee: sats(1_000),
+            };
+            wallet_check(&SpendRequest { psbt: &p, purpose: SpendPurpose::SettlementBatch { batch: 1 }, signers: WP }, &facts)
+        };
+        assert_eq!(wallet((-60_300, 300)), Ok(()));
+        assert_eq!(wallet((-60_299, 300)).unwrap_err().code, RefusalCode::ObligationUnpaid);
+        assert_eq!(wallet((-60_300, 3_000)).unwrap_err().code, RefusalCode::BadFee);
     }
 }
