@@ -39,13 +39,28 @@ pub fn host_of(base_url: &str) -> anyhow::Result<String> {
 impl Client {
     pub async fn connect(base_url: &str) -> anyhow::Result<Client> {
         let host = host_of(base_url)?;
-        let stream = TcpStream::connect(&host).await.with_context(|| format!("connecting to {host}"))?;
+        let sender = Self::open(&host).await?;
+        Ok(Client { host, sender, last_ts: 0 })
+    }
+
+    async fn open(host: &str) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+        let stream = TcpStream::connect(host).await.with_context(|| format!("connecting to {host}"))?;
         stream.set_nodelay(true)?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        Ok(Client { host, sender, last_ts: 0 })
+        Ok(sender)
+    }
+
+    /// A connection the server closed while idle (its keep-alive timeout) is replaced before a
+    /// request goes out; nothing was sent on it, so nothing can be sent twice.
+    async fn ready(&mut self) -> anyhow::Result<()> {
+        if self.sender.is_closed() || self.sender.ready().await.is_err() {
+            self.sender = Self::open(&self.host).await?;
+            self.sender.ready().await?;
+        }
+        Ok(())
     }
 
     /// Sends one request; answers the status and the JSON body (`Null` when empty or not JSON).
@@ -93,7 +108,7 @@ impl Client {
             }
         }
         let req = req.body(Full::new(Bytes::from(body)))?;
-        self.sender.ready().await?;
+        self.ready().await?;
         let resp = self.sender.send_request(req).await?;
         let status = resp.status().as_u16();
         let bytes = resp.into_body().collect().await?.to_bytes();
