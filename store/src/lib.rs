@@ -20,6 +20,7 @@
 //! checked macros), `?` placeholders each bound exactly once and in order (a rewrite to `$n`
 //! is then a simple scan), integer columns as `i64`, no SQLite-only syntax in statements.
 
+mod batches;
 mod cosigners;
 mod devices;
 mod keys;
@@ -38,6 +39,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use batches::{BatchRecord, BatchVersionRecord};
 pub use projector::{Projector, ProjectorHandle};
 pub use records::{
     AccountRecord, ApiKeyRecord, BalanceRecord, CosignerRecord, DepositRecord, DeviceKeyRecord, EnrolmentCodeRecord, LedgerEntry,
