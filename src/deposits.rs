@@ -7,21 +7,23 @@
 //! `chain:<txid>:<vout>`, so the engine refuses a second credit of the same outpoint even after
 //! a restart (the scanner's own memory starts empty and rescans from its start height).
 //!
-//! The vault addresses to watch come from the store (registered by the provider's vault
-//! service); each belongs to its vault's account.
+//! The addresses to watch: every vault address in the store (registered by the provider's vault
+//! service), credited to its vault's account, which holds the coins; and each account's pool
+//! deposit address (`provider::PoolVault`), credited to the account and held by the settlement
+//! pool. Outputs of the settlement service's own batches pay vault and pool addresses too: they
+//! are never deposits (the batch's confirmation moves the ledger), so they are skipped.
 //!
 //! A deposit a reorg removes after it was credited is taken back (`Command::ReverseDeposit`).
 //! If the account already spent it, the engine freezes the account and cancels its orders; if
 //! that is still not enough the reversal waits for an operator: an `ALERT` in the error log,
-//! counted in `reversals_pending`. (Change that settlement batches will pay back to vaults must
-//! be told apart from deposits once batches exist.)
+//! counted in `reversals_pending`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tandem_matching::{AccountId, Amount, AssetId, Command, Event, RejectReason, SequencerHandle};
+use tandem_matching::{AccountId, Amount, AssetId, Command, Event, RejectReason, SequencerHandle, SETTLEMENT_POOL};
 use tandem_settlement::deposits::{DepositEvent, DepositPolicy, DepositScanner};
 use tandem_settlement::Chain;
 use tandem_store::Store;
@@ -37,6 +39,8 @@ pub struct DepositService {
     pub interval: Duration,
     /// Reversals waiting for an operator (see the module docs).
     pub reversals_pending: Arc<AtomicI64>,
+    /// The provider's pool: custodial deposit addresses (none: only vault addresses are watched).
+    pub pool: Option<Arc<crate::provider::PoolVault>>,
 }
 
 /// The engine reference of a chain deposit.
@@ -53,6 +57,7 @@ impl DepositService {
     async fn run(self) {
         let mut scanner = DepositScanner::new(self.policy, self.start_height);
         let mut watched: HashMap<String, ()> = HashMap::new();
+        let mut pool_watched: u64 = 0;
         let network = self.chain.network();
         // Credits the sequencer could not take yet (stopped, overloaded): the scanner reports
         // an outpoint once, so they wait here, never dropped.
@@ -60,6 +65,9 @@ impl DepositService {
         loop {
             if let Err(e) = self.watch_new(&mut scanner, &mut watched, network).await {
                 tracing::warn!(error = %format!("{e:#}"), "deposit service cannot read the vault addresses");
+            }
+            if let Err(e) = self.watch_pool(&mut scanner, &mut pool_watched).await {
+                tracing::warn!(error = %format!("{e:#}"), "deposit service cannot derive the pool addresses");
             }
             match scanner.poll(&*self.chain).await {
                 Ok(events) => unapplied.extend(events),
@@ -98,19 +106,40 @@ impl DepositService {
             };
             let address = a.address.parse::<bitcoin::Address<bitcoin::address::NetworkUnchecked>>()?;
             let script = address.require_network(network)?.script_pubkey();
-            scanner.watch(script, account.0);
+            scanner.watch(script, account.0, account.0);
             watched.insert(a.address, ());
+        }
+        Ok(())
+    }
+
+    /// Watches the pool deposit address of every account opened since the last round.
+    async fn watch_pool(&self, scanner: &mut DepositScanner, watched: &mut u64) -> anyhow::Result<()> {
+        let Some(pool) = &self.pool else { return Ok(()) };
+        let accounts = self.sequencer.read(|e| e.account_count()).await?;
+        for account in (*watched + 1)..=accounts {
+            scanner.watch(pool.deposit_script(AccountId(account))?, account, SETTLEMENT_POOL.0);
+            *watched = account;
         }
         Ok(())
     }
 
     /// Applies one event; answers it back if it must be tried again.
     async fn apply(&self, event: DepositEvent) -> Option<DepositEvent> {
+        // The settlement service's own transactions: recorded before they are ever sent.
+        match self.store.batch_of_txid(&event.outpoint().txid.to_string()).await {
+            Ok(Some(_)) => return None,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot tell a deposit from a batch output yet; retrying");
+                return Some(event);
+            }
+        }
         match event {
-            DepositEvent::Credit { outpoint, account, amount, instant, confirmations } => {
+            DepositEvent::Credit { outpoint, account, holder, amount, instant, confirmations } => {
                 let reference = deposit_reference(&outpoint);
-                let command = Command::CreditDeposit {
+                let command = Command::CreditChainDeposit {
                     account: AccountId(account),
+                    holder: AccountId(holder),
                     asset: self.btc,
                     amount: Amount(amount.to_sat()),
                     reference: reference.clone(),
@@ -132,18 +161,18 @@ impl DepositService {
                     }
                     Err(e) => {
                         tracing::warn!(%reference, error = %e, "deposit not submitted yet; retrying");
-                        Some(DepositEvent::Credit { outpoint, account, amount, instant, confirmations })
+                        Some(DepositEvent::Credit { outpoint, account, holder, amount, instant, confirmations })
                     }
                 }
             }
-            DepositEvent::Reverse { outpoint, account, amount } => {
+            DepositEvent::Reverse { outpoint, account, holder, amount } => {
                 let reference = deposit_reference(&outpoint);
                 let command = Command::ReverseDeposit { asset: self.btc, reference: reference.clone() };
                 let applied = match self.sequencer.submit(command).await {
                     Ok(a) => a,
                     Err(e) => {
                         tracing::warn!(%reference, error = %e, "reversal not submitted yet; retrying");
-                        return Some(DepositEvent::Reverse { outpoint, account, amount });
+                        return Some(DepositEvent::Reverse { outpoint, account, holder, amount });
                     }
                 };
                 for e in &applied.events {

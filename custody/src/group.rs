@@ -92,6 +92,17 @@ impl GroupId {
     }
 }
 
+impl std::str::FromStr for GroupId {
+    type Err = hex::FromHexError;
+
+    /// 32 hex characters, as [`GroupId`]'s `Display` writes it.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut id = [0u8; 16];
+        hex::decode_to_slice(s, &mut id)?;
+        Ok(GroupId(id))
+    }
+}
+
 impl fmt::Display for GroupId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&hex::encode(self.0))

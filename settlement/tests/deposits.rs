@@ -128,7 +128,7 @@ async fn run(seed: u64, steps: usize) {
         vaults.iter().enumerate().map(|(i, k)| (k.script(), i as u64 + 1)).collect();
     let mut scanner = DepositScanner::new(DepositPolicy { confirmations: N }, start);
     for (script, account) in &accounts {
-        scanner.watch(script.clone(), *account);
+        scanner.watch(script.clone(), *account, *account);
     }
     let mut ledger: BTreeMap<OutPoint, (u64, Amount)> = BTreeMap::new();
     let (mut credits, mut instant, mut reverses) = (0usize, 0usize, 0usize);
@@ -203,7 +203,7 @@ async fn run(seed: u64, steps: usize) {
                     instant += usize::from(fast);
                     assert!(ledger.insert(outpoint, (account, amount)).is_none(), "step {step}: credited twice");
                 }
-                DepositEvent::Reverse { outpoint, account, amount } => {
+                DepositEvent::Reverse { outpoint, account, amount, .. } => {
                     reverses += 1;
                     assert_eq!(ledger.remove(&outpoint), Some((account, amount)), "step {step}: bad reverse");
                 }
@@ -216,7 +216,7 @@ async fn run(seed: u64, steps: usize) {
         let expected = reference(tip, &txs, &accounts);
         let mut fresh = DepositScanner::new(DepositPolicy { confirmations: N }, start);
         for (script, account) in &accounts {
-            fresh.watch(script.clone(), *account);
+            fresh.watch(script.clone(), *account, *account);
         }
         fresh.poll(&*devnet).await.unwrap();
         assert_eq!(live(&fresh), expected, "step {step}: fresh scanner differs from the reference");

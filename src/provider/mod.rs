@@ -36,7 +36,9 @@ use tandem_gateway::Relay;
 use tandem_matching::{AccountId, AssetId, SequencerHandle, Timestamp};
 use tandem_store::{Store, VaultAddressRecord, VaultRecord};
 
+pub mod pool;
 pub mod signing;
+pub use pool::PoolVault;
 pub use signing::SignError;
 
 use crate::mpc_link::{party_role, InProcessRelayLink};
@@ -63,6 +65,8 @@ pub struct VaultService {
     pub btc: Option<AssetId>,
     /// The largest fee a spend may pay.
     pub max_fee: bitcoin::Amount,
+    /// The provider's own coins: custodial accounts' deposit addresses and the settlement pool.
+    pub pool: Arc<PoolVault>,
     /// Serialises key index assignment.
     keygen_lock: tokio::sync::Mutex<()>,
 }
@@ -120,12 +124,13 @@ impl VaultService {
         demo: bool,
         network: bitcoin::Network,
         ledger: Option<(SequencerHandle, Option<AssetId>)>,
-    ) -> Arc<VaultService> {
+    ) -> anyhow::Result<Arc<VaultService>> {
         let (ledger, btc) = match ledger {
             Some((l, btc)) => (Some(l), btc),
             None => (None, None),
         };
-        Arc::new(VaultService {
+        let pool = Arc::new(PoolVault::load_or_create(&secrets, network)?);
+        Ok(Arc::new(VaultService {
             relay,
             identity,
             store,
@@ -137,8 +142,9 @@ impl VaultService {
             ledger,
             btc,
             max_fee: DEFAULT_MAX_FEE,
+            pool,
             keygen_lock: tokio::sync::Mutex::new(()),
-        })
+        }))
     }
 
     fn config(&self) -> CustodyConfig {
@@ -357,9 +363,7 @@ impl VaultService {
 
 /// The group id of a vault record.
 pub fn group_of(vault: &VaultRecord) -> anyhow::Result<GroupId> {
-    let mut id = [0u8; 16];
-    hex::decode_to_slice(&vault.group_id, &mut id).context("a vault's group id is not 16 bytes of hex")?;
-    Ok(GroupId(id))
+    vault.group_id.parse().context("a vault's group id is not 16 bytes of hex")
 }
 
 /// The threshold policy of a vault record.

@@ -15,18 +15,21 @@
 //! `refused <code>: <detail>`), is logged and recorded for operators
 //! (`GET /v1/operator/refusals`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use bitcoin::{Amount, ScriptBuf};
+use anyhow::Context as _;
+use bitcoin::{Amount, ScriptBuf, SignedAmount};
 use tandem_custody::{PresignatureRef, PresignatureStore};
-use tandem_custody::policy::{parse_refusal, provider_check, Payment, ProviderFacts, RefusalCode, SpendRequest};
+use tandem_custody::policy::{
+    parse_refusal, provider_batch_check, provider_check, BatchFacts, Payment, ProviderFacts, RefusalCode, SpendRequest,
+};
 use tandem_custody::{
     ExecutionId, InputSignature, Party, PartyAuxInfo, PartyRole, Refusal, SessionMember, SignerGroup,
     SpendIntent, SpendPurpose, VaultKey,
 };
 use tandem_gateway::relay::Role;
-use tandem_matching::{AccountId, Timestamp, WithdrawalId};
+use tandem_matching::{AccountId, BatchId, Timestamp, WithdrawalId, SETTLEMENT_POOL};
 use tandem_store::{RefusalRecord, VaultRecord};
 
 use super::{aux_record, key_record, policy_of, run_on_thread, spec_eid, VaultService};
@@ -44,6 +47,14 @@ pub enum SignError {
     /// The session failed (partner offline or timed out, transport, storage).
     #[error("signing failed: {0}")]
     Failed(String),
+}
+
+/// [`BatchFacts`], owned.
+struct BookedBatchFacts {
+    holders: HashMap<ScriptBuf, u64>,
+    deltas: HashMap<u64, SignedAmount>,
+    withdrawals: Vec<Payment>,
+    fee: Amount,
 }
 
 /// What a wallet says (as its abort reason) when it does not hold the presignature an intent
@@ -252,8 +263,27 @@ impl VaultService {
                 }
                 (self.account_scripts(account).await.map_err(|e| internal(&e))?, vec![payment])
             }
-            SpendPurpose::SettlementBatch { batch } | SpendPurpose::ForcedSettlement { batch } => {
-                return Err(refuse(RefusalCode::ObligationUnpaid, format!("the ledger has no settlement batch {batch}")))
+            SpendPurpose::SettlementBatch { batch } => {
+                let signers = intent.signers.clone();
+                let request = SpendRequest { psbt: &intent.psbt, purpose: intent.purpose, signers: &signers };
+                let booked = self.booked_batch(BatchId(batch)).await.map_err(|e| internal(&e))?;
+                let Some(booked) = booked else {
+                    return Err(refuse(RefusalCode::ObligationUnpaid, format!("the ledger has no open settlement batch {batch}")));
+                };
+                let facts = BatchFacts {
+                    holders: &booked.holders,
+                    deltas: &booked.deltas,
+                    withdrawals: &booked.withdrawals,
+                    fee: booked.fee,
+                };
+                provider_batch_check(&request, &facts)?;
+                if let Some(refusal) = self.paid_before(intent).await.map_err(|e| internal(&e))? {
+                    return Err(refusal);
+                }
+                return Ok((key, SessionMember::new(partner_role, partner_key)));
+            }
+            SpendPurpose::ForcedSettlement { batch } => {
+                return Err(refuse(RefusalCode::ObligationUnpaid, format!("forced settlement of batch {batch} is not supported yet")))
             }
             SpendPurpose::Recovery => (HashSet::new(), Vec::new()),
         };
@@ -294,17 +324,61 @@ impl VaultService {
         if Some(w.asset) != btc {
             anyhow::bail!("withdrawal {} is not in BTC", id.0);
         }
-        let address = w
-            .destination
+        let script = self.destination_script(&w.destination).with_context(|| format!("withdrawal {}", id.0))?;
+        Ok(Some((w.account, Payment { script_pubkey: script, amount: Amount::from_sat(w.amount.0) })))
+    }
+
+    /// What the ledger booked for an open batch, as the provider's policy needs it: each holder's
+    /// scripts and delta, the withdrawals it pays, its fee.
+    async fn booked_batch(&self, batch: BatchId) -> anyhow::Result<Option<BookedBatchFacts>> {
+        let Some(ledger) = &self.ledger else { anyhow::bail!("the vault service has no ledger") };
+        let read = ledger
+            .read(move |e| {
+                let open = e.open_batches().into_iter().find(|(id, _)| *id == batch).map(|(_, b)| b);
+                let withdrawals = e.pending_withdrawals();
+                (open, withdrawals, e.account_count())
+            })
+            .await?;
+        let (Some(open), pending, accounts) = read else { return Ok(None) };
+        if Some(open.asset) != self.btc {
+            anyhow::bail!("batch {} is not in BTC", batch.0);
+        }
+        let mut facts = BookedBatchFacts {
+            holders: HashMap::new(),
+            deltas: HashMap::new(),
+            withdrawals: Vec::new(),
+            fee: Amount::ZERO,
+        };
+        for leg in &open.legs {
+            let scripts = if leg.holder == SETTLEMENT_POOL {
+                self.pool.scripts(accounts)?.into_keys().collect()
+            } else {
+                self.account_scripts(leg.holder).await?
+            };
+            facts.holders.extend(scripts.into_iter().map(|s| (s, leg.holder.0)));
+            facts.deltas.insert(leg.holder.0, SignedAmount::from_sat(leg.delta));
+            facts.fee += Amount::from_sat(leg.fee.0);
+        }
+        // Bumps are not signed yet: the booked fee is the legs' shares.
+        for id in &open.withdrawals {
+            let (_, w) = pending.iter().find(|(w, _)| w == id).context("a booked withdrawal is not pending")?;
+            facts.withdrawals.push(Payment { script_pubkey: self.destination_script(&w.destination)?, amount: Amount::from_sat(w.amount.0) });
+        }
+        Ok(Some(facts))
+    }
+
+    /// The script of a withdrawal's destination address on this provider's network.
+    pub(crate) fn destination_script(&self, destination: &str) -> anyhow::Result<ScriptBuf> {
+        let address = destination
             .parse::<bitcoin::Address<bitcoin::address::NetworkUnchecked>>()
-            .map_err(|e| anyhow::anyhow!("withdrawal {}'s destination does not parse: {e}", id.0))?
+            .map_err(|e| anyhow::anyhow!("destination {destination:?} does not parse: {e}"))?
             .require_network(self.network)
-            .map_err(|e| anyhow::anyhow!("withdrawal {}'s destination: {e}", id.0))?;
-        Ok(Some((w.account, Payment { script_pubkey: address.script_pubkey(), amount: Amount::from_sat(w.amount.0) })))
+            .map_err(|e| anyhow::anyhow!("destination {destination:?}: {e}"))?;
+        Ok(address.script_pubkey())
     }
 
     /// The scripts of an account's vault addresses.
-    async fn account_scripts(&self, account: AccountId) -> anyhow::Result<HashSet<ScriptBuf>> {
+    pub(crate) async fn account_scripts(&self, account: AccountId) -> anyhow::Result<HashSet<ScriptBuf>> {
         let mut scripts = HashSet::new();
         for v in self.store.vaults_for(account).await? {
             for a in self.store.vault_addresses(&v.group_id).await? {

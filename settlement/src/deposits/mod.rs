@@ -71,9 +71,10 @@ pub enum DepositEvent {
     /// "chain:<txid>:<vout>"). `confirmations` is the count at the time of the credit (0 in
     /// the mempool); `instant` is true when the credit was granted because every input was
     /// co-signed, before the policy's confirmations were reached.
-    Credit { outpoint: OutPoint, account: u64, amount: Amount, instant: bool, confirmations: u32 },
+    /// `holder` is the account whose vault holds the coins (see [`DepositScanner::watch`]).
+    Credit { outpoint: OutPoint, account: u64, holder: u64, amount: Amount, instant: bool, confirmations: u32 },
     /// A credited deposit left the chain and the mempool (reorg, conflict): take it back.
-    Reverse { outpoint: OutPoint, account: u64, amount: Amount },
+    Reverse { outpoint: OutPoint, account: u64, holder: u64, amount: Amount },
 }
 
 impl DepositEvent {

@@ -16,6 +16,7 @@ pub const REORG_WINDOW: u32 = 100;
 struct VaultOutput {
     vout: u32,
     account: u64,
+    holder: u64,
     amount: Amount,
 }
 
@@ -38,6 +39,7 @@ struct ConfirmedTx {
 #[derive(Debug, Clone, Copy)]
 struct Credit {
     account: u64,
+    holder: u64,
     amount: Amount,
 }
 
@@ -47,7 +49,7 @@ struct Credit {
 pub struct DepositScanner {
     confirmations: u32,
     start_height: u32,
-    watched: HashMap<ScriptBuf, u64>,
+    watched: HashMap<ScriptBuf, (u64, u64)>,
     /// Hashes of the last [`REORG_WINDOW`] processed blocks, by height.
     hashes: BTreeMap<u32, BlockHash>,
     /// The last processed block.
@@ -82,10 +84,11 @@ impl DepositScanner {
         }
     }
 
-    /// Registers a vault script and the account it belongs to (a second call for the same
-    /// script changes the account of deposits seen from now on).
-    pub fn watch(&mut self, script: ScriptBuf, account: u64) {
-        self.watched.insert(script, account);
+    /// Registers a vault script, the account its deposits are credited to, and the holder
+    /// whose vault holds the coins (the account itself, or the pool for a custodial deposit
+    /// address). A second call for the same script changes both for deposits seen from now on.
+    pub fn watch(&mut self, script: ScriptBuf, account: u64, holder: u64) {
+        self.watched.insert(script, (account, holder));
     }
 
     /// The policy in force (confirmations at least 1).
@@ -215,8 +218,8 @@ impl DepositScanner {
             .enumerate()
             .filter(|(_, out)| out.value > Amount::ZERO)
             .filter_map(|(vout, out)| {
-                let account = *self.watched.get(&out.script_pubkey)?;
-                Some(VaultOutput { vout: u32::try_from(vout).ok()?, account, amount: out.value })
+                let (account, holder) = *self.watched.get(&out.script_pubkey)?;
+                Some(VaultOutput { vout: u32::try_from(vout).ok()?, account, holder, amount: out.value })
             })
             .collect();
         if deposits.is_empty() {
@@ -304,7 +307,12 @@ impl DepositScanner {
                 .collect();
             for outpoint in outpoints {
                 if let Some(credit) = self.credited.remove(&outpoint) {
-                    events.push(DepositEvent::Reverse { outpoint, account: credit.account, amount: credit.amount });
+                    events.push(DepositEvent::Reverse {
+                        outpoint,
+                        account: credit.account,
+                        holder: credit.holder,
+                        amount: credit.amount,
+                    });
                 }
             }
         }
@@ -358,10 +366,11 @@ impl DepositScanner {
             if self.credited.contains_key(&outpoint) {
                 continue;
             }
-            self.credited.insert(outpoint, Credit { account: deposit.account, amount: deposit.amount });
+            self.credited.insert(outpoint, Credit { account: deposit.account, holder: deposit.holder, amount: deposit.amount });
             events.push(DepositEvent::Credit {
                 outpoint,
                 account: deposit.account,
+                holder: deposit.holder,
                 amount: deposit.amount,
                 instant,
                 confirmations,

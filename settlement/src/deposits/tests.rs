@@ -85,7 +85,7 @@ async fn outpoint_to(devnet: &Devnet, txid: Txid, script: &ScriptBuf) -> (OutPoi
 }
 
 fn credit(outpoint: OutPoint, account: u64, amount: Amount, instant: bool, confirmations: u32) -> DepositEvent {
-    DepositEvent::Credit { outpoint, account, amount, instant, confirmations }
+    DepositEvent::Credit { outpoint, account, holder: account, amount, instant, confirmations }
 }
 
 /// A final (N-confirmed, credited) deposit of `sat` to `key`, watched as `account`.
@@ -96,7 +96,7 @@ async fn funded(
     account: u64,
     sat: u64,
 ) -> (OutPoint, Amount) {
-    scanner.watch(key.script(), account);
+    scanner.watch(key.script(), account, account);
     let txid = devnet.faucet(&key.script(), Amount::from_sat(sat)).unwrap();
     let coin = outpoint_to(devnet, txid, &key.script()).await;
     devnet.mine(scanner.policy().confirmations, None).unwrap();
@@ -110,7 +110,7 @@ async fn external_deposit_waits_for_confirmations() {
     let devnet = devnet();
     let mut scanner = scanner(&devnet, 2).await;
     let key = Key::new(1);
-    scanner.watch(key.script(), 7);
+    scanner.watch(key.script(), 7, 7);
     let amount = Amount::from_sat(1_234_567);
     let txid = devnet.faucet(&key.script(), amount).unwrap();
     let (outpoint, _) = outpoint_to(&devnet, txid, &key.script()).await;
@@ -135,7 +135,7 @@ async fn vault_to_vault_transfer_is_instant() {
     let mut scanner = scanner(&devnet, 3).await;
     let (alice, bob) = (Key::new(1), Key::new(2));
     let coin = funded(&devnet, &mut scanner, &alice, 1, 1_000_000).await;
-    scanner.watch(bob.script(), 2);
+    scanner.watch(bob.script(), 2, 2);
 
     let tx = alice.spend(&[coin], vec![out(bob.script(), 400_000), out(alice.script(), 600_000 - FEE.to_sat())]);
     let txid = devnet.submit(tx).unwrap();
@@ -172,8 +172,8 @@ async fn spending_a_vault_output_that_is_not_final_is_not_instant() {
     let devnet = devnet();
     let mut scanner = scanner(&devnet, 3).await;
     let (alice, bob) = (Key::new(1), Key::new(2));
-    scanner.watch(alice.script(), 1);
-    scanner.watch(bob.script(), 2);
+    scanner.watch(alice.script(), 1, 1);
+    scanner.watch(bob.script(), 2, 2);
     // An external deposit with 1 of 3 confirmations: its sender could still double-spend it.
     let parent = devnet.faucet(&alice.script(), Amount::from_sat(500_000)).unwrap();
     let coin = outpoint_to(&devnet, parent, &alice.script()).await;
@@ -204,8 +204,8 @@ async fn unwatched_outputs_are_ignored_and_outputs_credit_their_own_accounts() {
     assert_eq!(scanner.poll(&*devnet).await.unwrap(), vec![]);
 
     let coin = funded(&devnet, &mut scanner, &alice, 1, 1_000_000).await;
-    scanner.watch(bob.script(), 2);
-    scanner.watch(carol.script(), 3);
+    scanner.watch(bob.script(), 2, 2);
+    scanner.watch(carol.script(), 3, 3);
     let tx = alice.spend(
         &[coin],
         vec![out(bob.script(), 100_000), out(stranger.script(), 200_000), out(carol.script(), 300_000)],
@@ -225,7 +225,7 @@ async fn reorg_dropping_a_credited_deposit_reverses_it_once() {
     let devnet = devnet();
     let mut scanner = scanner(&devnet, 1).await;
     let key = Key::new(1);
-    scanner.watch(key.script(), 9);
+    scanner.watch(key.script(), 9, 9);
     let amount = Amount::from_sat(777_000);
     let txid = devnet.faucet(&key.script(), amount).unwrap();
     let (outpoint, _) = outpoint_to(&devnet, txid, &key.script()).await;
@@ -233,7 +233,7 @@ async fn reorg_dropping_a_credited_deposit_reverses_it_once() {
     assert_eq!(scanner.poll(&*devnet).await.unwrap(), vec![credit(outpoint, 9, amount, false, 1)]);
 
     devnet.reorg_dropping(1, &[txid], 2).unwrap();
-    assert_eq!(scanner.poll(&*devnet).await.unwrap(), vec![DepositEvent::Reverse { outpoint, account: 9, amount }]);
+    assert_eq!(scanner.poll(&*devnet).await.unwrap(), vec![DepositEvent::Reverse { outpoint, account: 9, holder: 9, amount }]);
     assert_eq!(scanner.poll(&*devnet).await.unwrap(), vec![]);
     assert_eq!(scanner.credited().count(), 0);
     assert_eq!(scanner.tip(), Some(devnet.tip().await.unwrap()));
@@ -244,7 +244,7 @@ async fn reorg_keeping_a_credited_deposit_does_not_reverse() {
     let devnet = devnet();
     let mut scanner = scanner(&devnet, 2).await;
     let key = Key::new(1);
-    scanner.watch(key.script(), 9);
+    scanner.watch(key.script(), 9, 9);
     let amount = Amount::from_sat(50_000);
     let txid = devnet.faucet(&key.script(), amount).unwrap();
     devnet.mine(2, None).unwrap();
@@ -269,7 +269,7 @@ async fn dropping_an_instant_transfer_reverses_every_output() {
     let mut scanner = scanner(&devnet, 1).await;
     let (alice, bob) = (Key::new(1), Key::new(2));
     let coin = funded(&devnet, &mut scanner, &alice, 1, 1_000_000).await;
-    scanner.watch(bob.script(), 2);
+    scanner.watch(bob.script(), 2, 2);
     let tx = alice.spend(&[coin], vec![out(bob.script(), 400_000), out(alice.script(), 599_000)]);
     let txid = devnet.submit(tx).unwrap();
     assert_eq!(scanner.poll(&*devnet).await.unwrap().len(), 2);
@@ -283,11 +283,13 @@ async fn dropping_an_instant_transfer_reverses_every_output() {
             DepositEvent::Reverse {
                 outpoint: OutPoint { txid, vout: 0 },
                 account: 2,
+                holder: 2,
                 amount: Amount::from_sat(400_000)
             },
             DepositEvent::Reverse {
                 outpoint: OutPoint { txid, vout: 1 },
                 account: 1,
+                holder: 1,
                 amount: Amount::from_sat(599_000)
             },
         ]
@@ -301,7 +303,7 @@ async fn reorg_deeper_than_the_window_rescans_without_double_credit() {
     let devnet = devnet();
     let mut scanner = scanner(&devnet, 1).await;
     let key = Key::new(1);
-    scanner.watch(key.script(), 5);
+    scanner.watch(key.script(), 5, 5);
     let kept = devnet.faucet(&key.script(), Amount::from_sat(10_000)).unwrap();
     devnet.mine(1, None).unwrap();
     assert_eq!(scanner.poll(&*devnet).await.unwrap().len(), 1);
@@ -322,7 +324,7 @@ async fn coinbase_to_a_vault_waits_for_confirmations() {
     let devnet = devnet();
     let mut scanner = scanner(&devnet, 2).await;
     let key = Key::new(1);
-    scanner.watch(key.script(), 4);
+    scanner.watch(key.script(), 4, 4);
     let hash = devnet.mine(1, Some(key.script())).unwrap()[0];
     assert_eq!(scanner.poll(&*devnet).await.unwrap(), vec![]);
     devnet.mine(1, None).unwrap();
@@ -392,7 +394,7 @@ async fn backend_errors_lose_no_event() {
     let chain = Flaky { inner: devnet.clone(), fail: false.into() };
     let mut scanner = scanner(&devnet, 1).await;
     let key = Key::new(1);
-    scanner.watch(key.script(), 3);
+    scanner.watch(key.script(), 3, 3);
     let amount = Amount::from_sat(60_000);
     let txid = devnet.faucet(&key.script(), amount).unwrap();
     let (outpoint, _) = outpoint_to(&devnet, txid, &key.script()).await;
@@ -408,6 +410,6 @@ async fn backend_errors_lose_no_event() {
     chain.set(true);
     assert!(scanner.poll(&chain).await.is_err());
     chain.set(false);
-    assert_eq!(scanner.poll(&chain).await.unwrap(), vec![DepositEvent::Reverse { outpoint, account: 3, amount }]);
+    assert_eq!(scanner.poll(&chain).await.unwrap(), vec![DepositEvent::Reverse { outpoint, account: 3, holder: 3, amount }]);
     assert_eq!(scanner.poll(&chain).await.unwrap(), vec![]);
 }
