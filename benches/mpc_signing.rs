@@ -311,6 +311,7 @@ fn wallet_policy(w: &World, job: &Job) {
         own_scripts: &w.vault_scripts,
         requested_withdrawals: &asked,
         owed_to_batch: Amount::ZERO,
+        batch_leg: None,
         recovery_destination: None,
         max_fee: Amount::from_sat(MAX_FEE_SAT),
     };

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tandem_gateway::GatewayConfig;
-use tandem_matching::{AccountId, Amount, Command, ExchangeConfig, SequencerConfig};
+use tandem_matching::{AccountId, ExchangeConfig, SequencerConfig};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Credentials {
@@ -59,6 +59,8 @@ pub struct DemoOptions {
 
 const ACCOUNTS: [&str; 4] = ["alice", "bob", "market-maker", "noise-trader"];
 const BTC_EACH: u64 = 10 * 100_000_000;
+/// The settlement pool's own coins: its fee shares, and fronting late sellers.
+const POOL_FUNDS: u64 = 100_000_000;
 const USD_EACH: &str = "1000000.00";
 
 pub fn credentials_path(data_dir: &Path) -> PathBuf {
@@ -102,16 +104,16 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     })
     .await?;
     let base_url = node.base_url();
+    let (devnet, miner, deposits, settlement) = start_chain(&node)?;
     let creds = match existing {
         Some(mut c) => {
             c.base_url = base_url.clone();
             c
         }
-        None => open_demo_accounts(&node, &base_url, &token).await?,
+        None => open_demo_accounts(&node, &devnet, &base_url, &token).await?,
     };
     write_credentials(&creds_path, &creds)?;
     let cosigner = start_cosigner(&opts.data_dir, &base_url, &token).await?;
-    let (devnet, miner, deposits) = start_chain(&node)?;
     let mut wallets = Vec::new();
     let names = if opts.wallets { &crate::demo_wallets::WALLET_USERS[..] } else { &[][..] };
     for &name in names {
@@ -139,6 +141,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     cosigner.abort();
     miner.abort();
     deposits.abort();
+    settlement.abort();
     for w in wallets {
         w.abort();
     }
@@ -147,28 +150,43 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
 
 /// Blocks between two demo blocks.
 const DEMO_BLOCK_INTERVAL: Duration = Duration::from_secs(5);
+/// A settlement window of the demo: short, so a batch confirms while someone watches.
+const DEMO_SETTLEMENT_WINDOW: Duration = Duration::from_secs(20);
 
-/// The demo's chain: an embedded regtest devnet mining a block every few seconds, and the
-/// deposit service crediting what arrives at vault addresses (after one confirmation, or at
-/// once from a vault). The devnet lives in memory: a restarted demo starts a fresh chain.
-fn start_chain(
-    node: &Node,
-) -> anyhow::Result<(std::sync::Arc<tandem_settlement::Devnet>, tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>)> {
+type Task = tokio::task::JoinHandle<()>;
+
+/// The demo's chain: an embedded regtest devnet mining a block every few seconds; the deposit
+/// service crediting what arrives at vault and pool addresses (after one confirmation, or at
+/// once from a vault); and the settlement service netting each window into a batch on it.
+/// The devnet lives in memory: a restarted demo starts a fresh chain.
+fn start_chain(node: &Node) -> anyhow::Result<(std::sync::Arc<tandem_settlement::Devnet>, Task, Task, Task)> {
     let devnet = tandem_settlement::Devnet::new(tandem_settlement::DevnetConfig::default())?;
     let miner = devnet.spawn_miner(DEMO_BLOCK_INTERVAL);
+    let vaults = node.vaults.clone().context("the demo runs with custody")?;
+    let btc = crate::node::btc_asset(&node.engine_config)?;
     let deposits = crate::deposits::DepositService {
         chain: devnet.clone(),
         sequencer: node.sequencer.clone(),
         store: node.store.clone(),
-        btc: crate::node::btc_asset(&node.engine_config)?,
+        btc,
         policy: tandem_settlement::deposits::DepositPolicy { confirmations: 1 },
         // A fresh devnet: its first blocks are the faucet's, cheap to scan.
         start_height: 0,
         interval: Duration::from_secs(1),
         reversals_pending: Default::default(),
+        pool: Some(vaults.pool.clone()),
     }
     .spawn();
-    Ok((devnet, miner, deposits))
+    let settlement = std::sync::Arc::new(crate::settlement::SettlementService {
+        chain: devnet.clone(),
+        sequencer: node.sequencer.clone(),
+        store: node.store.clone(),
+        vaults,
+        btc,
+        config: crate::settlement::SettlementConfig { window: DEMO_SETTLEMENT_WINDOW, ..Default::default() },
+    })
+    .spawn(&node.reconciler);
+    Ok((devnet, miner, deposits, settlement))
 }
 
 /// The demo's co-signer, in this process but with its own data dir, master key and identity,
@@ -207,11 +225,19 @@ fn write_credentials(path: &Path, creds: &Credentials) -> anyhow::Result<()> {
 }
 
 /// Opens the demo accounts through the operator API (the same path an operator uses), funds
-/// USD as fiat deposits, and BTC through a demo-only faucet (real BTC arrives from the chain).
-async fn open_demo_accounts(node: &Node, base_url: &str, token: &str) -> anyhow::Result<Credentials> {
+/// USD as fiat deposits, and BTC with real devnet payments to each account's pool deposit
+/// address (these accounts have no vault of their own: the provider's pool holds their coins),
+/// credited by the deposit service like any deposit. The settlement pool gets a little BTC too,
+/// for its share of batch fees.
+async fn open_demo_accounts(
+    node: &Node,
+    devnet: &tandem_settlement::Devnet,
+    base_url: &str,
+    token: &str,
+) -> anyhow::Result<Credentials> {
     let mut client = Client::connect(base_url).await?;
     let operator = Auth::Operator(token.to_string());
-    let btc = crate::node::btc_asset(&node.engine_config)?;
+    let pool = &node.vaults.as_ref().context("the demo runs with custody")?.pool;
     let mut accounts = Vec::new();
     for name in ACCOUNTS {
         let kind = if name == "market-maker" { "partner" } else { "user" };
@@ -231,18 +257,13 @@ async fn open_demo_accounts(node: &Node, base_url: &str, token: &str) -> anyhow:
         if status != 200 && status != 201 {
             bail!("funding demo account {name} with USD: {status} {body}");
         }
-        let applied = node
-            .sequencer
-            .submit(Command::CreditDeposit {
-                account: AccountId(account.account_id),
-                asset: btc,
-                amount: Amount(BTC_EACH),
-                reference: format!("demo-faucet:{name}"),
-            })
-            .await?;
-        tracing::info!(name, account = account.account_id, events = applied.events.len(), "demo account ready");
+        let script = pool.deposit_script(AccountId(account.account_id))?;
+        let txid = devnet.faucet(&script, bitcoin::Amount::from_sat(BTC_EACH))?;
+        tracing::info!(name, account = account.account_id, %txid, "demo account opened; its BTC arrives with the next block");
         accounts.push(account);
     }
+    let script = pool.deposit_script(tandem_matching::SETTLEMENT_POOL)?;
+    devnet.faucet(&script, bitcoin::Amount::from_sat(POOL_FUNDS))?;
     Ok(Credentials { base_url: base_url.to_string(), accounts, operator: Operator { token: token.to_string() } })
 }
 

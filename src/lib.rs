@@ -9,6 +9,7 @@ pub mod custody_cli;
 pub mod demo;
 pub mod demo_wallets;
 pub mod deposits;
+pub mod settlement;
 pub mod journal_cli;
 pub mod journal_port;
 pub mod mpc_link;

@@ -72,6 +72,27 @@ enum Cmd {
         /// Scan the chain for deposits from this height (vaults hold nothing older).
         #[arg(long, default_value_t = 0)]
         chain_start_height: u32,
+        /// Close a settlement window this many seconds after the last batch finished.
+        #[arg(long, default_value_t = 600)]
+        settlement_window_secs: u64,
+        /// ...or as soon as this many movements (vaults to settle, withdrawals) wait.
+        #[arg(long, default_value_t = 1000)]
+        settlement_max_movements: usize,
+        /// Confirmations before a batch is final in the ledger.
+        #[arg(long, default_value_t = 3)]
+        settlement_confirmations: u32,
+        /// Seconds the wallets of a batch have to co-sign before it is rebuilt without them.
+        #[arg(long, default_value_t = 120)]
+        signing_deadline_secs: u64,
+    },
+    /// Reconciles ledger against chain on a running node (`GET /v1/operator/reconciliation`):
+    /// prints the report; exits 1 on any difference, 2 if it cannot be read.
+    Reconcile {
+        /// The node's API, e.g. http://127.0.0.1:8080.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        #[arg(long, env = "TANDEM_OPERATOR_TOKEN", hide_env_values = true)]
+        operator_token: String,
     },
     /// Operator tools for the write-ahead journal.
     Journal {
@@ -271,6 +292,10 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
             rpc_password,
             deposit_confirmations,
             chain_start_height,
+            settlement_window_secs,
+            settlement_max_movements,
+            settlement_confirmations,
+            signing_deadline_secs,
         } => {
             let network = tandem::parse_network(&network)?;
             let custody = if master_key_file.is_some() || std::env::var_os(custody_cli::MASTER_KEY_ENV).is_some() {
@@ -298,29 +323,54 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
                 http_workers,
             })
             .await?;
-            let deposits = match bitcoind {
+            let services = match bitcoind {
                 Some(url) => {
                     let auth = tandem_settlement::BitcoindAuth::UserPass { user: rpc_user, password: rpc_password };
                     let chain = tandem_settlement::Bitcoind::connect(tandem_settlement::BitcoindConfig::new(url, auth, network))
                         .await
                         .context("connecting to bitcoind")?;
-                    Some(
-                        tandem::deposits::DepositService {
-                            chain: std::sync::Arc::new(chain),
-                            sequencer: n.sequencer.clone(),
-                            store: n.store.clone(),
-                            btc: node::btc_asset(&n.engine_config)?,
-                            policy: tandem_settlement::deposits::DepositPolicy { confirmations: deposit_confirmations },
-                            start_height: chain_start_height,
-                            interval: Duration::from_secs(2),
-                            reversals_pending: Default::default(),
+                    let chain: std::sync::Arc<dyn tandem_settlement::Chain> = std::sync::Arc::new(chain);
+                    let btc = node::btc_asset(&n.engine_config)?;
+                    let deposits = tandem::deposits::DepositService {
+                        chain: chain.clone(),
+                        sequencer: n.sequencer.clone(),
+                        store: n.store.clone(),
+                        btc,
+                        policy: tandem_settlement::deposits::DepositPolicy { confirmations: deposit_confirmations },
+                        start_height: chain_start_height,
+                        interval: Duration::from_secs(2),
+                        reversals_pending: Default::default(),
+                        pool: n.vaults.as_ref().map(|v| v.pool.clone()),
+                    }
+                    .spawn();
+                    let settlement = match &n.vaults {
+                        Some(vaults) => Some(
+                            std::sync::Arc::new(tandem::settlement::SettlementService {
+                                chain,
+                                sequencer: n.sequencer.clone(),
+                                store: n.store.clone(),
+                                vaults: vaults.clone(),
+                                btc,
+                                config: tandem::settlement::SettlementConfig {
+                                    window: Duration::from_secs(settlement_window_secs),
+                                    max_movements: settlement_max_movements,
+                                    confirmations: settlement_confirmations,
+                                    signing_deadline: Duration::from_secs(signing_deadline_secs),
+                                    ..Default::default()
+                                },
+                            })
+                            .spawn(&n.reconciler),
+                        ),
+                        None => {
+                            tracing::warn!("no custody: nothing is settled on chain");
+                            None
                         }
-                        .spawn(),
-                    )
+                    };
+                    vec![Some(deposits), settlement]
                 }
                 None => {
-                    tracing::warn!("no --bitcoind: chain deposits are not credited");
-                    None
+                    tracing::warn!("no --bitcoind: chain deposits are not credited and nothing is settled");
+                    Vec::new()
                 }
             };
             println!("listening on {}", n.base_url());
@@ -328,10 +378,25 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => {}
                 r = n.wait() => tracing::warn!(result = ?r, "server stopped"),
             }
-            if let Some(d) = deposits {
-                d.abort();
+            for task in services.into_iter().flatten() {
+                task.abort();
             }
             n.shutdown().await
+        }
+        Cmd::Reconcile { url, operator_token } => {
+            let mut client = tandem::client::Client::connect(&url).await?;
+            let auth = tandem::client::Auth::Operator(operator_token);
+            let (status, report) = client.send("GET", "/v1/operator/reconciliation", None, &auth).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if status != 200 {
+                eprintln!("reconciliation unavailable: HTTP {status}");
+                std::process::exit(2);
+            }
+            if report["balanced"] != serde_json::Value::Bool(true) {
+                eprintln!("ledger and chain differ: {}", report["differences"]);
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Cmd::Store { command: StoreCmd::Rebuild { data_dir } } => {
             let dirs = node::DataDir::new(&data_dir);

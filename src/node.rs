@@ -97,6 +97,8 @@ pub struct Node {
     pub provider_identity: Option<bitcoin::secp256k1::Keypair>,
     /// The provider's vault service: vault creation, and signing spends (`None` without custody).
     pub vaults: Option<Arc<crate::provider::VaultService>>,
+    /// Where the settlement service plugs in its reconciliation once it runs.
+    pub reconciler: tandem_gateway::ReconcilerSlot,
     server: actix_web::dev::ServerHandle,
     server_task: tokio::task::JoinHandle<std::io::Result<()>>,
     core: Option<Sequencer>,
@@ -196,6 +198,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
         None => (None, None),
     };
     let relay = gateway.relay();
+    let reconciler = gateway.reconciler_slot();
     let mut vaults = None;
     // The provider's vault service subscribes before the API serves, so it sees every session.
     if let (Some((master_key, demo)), Some(identity)) = (custody, provider_identity) {
@@ -223,7 +226,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
             demo,
             network,
             Some((sequencer.clone(), btc)),
-        );
+        )?;
         service.clone().spawn();
         vaults = Some(service);
     }
@@ -240,6 +243,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
         relay,
         provider_identity,
         vaults,
+        reconciler,
         server: server_handle,
         server_task,
         core: Some(core),

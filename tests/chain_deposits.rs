@@ -40,6 +40,7 @@ fn service(node: &node::Node, chain: Arc<dyn tandem_settlement::Chain>) -> tokio
         start_height: 0,
         interval: Duration::from_millis(100),
         reversals_pending: Default::default(),
+        pool: None,
     }
     .spawn()
 }

@@ -100,7 +100,19 @@ pub struct Gateway {
     pub(crate) replays: replay_guard::ReplayGuard,
     pub(crate) cosigners: auth::CosignerCache,
     pub(crate) relay: Arc<Relay>,
+    pub(crate) reconciler: ReconcilerSlot,
 }
+
+/// Reconciles the ledger against the chain. The settlement service implements it (it has the
+/// chain); the gateway only serves the report at `GET /v1/operator/reconciliation`.
+pub trait Reconciler: Send + Sync {
+    /// The report, with `"balanced": true` when ledger and chain agree to the satoshi.
+    fn reconcile(&self) -> futures_util::future::BoxFuture<'_, Result<serde_json::Value, String>>;
+}
+
+/// Where the settlement service plugs its [`Reconciler`] in once it runs (it may start after
+/// the API).
+pub type ReconcilerSlot = Arc<std::sync::OnceLock<Arc<dyn Reconciler>>>;
 
 impl Gateway {
     /// `engine_config` is the engine's own (`sequencer.read(|e| e.config().clone())`): the
@@ -124,8 +136,14 @@ impl Gateway {
             replays: replay_guard::ReplayGuard::new(config.recv_window_ms),
             cosigners: auth::CosignerCache::default(),
             relay: Arc::new(Relay::new(config.mpc.clone())),
+            reconciler: ReconcilerSlot::default(),
             config,
         }
+    }
+
+    /// The slot for the settlement service's [`Reconciler`]; keep a clone before [`serve`].
+    pub fn reconciler_slot(&self) -> ReconcilerSlot {
+        self.reconciler.clone()
     }
 
     /// The node's metrics registry, for parts outside the gateway to add their gauges.
@@ -198,6 +216,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, gateway: Data<Gateway>) {
         .configure(routes::public::configure)
         .configure(routes::orders::configure)
         .configure(routes::account::configure)
+        .configure(routes::settlement::configure)
         .configure(routes::operator::configure)
         .configure(routes::wallet::configure)
         .configure(|cfg| routes::mpc::configure(cfg, gateway.config.mpc.max_request_bytes))

@@ -22,7 +22,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use bitcoin::{Amount, ScriptBuf};
+use bitcoin::{Amount, ScriptBuf, SignedAmount};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -255,18 +255,20 @@ async fn check(
             let (name, payment) = backing_request(session, withdrawal).await?;
             (vec![payment], Some(name))
         }
-        SpendPurpose::SettlementBatch { batch } => {
-            return Err(refuse(
-                RefusalCode::OverSpend,
-                format!("batch {batch}: this wallet cannot yet check a batch against its fills"),
-            ))
-        }
         _ => (Vec::new(), None),
+    };
+    let (owed_to_batch, batch_leg) = match intent.purpose {
+        SpendPurpose::SettlementBatch { batch } => {
+            let (owed, leg) = batch_position(session, batch).await?;
+            (owed, Some(leg))
+        }
+        _ => (Amount::ZERO, None),
     };
     let facts = WalletFacts {
         own_scripts: &own,
         requested_withdrawals: &requested,
-        owed_to_batch: Amount::ZERO,
+        owed_to_batch,
+        batch_leg,
         recovery_destination: None,
         max_fee: opts.max_fee,
     };
@@ -287,6 +289,34 @@ async fn check(
         .append_secret(&name, KIND_SIGNED, &bytes)
         .map_err(|e| refuse(RefusalCode::BadIntent, format!("cannot record the spend in the wallet file: {e:#}")))?;
     Ok(Checked { intent, key, members })
+}
+
+/// What this account's part in batch `batch` may take from its vault, and the part the ledger
+/// booked (delta, fee share). What a batch may take is what the ledger says the vault holds
+/// beyond what the account still owns: its balance net of pending withdrawals (BTC it sold, and
+/// withdrawals this batch pays).
+///
+/// The figures come from the provider's ledger as the user's own app shows them; checking
+/// them against the wallet's own signed orders is the next step.
+async fn batch_position(session: &Session, batch: u64) -> Result<(Amount, (SignedAmount, Amount)), Refusal> {
+    let refuse = |code, detail: String| Refusal::new(PartyRole::Wallet, code, detail);
+    let reply = session
+        .call("GET", &format!("/v1/settlement/batches/{batch}"), None)
+        .await
+        .map_err(|e| refuse(RefusalCode::ObligationUnpaid, format!("cannot read batch {batch}: {e:#}")))?;
+    let int = |field: &str| {
+        reply[field].as_i64().ok_or_else(|| refuse(RefusalCode::BadIntent, format!("batch {batch}: no {field} in {reply}")))
+    };
+    let leg = &reply["leg"];
+    if leg.is_null() {
+        return Err(refuse(RefusalCode::ForeignInput, format!("batch {batch} books nothing for this account")));
+    }
+    let delta = leg["delta_sat"].as_i64().ok_or_else(|| refuse(RefusalCode::BadIntent, format!("batch {batch}: bad leg {leg}")))?;
+    let fee = leg["fee_sat"].as_u64().ok_or_else(|| refuse(RefusalCode::BadIntent, format!("batch {batch}: bad leg {leg}")))?;
+    let owned = int("balance_sat")? - int("pending_withdrawals_sat")?;
+    // Withdrawals this batch pays leave the vault too: they are owed, not owned.
+    let owed = (int("settled_sat")? - owned).max(0);
+    Ok((Amount::from_sat(owed as u64), (SignedAmount::from_sat(delta), Amount::from_sat(fee))))
 }
 
 /// The wallet's request that backs the provider's withdrawal `id`: the same destination and

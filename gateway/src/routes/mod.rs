@@ -7,6 +7,7 @@ pub mod mpc;
 pub mod operator;
 pub mod orders;
 pub mod public;
+pub mod settlement;
 pub mod wallet;
 
 use crate::error::{payload_too_large, ApiError};

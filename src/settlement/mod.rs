@@ -1,0 +1,518 @@
+//! The settlement service: closes settlement windows, nets them into one batch transaction,
+//! has every input signed through custody, broadcasts it, follows it to its confirmations and
+//! tells the ledger, through the sequencer like every other change.
+//!
+//! A batch moves through durable states, each written before the next step starts, so a crash
+//! anywhere resumes where it stopped (`settlement_batches` in the store):
+//!
+//! ```text
+//! planned --book--> booked --sign every input--> signed --broadcast--> broadcast --N confs--> confirmed
+//!    |                 |
+//!    +-- refused ------+-- a wallet missed the signing deadline --> cancelled (locks released)
+//! ```
+//!
+//! - *planned*: the PSBT and who signs each input are stored; the ledger has not seen it.
+//! - *booked*: the ledger locked each leg's fee share and marked the withdrawals it pays
+//!   (`BookSettlement`). On resume, a batch the engine already holds is not booked twice.
+//! - *signed*: every input signed (each signature is stored as it arrives, so a restart never
+//!   asks twice); the finished transaction is stored as version 0 before it is ever sent.
+//! - *broadcast*: sent; sent again whenever the chain has neither it nor a version of it (a
+//!   reorg or an eviction).
+//! - *confirmed*: `ConfirmSettlement` applied once the transaction has the configured
+//!   confirmations: fees and withdrawals leave the ledger, the vaults' settled amounts move.
+//! - *cancelled*: only a batch that was never fully signed (no complete transaction exists, so
+//!   none can ever confirm), or that the ledger refused to book.
+//!
+//! One batch is in flight at a time: the next window closes only once the last batch is
+//! confirmed or cancelled. So a batch never spends an output of one that is not yet final, and
+//! the coins it may spend are simple to tell: outputs the ledger counts (credited deposits and
+//! outputs of confirmed batches) at the holders' addresses.
+//!
+//! Who takes part: every account with a vault holds its own coins and is a participant with its
+//! settlement target; every other account's coins are in the provider's pool, which balances the
+//! batch. A participant whose wallet does not sign before the deadline is left out of the next
+//! batch for a while; the pool pays its buyers, and its debt stays in the ledger as exposure.
+
+pub mod reconcile;
+pub mod record;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use base64::Engine as _;
+use bitcoin::consensus::encode::{deserialize, serialize_hex};
+use bitcoin::{Amount, Psbt, ScriptBuf, SignedAmount, Transaction, Witness};
+use tandem_custody::{GroupId, IntentInput, PartyRole, SpendIntent, SpendPurpose};
+use tandem_matching::{
+    AccountId, AssetId, BatchId, Command, Event, SequencerHandle, SettlementLeg, Timestamp, WithdrawalId, SETTLEMENT_POOL,
+};
+use tandem_settlement::batch::{self, Participant, PlanParams, Pool, VaultUtxo};
+use tandem_settlement::{Chain, TxStatus};
+use tandem_store::{BatchRecord, BatchVersionRecord, Store};
+
+use crate::deposits::deposit_reference;
+use crate::provider::VaultService;
+use record::{InputSigner, StoredPlan};
+
+/// When windows close and how batches are made.
+#[derive(Clone, Debug)]
+pub struct SettlementConfig {
+    /// A window closes this long after the last batch finished...
+    pub window: Duration,
+    /// ...or as soon as this many movements (participants with a target, withdrawals) wait.
+    pub max_movements: usize,
+    /// Confirmations before the ledger is told a batch is final.
+    pub confirmations: u32,
+    /// Fee estimate target, in blocks.
+    pub fee_target_blocks: u16,
+    /// No output below this is made.
+    pub dust: Amount,
+    /// A batch whose inputs are not all signed this long after it was booked is cancelled and
+    /// rebuilt without the late wallets.
+    pub signing_deadline: Duration,
+    /// How long a late wallet stays out of batches.
+    pub late_penalty: Duration,
+    pub tick: Duration,
+}
+
+impl Default for SettlementConfig {
+    fn default() -> Self {
+        SettlementConfig {
+            window: Duration::from_secs(60),
+            max_movements: 1_000,
+            confirmations: 1,
+            fee_target_blocks: 2,
+            dust: Amount::from_sat(546),
+            signing_deadline: Duration::from_secs(60),
+            late_penalty: Duration::from_secs(600),
+            tick: Duration::from_secs(1),
+        }
+    }
+}
+
+pub struct SettlementService {
+    pub chain: Arc<dyn Chain>,
+    pub sequencer: SequencerHandle,
+    pub store: Store,
+    pub vaults: Arc<VaultService>,
+    pub btc: AssetId,
+    pub config: SettlementConfig,
+}
+
+/// State kept between ticks (in memory: losing it only delays a window or forgives a late wallet).
+struct Progress {
+    window_opened: Instant,
+    late: HashMap<u64, Instant>,
+}
+
+const PLANNED: &str = "planned";
+const BOOKED: &str = "booked";
+const SIGNED: &str = "signed";
+const BROADCAST: &str = "broadcast";
+const CONFIRMED: &str = "confirmed";
+const CANCELLED: &str = "cancelled";
+
+fn now() -> Timestamp {
+    Timestamp(crate::node::now_millis())
+}
+
+impl tandem_gateway::Reconciler for SettlementService {
+    fn reconcile(&self) -> futures::future::BoxFuture<'_, Result<serde_json::Value, String>> {
+        Box::pin(async move {
+            let report = SettlementService::reconcile(self).await.map_err(|e| format!("{e:#}"))?;
+            serde_json::to_value(report).map_err(|e| e.to_string())
+        })
+    }
+}
+
+impl SettlementService {
+    /// Runs until the task is dropped; serves reconciliation at the node's API from now on.
+    pub fn spawn(self: Arc<Self>, reconciler: &tandem_gateway::ReconcilerSlot) -> tokio::task::JoinHandle<()> {
+        let _ = reconciler.set(self.clone());
+        tokio::spawn(async move { self.run().await })
+    }
+
+    async fn run(self: Arc<Self>) {
+        let mut progress = Progress { window_opened: Instant::now(), late: HashMap::new() };
+        loop {
+            if let Err(e) = self.step(&mut progress).await {
+                tracing::warn!(error = %format!("{e:#}"), "settlement step failed; retrying");
+            }
+            tokio::time::sleep(self.config.tick).await;
+        }
+    }
+
+    /// One round: advance the batch in flight, or close the window and build the next.
+    async fn step(&self, progress: &mut Progress) -> anyhow::Result<()> {
+        if let Some(batch) = self.store.unfinished_batches().await?.into_iter().next() {
+            return self.advance(batch, progress).await;
+        }
+        progress.late.retain(|_, since| since.elapsed() < self.config.late_penalty);
+        let waiting = self.movements_waiting().await?;
+        if waiting == 0 {
+            progress.window_opened = Instant::now();
+            return Ok(());
+        }
+        if progress.window_opened.elapsed() < self.config.window && waiting < self.config.max_movements {
+            return Ok(());
+        }
+        progress.window_opened = Instant::now();
+        self.build(progress).await
+    }
+
+    /// Movements a batch would make now: participants with a target, and withdrawals.
+    async fn movements_waiting(&self) -> anyhow::Result<usize> {
+        let holders = self.vault_holders().await?;
+        let btc = self.btc;
+        let n = self
+            .sequencer
+            .read(move |e| {
+                let targets = holders.keys().filter(|h| e.settlement_target(**h, btc).is_some_and(|t| t != 0)).count();
+                let withdrawals =
+                    e.pending_withdrawals().iter().filter(|(_, w)| w.asset == btc && w.batch.is_none()).count();
+                targets + withdrawals
+            })
+            .await?;
+        Ok(n)
+    }
+
+    /// Every account with a vault, with its vaults' addresses (group, key index) by script.
+    async fn vault_holders(&self) -> anyhow::Result<HashMap<AccountId, Vec<(ScriptBuf, String, u64)>>> {
+        let network = self.chain.network();
+        let mut owners: HashMap<String, AccountId> = HashMap::new();
+        let mut holders: HashMap<AccountId, Vec<(ScriptBuf, String, u64)>> = HashMap::new();
+        for a in self.store.all_vault_addresses().await? {
+            let account = match owners.get(&a.group_id) {
+                Some(acc) => *acc,
+                None => {
+                    let Some(v) = self.store.vault(&a.group_id).await? else { continue };
+                    owners.insert(a.group_id.clone(), v.account_id);
+                    v.account_id
+                }
+            };
+            let address = a.address.parse::<bitcoin::Address<bitcoin::address::NetworkUnchecked>>()?;
+            let script = address.require_network(network)?.script_pubkey();
+            holders.entry(account).or_default().push((script, a.group_id, a.key_index));
+        }
+        Ok(holders)
+    }
+
+    /// The coins at `scripts` the ledger counts as held: credited deposits and outputs of
+    /// confirmed batches (a deposit still waiting for its confirmations is not spendable yet).
+    async fn counted_utxos(&self, scripts: &[ScriptBuf]) -> anyhow::Result<Vec<VaultUtxo>> {
+        if scripts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let utxos = self.chain.utxos(scripts).await?;
+        let references: Vec<String> = utxos.iter().map(|u| deposit_reference(&u.outpoint)).collect();
+        let btc = self.btc;
+        let credited: Vec<bool> = self
+            .sequencer
+            .read(move |e| references.iter().map(|r| e.deposit(btc, r).is_some_and(|d| !d.reversed)).collect())
+            .await?;
+        let mut counted = Vec::new();
+        for (u, credited) in utxos.into_iter().zip(credited) {
+            let ours = credited || self.store.confirmed_batch_txid(&u.outpoint.txid.to_string()).await?;
+            if ours {
+                counted.push(VaultUtxo { outpoint: u.outpoint, value: u.txout.value, script_pubkey: u.txout.script_pubkey });
+            }
+        }
+        Ok(counted)
+    }
+
+    /// Closes the window: plans, records and books the next batch.
+    async fn build(&self, progress: &Progress) -> anyhow::Result<()> {
+        let btc = self.btc;
+        let holders = self.vault_holders().await?;
+        let ids: Vec<AccountId> = holders.keys().copied().collect();
+        let (targets, withdrawals, accounts, cut, last_batch) = self
+            .sequencer
+            .read(move |e| {
+                let targets: Vec<(AccountId, Option<i128>)> = ids.iter().map(|h| (*h, e.settlement_target(*h, btc))).collect();
+                let withdrawals: Vec<_> = e
+                    .pending_withdrawals()
+                    .into_iter()
+                    .filter(|(_, w)| w.asset == btc && w.batch.is_none())
+                    .collect();
+                (targets, withdrawals, e.account_count(), e.last_seq(), e.last_batch())
+            })
+            .await?;
+
+        // A destination that is not an address on this network can never be paid: refund it.
+        let mut payable = Vec::new();
+        for (id, w) in withdrawals {
+            match self.vaults.destination_script(&w.destination) {
+                Ok(script) => payable.push((id, w, script)),
+                Err(e) => {
+                    tracing::error!(withdrawal = id.0, error = %format!("{e:#}"), "withdrawal cannot be paid; refunding it");
+                    self.submit(Command::FailWithdrawal { withdrawal: id }).await?;
+                    return Ok(());
+                }
+            }
+        }
+
+        let mut signer_of: HashMap<ScriptBuf, InputSigner> = HashMap::new();
+        let mut participants = Vec::new();
+        let mut in_batch: HashSet<AccountId> = HashSet::new();
+        for (holder, target) in targets {
+            let Some(target) = target else { continue };
+            if progress.late.contains_key(&holder.0) {
+                continue;
+            }
+            let target = i64::try_from(target).context("a settlement target out of range")?;
+            let addresses = &holders[&holder];
+            let scripts: Vec<ScriptBuf> = addresses.iter().map(|(s, _, _)| s.clone()).collect();
+            for (s, group, key_index) in addresses {
+                signer_of.insert(s.clone(), InputSigner::Vault { group: group.clone(), key_index: *key_index });
+            }
+            let has_withdrawal = payable.iter().any(|(_, w, _)| w.account == holder);
+            if target == 0 && !has_withdrawal {
+                continue;
+            }
+            // Receives to the newest address of its newest key (wallets keep fresh ones made).
+            let receive = addresses.iter().max_by_key(|(_, _, k)| *k).map(|(s, _, _)| s.clone()).context("a vault without addresses")?;
+            participants.push(Participant {
+                holder: holder.0,
+                target: SignedAmount::from_sat(target),
+                utxos: self.counted_utxos(&scripts).await?,
+                receive_script: receive,
+            });
+            in_batch.insert(holder);
+        }
+        let pool_scripts = self.vaults.pool.scripts(accounts)?;
+        for (s, account) in &pool_scripts {
+            signer_of.insert(s.clone(), InputSigner::Pool { account: account.0 });
+        }
+        let pool = Pool {
+            holder: SETTLEMENT_POOL.0,
+            utxos: self.counted_utxos(&pool_scripts.keys().cloned().collect::<Vec<_>>()).await?,
+            receive_script: self.vaults.pool.deposit_script(SETTLEMENT_POOL)?,
+        };
+        let plan_withdrawals: Vec<batch::Withdrawal> = payable
+            .iter()
+            .map(|(id, w, script)| batch::Withdrawal {
+                id: id.0,
+                holder: if in_batch.contains(&w.account) { w.account.0 } else { SETTLEMENT_POOL.0 },
+                script_pubkey: script.clone(),
+                amount: Amount::from_sat(w.amount.0),
+            })
+            .collect();
+        let rate = self.chain.fee_rate(self.config.fee_target_blocks).await?;
+        let params = PlanParams { fee_rate_sat_per_kvb: (rate.to_sat_per_kwu() * 4).max(1_000), dust: self.config.dust };
+        let Some(plan) = batch::plan(&participants, &plan_withdrawals, &pool, &params)? else {
+            return Ok(());
+        };
+        let stored = StoredPlan::of(&plan, cut.0, |s| signer_of.get(s).cloned())?;
+        let id = self.store.last_batch_id().await?.max(last_batch.0) + 1;
+        let at = now();
+        let record = BatchRecord {
+            id,
+            status: PLANNED.into(),
+            created_at: at,
+            updated_at: at,
+            asset: btc.0,
+            fee_rate: params.fee_rate_sat_per_kvb,
+            vbytes: plan.vbytes,
+            fee: plan.fee.to_sat(),
+            plan: serde_json::to_string(&stored)?,
+            psbt: base64::engine::general_purpose::STANDARD.encode(plan.psbt.serialize()),
+            bumps: 0,
+            confirmations: 0,
+            confirmed_height: None,
+            confirmed_version: None,
+            last_error: None,
+        };
+        self.store.insert_batch(&record).await?;
+        tracing::info!(
+            batch = id, inputs = plan.inputs.len(), outputs = plan.outputs.len(), vbytes = plan.vbytes,
+            fee = plan.fee.to_sat(), deferred = plan.deferred.len(), "settlement batch planned"
+        );
+        self.book(&record, &stored).await
+    }
+
+    async fn submit(&self, command: Command) -> anyhow::Result<Vec<Event>> {
+        let name = command.name();
+        let applied = self.sequencer.submit(command).await.with_context(|| format!("submitting {name}"))?;
+        Ok(applied.events.clone())
+    }
+
+    async fn advance(&self, b: BatchRecord, progress: &mut Progress) -> anyhow::Result<()> {
+        let stored: StoredPlan = serde_json::from_str(&b.plan).context("the stored plan does not parse")?;
+        let result = match b.status.as_str() {
+            PLANNED => self.book(&b, &stored).await,
+            BOOKED => self.sign(&b, &stored, progress).await,
+            SIGNED | BROADCAST => self.track(&b).await,
+            other => bail!("batch {} has unknown status {other}", b.id),
+        };
+        if let Err(e) = &result {
+            self.store.set_batch_error(b.id, Some(&format!("{e:#}")), now()).await?;
+        }
+        result
+    }
+
+    /// planned -> booked (or cancelled if the ledger refuses it).
+    async fn book(&self, b: &BatchRecord, stored: &StoredPlan) -> anyhow::Result<()> {
+        let id = BatchId(b.id);
+        let already = self.sequencer.read(move |e| e.open_batches().iter().any(|(open, _)| *open == id)).await?;
+        if !already {
+            let legs = stored
+                .legs
+                .iter()
+                .map(|l| SettlementLeg { holder: AccountId(l.holder), delta: l.delta, fee: tandem_matching::Amount(l.fee) })
+                .collect();
+            let withdrawals = stored.withdrawals.iter().map(|w| WithdrawalId(*w)).collect();
+            let events = self.submit(Command::BookSettlement { batch: id, asset: self.btc, legs, withdrawals }).await?;
+            if let Some(Event::Rejected { reason }) = events.first() {
+                tracing::error!(batch = b.id, %reason, "ALERT: the ledger refused a settlement batch; dropping it");
+                self.store.set_batch_error(b.id, Some(&format!("the ledger refused it: {reason}")), now()).await?;
+                self.store.set_batch_status(b.id, PLANNED, CANCELLED, now()).await?;
+                return Ok(());
+            }
+        }
+        self.store.set_batch_status(b.id, PLANNED, BOOKED, now()).await?;
+        tracing::info!(batch = b.id, "settlement batch booked");
+        Ok(())
+    }
+
+    /// booked -> signed: every input signed (pool inputs by the provider alone, vault inputs by
+    /// the provider with the vault's wallet), then the finished transaction stored.
+    async fn sign(&self, b: &BatchRecord, stored: &StoredPlan, progress: &mut Progress) -> anyhow::Result<()> {
+        let psbt = decode_psbt(&b.psbt)?;
+        let have: HashMap<u32, String> = self.store.batch_signatures(b.id, 0).await?.into_iter().collect();
+        let mut late = Vec::new();
+        for (index, input) in stored.inputs.iter().enumerate() {
+            if have.contains_key(&(index as u32)) {
+                continue;
+            }
+            let witness = match &input.signer {
+                InputSigner::Pool { account } => {
+                    let prevout = psbt.inputs[index].witness_utxo.as_ref().context("an input without its value")?;
+                    self.vaults.pool.sign_input(AccountId(*account), &psbt.unsigned_tx, index, prevout)?
+                }
+                InputSigner::Vault { group, key_index } => {
+                    let intent = SpendIntent {
+                        purpose: SpendPurpose::SettlementBatch { batch: b.id },
+                        psbt: psbt.clone(),
+                        input: IntentInput { index: index as u32, group: group.parse::<GroupId>()?, key_index: *key_index },
+                        signers: vec![PartyRole::Wallet, PartyRole::Provider],
+                        presignature: None,
+                    };
+                    match self.vaults.sign(intent).await {
+                        Ok(sig) => sig.witness(),
+                        Err(e) => {
+                            tracing::warn!(batch = b.id, input = index, holder = input.holder, error = %e, "batch input not signed yet");
+                            late.push(input.holder);
+                            continue;
+                        }
+                    }
+                }
+            };
+            self.store.add_batch_signature(b.id, 0, index as u32, &serialize_hex(&witness)).await?;
+        }
+        if !late.is_empty() {
+            let booked_for = Duration::from_millis(now().0.saturating_sub(b.created_at.0));
+            if booked_for >= self.config.signing_deadline {
+                // Never fully signed, so no version of it can ever confirm: safe to drop.
+                for holder in &late {
+                    progress.late.insert(*holder, Instant::now());
+                }
+                let events = self.submit(Command::CancelSettlement { batch: BatchId(b.id) }).await?;
+                if let Some(Event::Rejected { reason }) = events.first() {
+                    bail!("cancelling batch {}: {reason}", b.id);
+                }
+                self.store.set_batch_status(b.id, BOOKED, CANCELLED, now()).await?;
+                tracing::warn!(batch = b.id, ?late, "wallets missed the signing deadline; batch cancelled, rebuilding without them");
+                return Ok(());
+            }
+            bail!("{} input(s) still unsigned", late.len());
+        }
+        let tx = finished_tx(&psbt, self.store.batch_signatures(b.id, 0).await?)?;
+        // The chain must take it as it is: a last check that every script and the fee are right.
+        let txid = tx.compute_txid();
+        let version = BatchVersionRecord {
+            batch: b.id,
+            version: 0,
+            txid: txid.to_string(),
+            tx_hex: serialize_hex(&tx),
+            fee: b.fee,
+            created_at: now(),
+            broadcast_at: None,
+        };
+        self.store.insert_batch_version(&version).await?;
+        self.store.set_batch_status(b.id, BOOKED, SIGNED, now()).await?;
+        tracing::info!(batch = b.id, %txid, "settlement batch signed");
+        self.track(&BatchRecord { status: SIGNED.into(), ..b.clone() }).await
+    }
+
+    /// signed/broadcast -> confirmed: (re)broadcast while the chain has no version of the
+    /// batch; confirm in the ledger at the configured depth.
+    async fn track(&self, b: &BatchRecord) -> anyhow::Result<()> {
+        let versions = self.store.batch_versions(b.id).await?;
+        let current = versions.iter().find(|v| v.version == b.bumps).context("the batch's current version is not stored")?;
+        for v in &versions {
+            let txid: bitcoin::Txid = v.txid.parse()?;
+            match self.chain.transaction_status(&txid).await? {
+                TxStatus::Confirmed { height, confirmations, .. } => {
+                    self.store.set_batch_confirmations(b.id, confirmations, Some(height), Some(v.version), now()).await?;
+                    if confirmations >= self.config.confirmations.max(1) {
+                        return self.confirm(b, v.version).await;
+                    }
+                    return Ok(());
+                }
+                TxStatus::InMempool => {
+                    self.store.set_batch_confirmations(b.id, 0, None, None, now()).await?;
+                    if b.status == SIGNED {
+                        self.store.set_batch_status(b.id, SIGNED, BROADCAST, now()).await?;
+                    }
+                    return Ok(());
+                }
+                TxStatus::Unknown => {}
+            }
+        }
+        // Nowhere: never sent, evicted, or reorged out and not readmitted. Send it (again).
+        let tx: Transaction = deserialize(&hex::decode(&current.tx_hex)?)?;
+        let txid = self.chain.broadcast(&tx).await.map_err(|e| anyhow!("broadcasting batch {}: {e}", b.id))?;
+        self.store.mark_batch_broadcast(b.id, current.version, now()).await?;
+        self.store.set_batch_confirmations(b.id, 0, None, None, now()).await?;
+        if b.status == SIGNED {
+            self.store.set_batch_status(b.id, SIGNED, BROADCAST, now()).await?;
+        }
+        tracing::info!(batch = b.id, %txid, "settlement batch broadcast");
+        Ok(())
+    }
+
+    async fn confirm(&self, b: &BatchRecord, version: u32) -> anyhow::Result<()> {
+        let id = BatchId(b.id);
+        let open = self.sequencer.read(move |e| e.open_batches().iter().any(|(o, _)| *o == id)).await?;
+        if open {
+            let events = self.submit(Command::ConfirmSettlement { batch: id, bumps: version }).await?;
+            if let Some(Event::Rejected { reason }) = events.first() {
+                bail!("ALERT: the ledger refused to confirm batch {}: {reason}", b.id);
+            }
+        }
+        self.store.set_batch_status(b.id, &b.status, CONFIRMED, now()).await?;
+        tracing::info!(batch = b.id, version, "settlement batch confirmed");
+        Ok(())
+    }
+}
+
+fn decode_psbt(base64: &str) -> anyhow::Result<Psbt> {
+    let bytes = base64::engine::general_purpose::STANDARD.decode(base64)?;
+    Ok(Psbt::deserialize(&bytes)?)
+}
+
+/// The unsigned transaction with every input's stored witness.
+fn finished_tx(psbt: &Psbt, signatures: Vec<(u32, String)>) -> anyhow::Result<Transaction> {
+    let mut tx = psbt.unsigned_tx.clone();
+    if signatures.len() != tx.input.len() {
+        bail!("{} signatures for {} inputs", signatures.len(), tx.input.len());
+    }
+    for (index, witness_hex) in signatures {
+        let witness: Witness = deserialize(&hex::decode(&witness_hex)?)?;
+        let input = tx.input.get_mut(index as usize).ok_or_else(|| anyhow!("a signature for input {index}, out of range"))?;
+        input.witness = witness;
+    }
+    Ok(tx)
+}

@@ -1,0 +1,267 @@
+//! Settlement end to end, on the embedded devnet and on a real regtest bitcoind: wallets make
+//! vaults by DKG (the real binary), receive chain deposits, trade through the API, one withdraws
+//! to an outside address; the settlement service nets the window into one batch, the seller's
+//! wallet (`tandem wallet cosign`, its own process) and the provider sign it with MPC, the chain
+//! accepts and confirms it, and the ledger and the chain agree to the satoshi: in total, for every
+//! holder, and for each wallet's vault against its own balance.
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bitcoin::{Address, Amount, Network, ScriptBuf};
+use common::{ok_json, KillOnDrop};
+use serde_json::{json, Value};
+use tandem::client::{Auth, Client};
+use tandem::deposits::DepositService;
+use tandem::settlement::{SettlementConfig, SettlementService};
+use tandem_matching::SETTLEMENT_POOL;
+use tandem_settlement::deposits::DepositPolicy;
+use tandem_settlement::{Bitcoind, Chain, Devnet, DevnetConfig, RegtestNode};
+
+const TOKEN: &str = "settlement-test-token";
+const PASSPHRASE: &str = "settlement test passphrase";
+/// An outside address (regtest).
+const DEST: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
+
+enum TestChain {
+    Devnet(Arc<Devnet>),
+    Bitcoind(#[allow(dead_code)] RegtestNode, Arc<Bitcoind>),
+}
+
+impl TestChain {
+    fn chain(&self) -> Arc<dyn Chain> {
+        match self {
+            TestChain::Devnet(d) => d.clone(),
+            TestChain::Bitcoind(_, b) => b.clone(),
+        }
+    }
+
+    async fn mine(&self, blocks: u32) {
+        match self {
+            TestChain::Devnet(d) => {
+                d.mine(blocks, None).unwrap();
+            }
+            TestChain::Bitcoind(_, b) => {
+                let burn = ScriptBuf::new_p2wsh(&bitcoin::WScriptHash::from_byte_array([7; 32]));
+                b.generate_to(&burn, blocks).await.unwrap();
+            }
+        }
+    }
+
+    /// Pays `script` from outside (devnet faucet: `sats`; bitcoind: a 50 BTC coinbase, matured).
+    async fn fund(&self, script: &ScriptBuf, sats: u64) {
+        match self {
+            TestChain::Devnet(d) => {
+                d.faucet(script, Amount::from_sat(sats)).unwrap();
+            }
+            TestChain::Bitcoind(_, b) => {
+                b.generate_to(script, 1).await.unwrap();
+                self.mine(100).await;
+            }
+        }
+    }
+}
+
+use bitcoin::hashes::Hash as _;
+
+struct Wallet {
+    file: std::path::PathBuf,
+    account: u64,
+    vault: ScriptBuf,
+}
+
+impl Wallet {
+    fn cmd(&self, args: &[&str]) -> Value {
+        ok_json(common::wallet_cmd(&self.file, PASSPHRASE).args(args).arg("--json").output().unwrap())
+    }
+}
+
+async fn make_wallet(dir: &Path, name: &str, url: &str, c: &mut Client) -> Wallet {
+    let (s, code) = c.send("POST", "/v1/operator/enrolment-codes", Some(&json!({"label": name})), &Auth::Operator(TOKEN.into())).await.unwrap();
+    assert_eq!(s, 200, "{code}");
+    let file = dir.join(format!("{name}.wallet"));
+    let w = Wallet { file, account: 0, vault: ScriptBuf::new() };
+    let init = w.cmd(&["init", "--provider", url, "--enrolment-code", code["code"].as_str().unwrap()]);
+    let made = w.cmd(&["address", "--demo-primes", "--no-cosigner"]);
+    let vault = Address::from_str(made["address"].as_str().unwrap()).unwrap().require_network(Network::Regtest).unwrap();
+    Wallet { account: init["account_id"].as_u64().unwrap(), vault: vault.script_pubkey(), ..w }
+}
+
+/// "0.12345678" -> 12_345_678.
+fn sats(decimal: &Value) -> i64 {
+    let s = decimal.as_str().unwrap_or_else(|| panic!("not a decimal: {decimal}"));
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    assert!(frac.len() <= 8, "{s}");
+    int.parse::<i64>().unwrap() * 100_000_000 + format!("{frac:0<8}").parse::<i64>().unwrap()
+}
+
+async fn btc_total(c: &mut Client, account: u64) -> i64 {
+    let (s, a) = c.send("GET", &format!("/v1/operator/accounts/{account}"), None, &Auth::Operator(TOKEN.into())).await.unwrap();
+    assert_eq!(s, 200, "{a}");
+    let b = a["balances"].as_array().unwrap().iter().find(|b| b["asset"] == "BTC").unwrap().clone();
+    sats(&b["available"]) + sats(&b["locked"])
+}
+
+async fn wait_for<T>(what: &str, secs: u64, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn operator(c: &mut Client, path: &str) -> Value {
+    let (s, v) = c.send("GET", path, None, &Auth::Operator(TOKEN.into())).await.unwrap();
+    assert_eq!(s, 200, "{path}: {v}");
+    v
+}
+
+async fn chain_balance(chain: &dyn Chain, script: &ScriptBuf) -> i64 {
+    chain.utxos(std::slice::from_ref(script)).await.unwrap().iter().map(|u| u.txout.value.to_sat() as i64).sum()
+}
+
+async fn scenario(test_chain: TestChain) {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = common::custody_node(&tmp.path().join("node"), TOKEN).await;
+    let vaults = node.vaults.clone().unwrap();
+    let url = node.base_url();
+    let mut c = Client::connect(&url).await.unwrap();
+    let chain = test_chain.chain();
+    let btc = tandem::node::btc_asset(&node.engine_config).unwrap();
+    let deposits = DepositService {
+        chain: chain.clone(),
+        sequencer: node.sequencer.clone(),
+        store: node.store.clone(),
+        btc,
+        policy: DepositPolicy { confirmations: 1 },
+        start_height: 0,
+        interval: Duration::from_millis(200),
+        reversals_pending: Default::default(),
+        pool: Some(vaults.pool.clone()),
+    }
+    .spawn();
+    let settlement = Arc::new(SettlementService {
+        chain: chain.clone(),
+        sequencer: node.sequencer.clone(),
+        store: node.store.clone(),
+        vaults: vaults.clone(),
+        btc,
+        config: SettlementConfig {
+            window: Duration::from_secs(2),
+            confirmations: 1,
+            tick: Duration::from_millis(200),
+            ..SettlementConfig::default()
+        },
+    });
+    let settlement_task = settlement.clone().spawn(&node.reconciler);
+
+    // Two wallets with 2-of-2 vaults; carol's vault and the pool get coins from outside.
+    let carol = make_wallet(tmp.path(), "carol", &url, &mut c).await;
+    let dave = make_wallet(tmp.path(), "dave", &url, &mut c).await;
+    test_chain.fund(&carol.vault, 50_000_000).await;
+    test_chain.fund(&vaults.pool.deposit_script(SETTLEMENT_POOL).unwrap(), 1_000_000).await;
+    test_chain.mine(1).await;
+    let carol_deposit = wait_for("carol's deposit", 30, async || {
+        let t = btc_total(&mut c, carol.account).await;
+        (t > 0).then_some(t)
+    })
+    .await;
+    wait_for("the pool's deposit", 30, async || (btc_total(&mut c, SETTLEMENT_POOL.0).await > 0).then_some(())).await;
+    let usd = json!({"account_id": dave.account, "asset": "USD", "amount": "100000.00", "reference": "wire-dave"});
+    let (s, r) = c.send("POST", "/v1/operator/deposits", Some(&usd), &Auth::Operator(TOKEN.into())).await.unwrap();
+    assert_eq!(s, 200, "{r}");
+
+    // Carol sells 0.1 BTC to dave; she withdraws 0.05 BTC to an outside address.
+    let cosign_log = std::fs::File::create(tmp.path().join("carol-cosign.log")).unwrap();
+    let _cosign = KillOnDrop(
+        common::wallet_cmd(&carol.file, PASSPHRASE)
+            .args(["cosign"])
+            .stdout(cosign_log.try_clone().unwrap())
+            .stderr(cosign_log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    carol.cmd(&["order", "--market", "BTC-USD", "--side", "sell", "--price", "60000", "--quantity", "0.1"]);
+    let bought = dave.cmd(&["order", "--market", "BTC-USD", "--side", "buy", "--price", "60000", "--quantity", "0.1"]);
+    assert_eq!(bought["order"]["status"], "filled", "{bought}");
+    carol.cmd(&["withdraw", "--asset", "BTC", "--amount", "0.05", "--to", DEST]);
+
+    // The window closes: one batch, signed by carol's wallet with the provider, broadcast.
+    let batch = wait_for("a broadcast batch", 90, async || {
+        let b = operator(&mut c, "/v1/operator/batches").await;
+        let first = b["batches"].as_array().unwrap().first().cloned()?;
+        (first["status"] == "broadcast").then_some(first)
+    })
+    .await;
+    assert_eq!(batch["batch"], 1, "{batch}");
+    let inputs = batch["inputs"].as_array().unwrap();
+    assert_eq!(inputs.len(), 1, "one input (carol's coin) pays for everything: {batch}");
+    assert_eq!(inputs[0]["holder"], carol.account);
+    // Before the chain confirms, the ledger still counts carol's coin as hers: balanced.
+    let before = operator(&mut c, "/v1/operator/reconciliation").await;
+    assert_eq!(before["balanced"], true, "{before}");
+
+    test_chain.mine(1).await;
+    let confirmed = wait_for("the batch confirmed", 30, async || {
+        let b = operator(&mut c, "/v1/operator/batches").await;
+        let first = b["batches"].as_array().unwrap().first().cloned()?;
+        (first["status"] == "confirmed").then_some(first)
+    })
+    .await;
+
+    // The chain took exactly the booked fee, and pays the outside address exactly 0.05 BTC.
+    let txid: bitcoin::Txid = confirmed["txid"].as_str().unwrap().parse().unwrap();
+    assert!(matches!(chain.transaction_status(&txid).await.unwrap(), tandem_settlement::TxStatus::Confirmed { .. }));
+    let dest = Address::from_str(DEST).unwrap().require_network(Network::Regtest).unwrap().script_pubkey();
+    assert_eq!(chain_balance(&*chain, &dest).await, 5_000_000);
+
+    // Every vault holds exactly what its account owns in the ledger; the withdrawal is done.
+    let carol_ledger = btc_total(&mut c, carol.account).await;
+    let dave_ledger = btc_total(&mut c, dave.account).await;
+    assert_eq!(chain_balance(&*chain, &carol.vault).await, carol_ledger, "carol");
+    assert_eq!(chain_balance(&*chain, &dave.vault).await, dave_ledger, "dave");
+    assert!(dave_ledger > 9_900_000 && dave_ledger < 10_000_000, "dave got 0.1 BTC less his fees: {dave_ledger}");
+    assert!(carol_ledger < carol_deposit - 15_000_000, "carol paid 0.15 BTC plus her fee share: {carol_ledger}");
+    let (_, w) = c.send("GET", "/v1/operator/batches", None, &Auth::Operator(TOKEN.into())).await.unwrap();
+    let paid: Vec<_> = w["batches"][0]["outputs"].as_array().unwrap().iter().filter(|o| o["kind"] == "withdrawal").cloned().collect();
+    assert_eq!(paid.len(), 1, "{w}");
+    let pending = node.sequencer.read(|e| e.pending_withdrawals().len()).await.unwrap();
+    assert_eq!(pending, 0, "the confirmed batch completed the withdrawal");
+
+    // And the operator's reconciliation agrees, holder by holder; so does `tandem reconcile`.
+    let report = operator(&mut c, "/v1/operator/reconciliation").await;
+    assert_eq!(report["balanced"], true, "{report}");
+    assert_eq!(report["ledger_owes_sat"], report["chain_holds_sat"], "{report}");
+    let exposure: Vec<_> = report["accounts"].as_array().unwrap().iter().filter(|a| a["exposure_sat"].as_i64().is_some_and(|e| e != 0)).collect();
+    assert!(exposure.is_empty(), "nothing left to settle: {exposure:?}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["reconcile", "--url", &url, "--operator-token", TOKEN])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    settlement_task.abort();
+    deposits.abort();
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_settles_in_one_mpc_signed_batch_on_the_devnet() {
+    scenario(TestChain::Devnet(Devnet::new(DevnetConfig::default()).unwrap())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_settles_in_one_mpc_signed_batch_on_bitcoind() {
+    let node = RegtestNode::start(false).await.unwrap_or_else(|e| panic!("{e}"));
+    let rpc = Arc::new(node.client().await.unwrap());
+    scenario(TestChain::Bitcoind(node, rpc)).await;
+}
