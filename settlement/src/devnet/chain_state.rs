@@ -89,6 +89,11 @@ impl ChainState {
         }
     }
 
+    /// The best chain's blocks above genesis, oldest first.
+    pub fn blocks_above_genesis(&self) -> impl Iterator<Item = &Block> {
+        self.blocks[1..].iter().map(|b| &b.block)
+    }
+
     pub fn coin(&self, outpoint: &OutPoint) -> Option<&Coin> {
         self.utxos.get(outpoint)
     }

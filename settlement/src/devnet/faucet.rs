@@ -9,6 +9,8 @@ use crate::single_key::SingleKey;
 
 pub(crate) struct FaucetWallet {
     key: SingleKey,
+    /// The key's secret, kept so a persisted devnet can write it down (see `store`).
+    secret: [u8; 32],
     script: ScriptBuf,
 }
 
@@ -29,8 +31,24 @@ pub(crate) struct Spendable {
 impl FaucetWallet {
     /// A wallet with a fresh random key.
     pub fn random() -> Self {
-        let key = SingleKey::random();
-        FaucetWallet { script: key.script(), key }
+        loop {
+            let mut secret = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut secret);
+            // Zero or at least the curve order: astronomically rare, draw again.
+            if let Some(wallet) = Self::from_secret(secret) {
+                return wallet;
+            }
+        }
+    }
+
+    /// The wallet of a known key (a persisted devnet's), `None` if `secret` is no valid key.
+    pub fn from_secret(secret: [u8; 32]) -> Option<Self> {
+        let key = SingleKey::from_secret_bytes(secret)?;
+        Some(FaucetWallet { script: key.script(), key, secret })
+    }
+
+    pub fn secret(&self) -> &[u8; 32] {
+        &self.secret
     }
 
     pub fn script(&self) -> &Script {

@@ -12,7 +12,7 @@ use bitcoin::{
 };
 
 /// Regtest's proof-of-work limit, used for every devnet block.
-const REGTEST_BITS: u32 = 0x207f_ffff;
+pub(crate) const REGTEST_BITS: u32 = 0x207f_ffff;
 /// Regtest halves the subsidy every 150 blocks (mainnet: 210,000).
 const REGTEST_HALVING_INTERVAL: u32 = 150;
 /// BIP-141 header of the witness commitment output.

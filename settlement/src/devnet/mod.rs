@@ -12,27 +12,50 @@
 //! - `mempool`: unconfirmed transactions, families, block selection;
 //! - `validate`: mempool admission (consensus, policy, BIP-125);
 //! - `miner`: coinbase, merkle root, proof of work;
-//! - `faucet`: the devnet's own key and payments from it.
+//! - `faucet`: the devnet's own key and payments from it;
+//! - `store`: the files of a persisted devnet.
 //!
-//! State lives in memory only, behind one mutex: callers share an `Arc<Devnet>`.
+//! State lives in memory, behind one mutex: callers share an `Arc<Devnet>`. A devnet made
+//! with [`Devnet::new`] lives in memory only. One made with [`Devnet::open`] is also kept in
+//! files, so a restarted `tandem demo` continues the same chain:
+//!
+//! - what is kept: the history of the best chain as an append-only journal of connected
+//!   and disconnected blocks (so stale blocks survive a restart too), the faucet's secret key
+//!   (it is random; with it the faucet finds its coins again in the UTXO set, which is
+//!   rebuilt from the blocks), and the mempool's transactions in a second, small file
+//!   rewritten atomically at each change (format and crash behaviour: `store`);
+//! - when: under the state lock, right after each change (mined block, reorg, admitted or
+//!   evicted transaction), so the files never lag behind what a caller was told;
+//! - reopening replays the journal through `validate::check_block` (block rules plus the
+//!   mempool's admission of every transaction, the same checks that let the transactions in)
+//!   and then `ChainState::connect`, then re-admits the stored mempool through the normal
+//!   admission, dropping what no longer fits. A damaged or hand-made file is an error, never
+//!   a panic and never trusted. Unlike a real node's block store, this trusts nothing it
+//!   reads, at the cost of verifying every script again on open (fast at demo sizes).
+//!
+//! One process at a time: nothing locks the files.
 
 mod chain_state;
 mod faucet;
 mod mempool;
 mod miner;
+mod store;
 mod validate;
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use bitcoin::hashes::Hash as _;
 use bitcoin::{Amount, Block, BlockHash, FeeRate, Network, Script, ScriptBuf, Transaction, Txid, Weight};
 
 use crate::chain::{BlockRef, Chain, ChainError, Result, TxStatus, Utxo};
 use chain_state::ChainState;
 use faucet::{FaucetWallet, Spendable};
 use mempool::Mempool;
+use store::Store;
 use validate::{Policy, COINBASE_MATURITY};
 
 /// Weight kept free in every block for the coinbase.
@@ -68,6 +91,8 @@ struct State {
     faucet: FaucetWallet,
     policy: Policy,
     extra_nonce: u64,
+    /// The files of a devnet made with [`Devnet::open`]; `None` for an in-memory one.
+    store: Option<Store>,
 }
 
 #[derive(Debug)]
@@ -80,20 +105,129 @@ impl Devnet {
     /// A fresh chain from the regtest genesis block, with `initial_blocks` mined to the
     /// faucet.
     pub fn new(config: DevnetConfig) -> Result<Arc<Self>> {
-        if config.network != Network::Regtest {
-            return Err(ChainError::InvalidRequest(format!("the devnet runs regtest only, not {}", config.network)));
+        Self::fresh(config).map(Arc::new)
+    }
+
+    /// A devnet kept in the file `path` (plus `path` + `.mempool`): when the file exists,
+    /// the chain, mempool and faucet it holds, replayed and checked; else a fresh chain as
+    /// [`Devnet::new`] makes, written there. From then on every change is saved before the
+    /// call that made it returns (a failed write is logged and retried at the next change).
+    ///
+    /// `config` applies as in `new`, except that `initial_blocks` only matters when the file
+    /// is created. A file that cannot be read is [`ChainError::Transport`]; one whose
+    /// contents do not decode, or hold a chain that does not validate, is
+    /// [`ChainError::Decode`]. Delete the file (and its `.mempool`) to start a new chain.
+    pub fn open(path: &Path, config: DevnetConfig) -> Result<Arc<Self>> {
+        check_config(&config)?;
+        let exists =
+            path.try_exists().map_err(|e| ChainError::Transport(format!("devnet file {}: {e}", path.display())))?;
+        let devnet = if exists {
+            let devnet = Self::replay(path, config)?;
+            tracing::info!(path = %path.display(), height = devnet.lock().chain.tip_height(), "devnet reopened");
+            devnet
+        } else {
+            let devnet = Self::fresh(config)?;
+            {
+                let mut guard = devnet.lock();
+                let state = &mut *guard;
+                let store = Store::create(path, *state.faucet.secret(), &state.chain, &state.mempool)
+                    .map_err(|e| ChainError::Transport(format!("cannot create devnet file {}: {e}", path.display())))?;
+                state.store = Some(store);
+            }
+            tracing::info!(path = %path.display(), "devnet created");
+            devnet
+        };
+        Ok(Arc::new(devnet))
+    }
+
+    /// Rebuilds a devnet from its files (see `store` for the format).
+    fn replay(path: &Path, config: DevnetConfig) -> Result<Self> {
+        let decode = |what: String| ChainError::Decode(format!("devnet file {}: {what}", path.display()));
+        let bytes = std::fs::read(path)
+            .map_err(|e| ChainError::Transport(format!("cannot read devnet file {}: {e}", path.display())))?;
+        let records = store::parse_journal(&bytes).map_err(decode)?;
+        let mut records = records.into_iter();
+        let faucet = match records.next() {
+            Some((store::FAUCET, secret)) => <[u8; 32]>::try_from(secret)
+                .ok()
+                .and_then(FaucetWallet::from_secret)
+                .ok_or_else(|| decode("the faucet key is not a valid secret key".into()))?,
+            _ => return Err(decode("does not start with the faucet key".into())),
+        };
+        let genesis = bitcoin::blockdata::constants::genesis_block(Network::Regtest);
+        let mut state = State {
+            chain: ChainState::new(genesis),
+            mempool: Mempool::default(),
+            faucet,
+            policy: Policy::default(),
+            extra_nonce: 0,
+            store: None,
+        };
+        for (index, (kind, payload)) in records.enumerate() {
+            // The faucet key is record 0.
+            let at = index + 1;
+            match kind {
+                store::CONNECT => {
+                    let block: Block = bitcoin::consensus::encode::deserialize(payload)
+                        .map_err(|e| decode(format!("record {at}: not a block: {e}")))?;
+                    let hash = block.block_hash();
+                    let height = state.chain.tip_height() + 1;
+                    validate::check_block(&block, &state.chain, &state.policy)
+                        .and_then(|()| state.chain.connect(block))
+                        .map_err(|e| decode(format!("record {at}: block {hash} at height {height} is invalid: {e}")))?;
+                    // Every block the devnet mined took one extra nonce; keep them unique.
+                    state.extra_nonce += 1;
+                }
+                store::DISCONNECT => {
+                    let tip = state.chain.tip_hash();
+                    if payload != tip.as_byte_array().as_slice() || state.chain.tip_height() == 0 {
+                        return Err(decode(format!("record {at}: disconnects a block that is not the tip {tip}")));
+                    }
+                    state.chain.disconnect_tip();
+                }
+                other => return Err(decode(format!("record {at}: unexpected record kind {other}"))),
+            }
         }
-        if config.initial_blocks < COINBASE_MATURITY + 1 {
-            return Err(ChainError::InvalidRequest(format!(
-                "initial_blocks must be at least {} so the faucet has a mature coinbase",
-                COINBASE_MATURITY + 1
-            )));
+
+        let mempool_path = store::mempool_path(path);
+        let mempool_bytes = match std::fs::read(&mempool_path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(ChainError::Transport(format!("cannot read devnet file {}: {e}", mempool_path.display())))
+            }
+        };
+        if let Some(bytes) = mempool_bytes {
+            let decode = |what: String| ChainError::Decode(format!("devnet file {}: {what}", mempool_path.display()));
+            for (at, (kind, payload)) in store::parse_mempool(&bytes).map_err(decode)?.into_iter().enumerate() {
+                if kind != store::TX {
+                    return Err(decode(format!("record {at}: unexpected record kind {kind}")));
+                }
+                let tx: Transaction = bitcoin::consensus::encode::deserialize(payload)
+                    .map_err(|e| decode(format!("record {at}: not a transaction: {e}")))?;
+                let txid = tx.compute_txid();
+                match validate::check(&tx, &state.chain, &state.mempool, &state.policy) {
+                    Ok(admission) if admission.evicts.is_empty() => {
+                        state.mempool.insert(tx, admission.fee, admission.weight);
+                    }
+                    Ok(_) => tracing::debug!(%txid, "devnet reopen: conflicting transaction not readmitted"),
+                    Err(reason) => tracing::debug!(%txid, %reason, "devnet reopen: transaction no longer valid"),
+                }
+            }
         }
-        if config.max_block_weight <= Weight::from_wu(COINBASE_WEIGHT_RESERVE) {
-            return Err(ChainError::InvalidRequest(format!(
-                "max_block_weight must exceed the {COINBASE_WEIGHT_RESERVE} WU kept for the coinbase"
-            )));
-        }
+
+        let mut store = Store::attach(path, *state.faucet.secret()).map_err(|e| {
+            ChainError::Transport(format!("cannot open devnet file {} for writing: {e}", path.display()))
+        })?;
+        // Writes back what was readmitted (and creates a missing mempool file).
+        store.mempool_changed(&state.mempool);
+        state.store = Some(store);
+        Ok(Devnet { config, state: Mutex::new(state) })
+    }
+
+    /// A fresh in-memory chain with `initial_blocks` mined to a new faucet key.
+    fn fresh(config: DevnetConfig) -> Result<Self> {
+        check_config(&config)?;
         let genesis = bitcoin::blockdata::constants::genesis_block(Network::Regtest);
         let devnet = Devnet {
             state: Mutex::new(State {
@@ -102,11 +236,12 @@ impl Devnet {
                 faucet: FaucetWallet::random(),
                 policy: Policy::default(),
                 extra_nonce: 0,
+                store: None,
             }),
             config,
         };
         devnet.mine(devnet.config.initial_blocks, None)?;
-        Ok(Arc::new(devnet))
+        Ok(devnet)
     }
 
     /// Poisoning only means another thread panicked mid-call; every mutation below either
@@ -131,7 +266,9 @@ impl Devnet {
     pub fn mine(&self, blocks: u32, reward_to: Option<ScriptBuf>) -> Result<Vec<BlockHash>> {
         let mut state = self.lock();
         let reward_to = reward_to.unwrap_or_else(|| state.faucet.script().to_owned());
-        (0..blocks).map(|_| self.mine_one(&mut state, reward_to.clone())).collect()
+        let mined = (0..blocks).map(|_| self.mine_one(&mut state, reward_to.clone())).collect();
+        save_mempool(&mut state);
+        mined
     }
 
     fn mine_one(&self, state: &mut State, reward_to: ScriptBuf) -> Result<BlockHash> {
@@ -156,6 +293,9 @@ impl Devnet {
         let confirmed = block.txdata.clone();
         state.chain.connect(block).map_err(|e| ChainError::InvalidRequest(format!("internal: {e}")))?;
         state.mempool.remove_for_block(&confirmed);
+        if let Some(store) = state.store.as_mut() {
+            store.block_connected(&hash, &state.chain);
+        }
         tracing::debug!(height = state.chain.tip_height(), %hash, txs = confirmed.len(), "devnet mined a block");
         Ok(hash)
     }
@@ -204,7 +344,8 @@ impl Devnet {
     /// Like [`Devnet::reorg`], but the transactions in `drop` (and so their descendants)
     /// do not come back: as if a conflicting transaction had won the race.
     pub fn reorg_dropping(&self, depth: u32, drop: &[Txid], then_mine: u32) -> Result<Vec<BlockHash>> {
-        let mut state = self.lock();
+        let mut guard = self.lock();
+        let state = &mut *guard;
         if depth > state.chain.tip_height() {
             return Err(ChainError::InvalidRequest(format!(
                 "cannot reorg {depth} blocks on a chain of height {}",
@@ -216,7 +357,12 @@ impl Devnet {
         let mut disconnected: Vec<Block> = Vec::with_capacity(depth as usize);
         for _ in 0..depth {
             match state.chain.disconnect_tip() {
-                Some(block) => disconnected.push(block),
+                Some(block) => {
+                    if let Some(store) = state.store.as_mut() {
+                        store.tip_disconnected(&block.block_hash(), &state.chain);
+                    }
+                    disconnected.push(block);
+                }
                 None => break,
             }
         }
@@ -242,7 +388,9 @@ impl Devnet {
             }
         }
         let reward_to = state.faucet.script().to_owned();
-        (0..then_mine).map(|_| self.mine_one(&mut state, reward_to.clone())).collect()
+        let mined = (0..then_mine).map(|_| self.mine_one(state, reward_to.clone())).collect();
+        save_mempool(state);
+        mined
     }
 }
 
@@ -259,7 +407,34 @@ fn submit(state: &mut State, tx: Transaction) -> Result<Txid> {
         state.mempool.remove_with_descendants(admission.evicts.iter().copied());
     }
     state.mempool.insert(tx, admission.fee, admission.weight);
+    save_mempool(state);
     Ok(txid)
+}
+
+/// Writes the mempool of a persisted devnet to its file.
+fn save_mempool(state: &mut State) {
+    if let Some(store) = state.store.as_mut() {
+        store.mempool_changed(&state.mempool);
+    }
+}
+
+/// What [`Devnet::new`] and [`Devnet::open`] require of a configuration.
+fn check_config(config: &DevnetConfig) -> Result<()> {
+    if config.network != Network::Regtest {
+        return Err(ChainError::InvalidRequest(format!("the devnet runs regtest only, not {}", config.network)));
+    }
+    if config.initial_blocks < COINBASE_MATURITY + 1 {
+        return Err(ChainError::InvalidRequest(format!(
+            "initial_blocks must be at least {} so the faucet has a mature coinbase",
+            COINBASE_MATURITY + 1
+        )));
+    }
+    if config.max_block_weight <= Weight::from_wu(COINBASE_WEIGHT_RESERVE) {
+        return Err(ChainError::InvalidRequest(format!(
+            "max_block_weight must exceed the {COINBASE_WEIGHT_RESERVE} WU kept for the coinbase"
+        )));
+    }
+    Ok(())
 }
 
 /// Faucet coins not spent in the mempool: mature confirmed ones first (largest first), then

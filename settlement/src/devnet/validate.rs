@@ -6,11 +6,13 @@
 
 use std::collections::HashSet;
 
+use bitcoin::blockdata::script::Builder;
 use bitcoin::consensus::encode;
-use bitcoin::{Amount, FeeRate, OutPoint, Transaction, TxOut, Txid, Weight};
+use bitcoin::{Amount, Block, CompactTarget, FeeRate, OutPoint, Transaction, TxOut, Txid, Weight};
 
 use super::chain_state::ChainState;
 use super::mempool::{fee_rate, Mempool};
+use super::miner;
 
 /// Blocks before a coinbase output can be spent.
 pub(crate) const COINBASE_MATURITY: u32 = 100;
@@ -127,6 +129,77 @@ pub(crate) fn check(
 
     verify_scripts(tx, &spent)?;
     Ok(Admission { fee, weight, evicts })
+}
+
+/// Decides whether `block` may be connected on top of `chain`; the error is the reason.
+///
+/// The block rules Bitcoin Core applies (links to the tip, regtest proof of work, time above
+/// the median time past, one coinbase first with the BIP-34 height, merkle root, witness
+/// commitment, weight, coinbase value at most subsidy plus fees), and every other
+/// transaction, in block order, through the same admission as the mempool ([`check`]) with
+/// the block's earlier transactions as the only mempool. That is stricter than consensus
+/// (relay policy applies too), which every devnet block meets: the miner takes only what the
+/// mempool admitted. Used to replay a persisted chain, so a bad file is refused, not trusted.
+pub(crate) fn check_block(block: &Block, chain: &ChainState, policy: &Policy) -> Result<(), String> {
+    let header = &block.header;
+    if header.prev_blockhash != chain.tip_hash() {
+        return Err(format!("prev-blk-not-found: builds on {}, tip is {}", header.prev_blockhash, chain.tip_hash()));
+    }
+    if header.bits != CompactTarget::from_consensus(miner::REGTEST_BITS) {
+        return Err("bad-diffbits".into());
+    }
+    if header.validate_pow(header.target()).is_err() {
+        return Err("high-hash".into());
+    }
+    if header.time <= chain.median_time_past() {
+        return Err("time-too-old".into());
+    }
+    let Some((coinbase, rest)) = block.txdata.split_first() else {
+        return Err("bad-blk-length".into());
+    };
+    if !coinbase.is_coinbase() || coinbase.input.len() != 1 {
+        return Err("bad-cb-missing".into());
+    }
+    if rest.iter().any(Transaction::is_coinbase) {
+        return Err("bad-cb-multiple".into());
+    }
+    if !block.check_merkle_root() {
+        return Err("bad-txnmrklroot".into());
+    }
+    if !block.check_witness_commitment() {
+        return Err("bad-witness-merkle-match".into());
+    }
+    if block.weight() > Weight::MAX_BLOCK {
+        return Err("bad-blk-weight".into());
+    }
+    let height = chain.tip_height() + 1;
+    let script_sig = coinbase.input[0].script_sig.as_bytes();
+    let height_push = Builder::new().push_int(i64::from(height)).into_script();
+    if !(2..=100).contains(&script_sig.len()) {
+        return Err("bad-cb-length".into());
+    }
+    if !script_sig.starts_with(height_push.as_bytes()) {
+        return Err("bad-cb-height".into());
+    }
+
+    let mut in_block = Mempool::default();
+    let mut fees = Amount::ZERO;
+    for tx in rest {
+        let txid = tx.compute_txid();
+        let admission =
+            check(tx, chain, &in_block, policy).map_err(|reason| format!("transaction {txid}: {reason}"))?;
+        if !admission.evicts.is_empty() {
+            return Err(format!("transaction {txid}: bad-txns-inputs-missingorspent (conflicts in block)"));
+        }
+        fees = fees.checked_add(admission.fee).ok_or("bad-txns-accumulated-fee-outofrange")?;
+        in_block.insert(tx.clone(), admission.fee, admission.weight);
+    }
+    let reward = coinbase.output.iter().try_fold(Amount::ZERO, |sum, o| sum.checked_add(o.value));
+    let allowed = miner::subsidy(height).checked_add(fees);
+    match (reward, allowed) {
+        (Some(reward), Some(allowed)) if reward <= allowed => Ok(()),
+        _ => Err("bad-cb-amount".into()),
+    }
 }
 
 /// Bitcoin Core's CheckTransaction: rules that need no context.
