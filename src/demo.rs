@@ -104,7 +104,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     })
     .await?;
     let base_url = node.base_url();
-    let (devnet, miner, deposits, settlement) = start_chain(&node)?;
+    let (devnet, miner, deposits, settlement) = start_chain(&node, &opts.data_dir)?;
     let creds = match existing {
         Some(mut c) => {
             c.base_url = base_url.clone();
@@ -158,9 +158,10 @@ type Task = tokio::task::JoinHandle<()>;
 /// The demo's chain: an embedded regtest devnet mining a block every few seconds; the deposit
 /// service crediting what arrives at vault and pool addresses (after one confirmation, or at
 /// once from a vault); and the settlement service netting each window into a batch on it.
-/// The devnet lives in memory: a restarted demo starts a fresh chain.
-fn start_chain(node: &Node) -> anyhow::Result<(std::sync::Arc<tandem_settlement::Devnet>, Task, Task, Task)> {
-    let devnet = tandem_settlement::Devnet::new(tandem_settlement::DevnetConfig::default())?;
+/// The devnet is kept in the data dir (`devnet.chain`), so a restarted demo continues the same
+/// chain its ledger settled on.
+fn start_chain(node: &Node, data_dir: &Path) -> anyhow::Result<(std::sync::Arc<tandem_settlement::Devnet>, Task, Task, Task)> {
+    let devnet = tandem_settlement::Devnet::open(&data_dir.join("devnet.chain"), tandem_settlement::DevnetConfig::default())?;
     let miner = devnet.spawn_miner(DEMO_BLOCK_INTERVAL);
     let vaults = node.vaults.clone().context("the demo runs with custody")?;
     let btc = crate::node::btc_asset(&node.engine_config)?;

@@ -74,12 +74,42 @@ pub async fn run_wallet(node_url: String, token: String, data_dir: PathBuf, name
     match made {
         Ok((mut session, w)) => {
             tracing::info!(wallet = name, account = w.account_id, address = %w.address, "demo wallet ready");
+            let trader = match Session::open(&w.wallet_file, Some(&w.passphrase_file)) {
+                Ok(s) => Some(tokio::spawn(trade(s, name))),
+                Err(e) => {
+                    tracing::warn!(wallet = name, error = %format!("{e:#}"), "demo wallet will not trade");
+                    None
+                }
+            };
             let opts = CosignOptions { max_fee: bitcoin::Amount::from_sat(100_000), sessions: None, presignatures: 2 };
             if let Err(e) = crate::wallet::cosign::run(&mut session, &opts, &Logged(name.into())).await {
                 tracing::warn!(wallet = name, error = %format!("{e:#}"), "demo wallet signer stopped");
             }
+            if let Some(t) = trader {
+                t.abort();
+            }
         }
         Err(e) => tracing::warn!(wallet = name, error = %format!("{e:#}"), "demo wallet could not start"),
+    }
+}
+
+/// Between two trades of a demo wallet.
+const TRADE_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Trades a little now and then (a market order against the demo's market maker, buying and
+/// selling in turn), so each settlement window has vault flows to net and a batch to sign.
+async fn trade(session: Session, name: &str) {
+    let mut buy = name.len() % 2 == 0;
+    loop {
+        tokio::time::sleep(TRADE_EVERY).await;
+        let side = if buy { "buy" } else { "sell" };
+        let quantity = format!("0.00{}", 1 + rand::random::<u8>() % 5);
+        let order = json!({"market": "BTC-USD", "side": side, "type": "market", "quantity": quantity});
+        match session.call("POST", "/v1/orders", Some(&order)).await {
+            Ok(reply) => tracing::info!(wallet = name, side, %quantity, status = %reply["order"]["status"], "demo wallet traded"),
+            Err(e) => tracing::debug!(wallet = name, error = %format!("{e:#}"), "demo wallet order refused"),
+        }
+        buy = !buy;
     }
 }
 
