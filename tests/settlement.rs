@@ -128,19 +128,32 @@ async fn chain_balance(chain: &dyn Chain, script: &ScriptBuf) -> i64 {
     chain.utxos(std::slice::from_ref(script)).await.unwrap().iter().map(|u| u.txout.value.to_sat() as i64).sum()
 }
 
-async fn scenario(test_chain: TestChain) {
+/// A node with custody on `chain`, its deposit service, two wallets with 2-of-2 vaults (carol
+/// funded from outside, dave with USD), the pool funded, and carol's signer running.
+struct World {
+    node: tandem::node::Node,
+    chain: TestChain,
+    url: String,
+    c: Client,
+    carol: Wallet,
+    dave: Wallet,
+    carol_deposit: i64,
+    deposits: tokio::task::JoinHandle<()>,
+    _cosign: KillOnDrop,
+    _tmp: tempfile::TempDir,
+}
+
+async fn world(test_chain: TestChain) -> World {
     let tmp = tempfile::tempdir().unwrap();
     let node = common::custody_node(&tmp.path().join("node"), TOKEN).await;
     let vaults = node.vaults.clone().unwrap();
     let url = node.base_url();
     let mut c = Client::connect(&url).await.unwrap();
-    let chain = test_chain.chain();
-    let btc = tandem::node::btc_asset(&node.engine_config).unwrap();
     let deposits = DepositService {
-        chain: chain.clone(),
+        chain: test_chain.chain(),
         sequencer: node.sequencer.clone(),
         store: node.store.clone(),
-        btc,
+        btc: tandem::node::btc_asset(&node.engine_config).unwrap(),
         policy: DepositPolicy { confirmations: 1 },
         start_height: 0,
         interval: Duration::from_millis(200),
@@ -148,22 +161,7 @@ async fn scenario(test_chain: TestChain) {
         pool: Some(vaults.pool.clone()),
     }
     .spawn();
-    let settlement = Arc::new(SettlementService {
-        chain: chain.clone(),
-        sequencer: node.sequencer.clone(),
-        store: node.store.clone(),
-        vaults: vaults.clone(),
-        btc,
-        config: SettlementConfig {
-            window: Duration::from_secs(2),
-            confirmations: 1,
-            tick: Duration::from_millis(200),
-            ..SettlementConfig::default()
-        },
-    });
-    let settlement_task = settlement.clone().spawn(&node.reconciler);
 
-    // Two wallets with 2-of-2 vaults; carol's vault and the pool get coins from outside.
     let carol = make_wallet(tmp.path(), "carol", &url, &mut c).await;
     let dave = make_wallet(tmp.path(), "dave", &url, &mut c).await;
     test_chain.fund(&carol.vault, 50_000_000).await;
@@ -178,10 +176,8 @@ async fn scenario(test_chain: TestChain) {
     let usd = json!({"account_id": dave.account, "asset": "USD", "amount": "100000.00", "reference": "wire-dave"});
     let (s, r) = c.send("POST", "/v1/operator/deposits", Some(&usd), &Auth::Operator(TOKEN.into())).await.unwrap();
     assert_eq!(s, 200, "{r}");
-
-    // Carol sells 0.1 BTC to dave; she withdraws 0.05 BTC to an outside address.
     let cosign_log = std::fs::File::create(tmp.path().join("carol-cosign.log")).unwrap();
-    let _cosign = KillOnDrop(
+    let cosign = KillOnDrop(
         common::wallet_cmd(&carol.file, PASSPHRASE)
             .args(["cosign"])
             .stdout(cosign_log.try_clone().unwrap())
@@ -190,68 +186,150 @@ async fn scenario(test_chain: TestChain) {
             .spawn()
             .unwrap(),
     );
-    carol.cmd(&["order", "--market", "BTC-USD", "--side", "sell", "--price", "60000", "--quantity", "0.1"]);
-    let bought = dave.cmd(&["order", "--market", "BTC-USD", "--side", "buy", "--price", "60000", "--quantity", "0.1"]);
-    assert_eq!(bought["order"]["status"], "filled", "{bought}");
-    carol.cmd(&["withdraw", "--asset", "BTC", "--amount", "0.05", "--to", DEST]);
+    World { node, chain: test_chain, url, c, carol, dave, carol_deposit, deposits, _cosign: cosign, _tmp: tmp }
+}
+
+impl World {
+    fn settlement(&self) -> Arc<SettlementService> {
+        Arc::new(SettlementService {
+            chain: self.chain.chain(),
+            sequencer: self.node.sequencer.clone(),
+            store: self.node.store.clone(),
+            vaults: self.node.vaults.clone().unwrap(),
+            btc: tandem::node::btc_asset(&self.node.engine_config).unwrap(),
+            config: SettlementConfig {
+                window: Duration::from_secs(2),
+                confirmations: 1,
+                tick: Duration::from_millis(200),
+                ..SettlementConfig::default()
+            },
+        })
+    }
+
+    /// Carol sells 0.1 BTC to dave and withdraws 0.05 BTC to an outside address.
+    fn trade_and_withdraw(&self) {
+        self.carol.cmd(&["order", "--market", "BTC-USD", "--side", "sell", "--price", "60000", "--quantity", "0.1"]);
+        let bought = self.dave.cmd(&["order", "--market", "BTC-USD", "--side", "buy", "--price", "60000", "--quantity", "0.1"]);
+        assert_eq!(bought["order"]["status"], "filled", "{bought}");
+        self.carol.cmd(&["withdraw", "--asset", "BTC", "--amount", "0.05", "--to", DEST]);
+    }
+
+    async fn newest_batch(&mut self) -> Option<Value> {
+        let b = operator(&mut self.c, "/v1/operator/batches").await;
+        b["batches"].as_array().unwrap().first().cloned()
+    }
+
+    /// After the batch confirmed: the outside address got exactly 0.05 BTC, every vault holds
+    /// exactly what its account owns, nothing is left to settle, reconciliation agrees.
+    async fn check_settled(&mut self) {
+        let chain = self.chain.chain();
+        let dest = Address::from_str(DEST).unwrap().require_network(Network::Regtest).unwrap().script_pubkey();
+        assert_eq!(chain_balance(&*chain, &dest).await, 5_000_000, "paid exactly once");
+        let carol_ledger = btc_total(&mut self.c, self.carol.account).await;
+        let dave_ledger = btc_total(&mut self.c, self.dave.account).await;
+        assert_eq!(chain_balance(&*chain, &self.carol.vault).await, carol_ledger, "carol");
+        assert_eq!(chain_balance(&*chain, &self.dave.vault).await, dave_ledger, "dave");
+        assert!(dave_ledger > 9_900_000 && dave_ledger < 10_000_000, "dave got 0.1 BTC less his fees: {dave_ledger}");
+        assert!(carol_ledger < self.carol_deposit - 15_000_000, "carol paid 0.15 BTC plus her fee share: {carol_ledger}");
+        let pending = self.node.sequencer.read(|e| e.pending_withdrawals().len()).await.unwrap();
+        assert_eq!(pending, 0, "the confirmed batch completed the withdrawal");
+        let report = operator(&mut self.c, "/v1/operator/reconciliation").await;
+        assert_eq!(report["balanced"], true, "{report}");
+        assert_eq!(report["ledger_owes_sat"], report["chain_holds_sat"], "{report}");
+        let exposure: Vec<_> = report["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["exposure_sat"].as_i64().is_some_and(|e| e != 0))
+            .collect();
+        assert!(exposure.is_empty(), "nothing left to settle: {exposure:?}");
+    }
+}
+
+async fn scenario(test_chain: TestChain) {
+    let mut w = world(test_chain).await;
+    let settlement_task = w.settlement().spawn(&w.node.reconciler);
+    w.trade_and_withdraw();
 
     // The window closes: one batch, signed by carol's wallet with the provider, broadcast.
-    let batch = wait_for("a broadcast batch", 90, async || {
-        let b = operator(&mut c, "/v1/operator/batches").await;
-        let first = b["batches"].as_array().unwrap().first().cloned()?;
-        (first["status"] == "broadcast").then_some(first)
-    })
-    .await;
+    let batch = wait_for("a broadcast batch", 90, async || w.newest_batch().await.filter(|b| b["status"] == "broadcast")).await;
     assert_eq!(batch["batch"], 1, "{batch}");
     let inputs = batch["inputs"].as_array().unwrap();
     assert_eq!(inputs.len(), 1, "one input (carol's coin) pays for everything: {batch}");
-    assert_eq!(inputs[0]["holder"], carol.account);
+    assert_eq!(inputs[0]["holder"], w.carol.account);
     // Before the chain confirms, the ledger still counts carol's coin as hers: balanced.
-    let before = operator(&mut c, "/v1/operator/reconciliation").await;
+    let before = operator(&mut w.c, "/v1/operator/reconciliation").await;
     assert_eq!(before["balanced"], true, "{before}");
 
-    test_chain.mine(1).await;
-    let confirmed = wait_for("the batch confirmed", 30, async || {
-        let b = operator(&mut c, "/v1/operator/batches").await;
-        let first = b["batches"].as_array().unwrap().first().cloned()?;
-        (first["status"] == "confirmed").then_some(first)
-    })
-    .await;
-
-    // The chain took exactly the booked fee, and pays the outside address exactly 0.05 BTC.
+    w.chain.mine(1).await;
+    let confirmed = wait_for("the batch confirmed", 30, async || w.newest_batch().await.filter(|b| b["status"] == "confirmed")).await;
     let txid: bitcoin::Txid = confirmed["txid"].as_str().unwrap().parse().unwrap();
-    assert!(matches!(chain.transaction_status(&txid).await.unwrap(), tandem_settlement::TxStatus::Confirmed { .. }));
-    let dest = Address::from_str(DEST).unwrap().require_network(Network::Regtest).unwrap().script_pubkey();
-    assert_eq!(chain_balance(&*chain, &dest).await, 5_000_000);
-
-    // Every vault holds exactly what its account owns in the ledger; the withdrawal is done.
-    let carol_ledger = btc_total(&mut c, carol.account).await;
-    let dave_ledger = btc_total(&mut c, dave.account).await;
-    assert_eq!(chain_balance(&*chain, &carol.vault).await, carol_ledger, "carol");
-    assert_eq!(chain_balance(&*chain, &dave.vault).await, dave_ledger, "dave");
-    assert!(dave_ledger > 9_900_000 && dave_ledger < 10_000_000, "dave got 0.1 BTC less his fees: {dave_ledger}");
-    assert!(carol_ledger < carol_deposit - 15_000_000, "carol paid 0.15 BTC plus her fee share: {carol_ledger}");
-    let (_, w) = c.send("GET", "/v1/operator/batches", None, &Auth::Operator(TOKEN.into())).await.unwrap();
-    let paid: Vec<_> = w["batches"][0]["outputs"].as_array().unwrap().iter().filter(|o| o["kind"] == "withdrawal").cloned().collect();
-    assert_eq!(paid.len(), 1, "{w}");
-    let pending = node.sequencer.read(|e| e.pending_withdrawals().len()).await.unwrap();
-    assert_eq!(pending, 0, "the confirmed batch completed the withdrawal");
-
-    // And the operator's reconciliation agrees, holder by holder; so does `tandem reconcile`.
-    let report = operator(&mut c, "/v1/operator/reconciliation").await;
-    assert_eq!(report["balanced"], true, "{report}");
-    assert_eq!(report["ledger_owes_sat"], report["chain_holds_sat"], "{report}");
-    let exposure: Vec<_> = report["accounts"].as_array().unwrap().iter().filter(|a| a["exposure_sat"].as_i64().is_some_and(|e| e != 0)).collect();
-    assert!(exposure.is_empty(), "nothing left to settle: {exposure:?}");
+    assert!(matches!(w.chain.chain().transaction_status(&txid).await.unwrap(), tandem_settlement::TxStatus::Confirmed { .. }));
+    w.check_settled().await;
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["reconcile", "--url", &url, "--operator-token", TOKEN])
+        .args(["reconcile", "--url", &w.url, "--operator-token", TOKEN])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     settlement_task.abort();
-    deposits.abort();
-    node.shutdown().await.unwrap();
+    w.deposits.abort();
+    w.node.shutdown().await.unwrap();
+}
+
+/// The settlement service is killed at random points again and again (an aborted task stops at
+/// whichever await it was in: between any two durable writes, mid-signing, mid-broadcast), and a
+/// fresh one resumes from the store each time; blocks are mined meanwhile, and one reorg puts
+/// the broadcast batch back out of the chain. The batch is still paid exactly once, and ledger
+/// and chain agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_survives_crashes_at_any_point_and_pays_once() {
+    use rand::{Rng, SeedableRng};
+    let devnet = Devnet::new(DevnetConfig::default()).unwrap();
+    let mut w = world(TestChain::Devnet(devnet.clone())).await;
+    w.trade_and_withdraw();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (mut restarts, mut reorged) = (0, false);
+    let mut seen = Vec::new();
+    loop {
+        let task = w.settlement().spawn(&w.node.reconciler);
+        // Mostly short lives, so crashes land in every state; now and then a long enough one
+        // for an MPC signature (about a second without a presignature) to finish.
+        let life = if restarts % 3 == 2 { rng.gen_range(1_000..4_000) } else { rng.gen_range(20..600) };
+        tokio::time::sleep(Duration::from_millis(life)).await;
+        task.abort();
+        let _ = task.await;
+        restarts += 1;
+        let newest = w.newest_batch().await;
+        let status = newest.as_ref().map(|b| b["status"].as_str().unwrap().to_owned());
+        seen.push(status.clone().unwrap_or_default());
+        match status.as_deref() {
+            Some("confirmed") => break,
+            Some("broadcast") if !reorged => {
+                // Into a block, then that block reorged away with the batch in it: the batch is
+                // neither confirmed nor in the mempool, and the service must send it again.
+                let txid: bitcoin::Txid = newest.as_ref().unwrap()["txid"].as_str().unwrap().parse().unwrap();
+                devnet.mine(1, None).unwrap();
+                devnet.reorg_dropping(1, &[txid], 2).unwrap();
+                reorged = true;
+            }
+            Some("broadcast") => {
+                devnet.mine(1, None).unwrap();
+            }
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "no confirmed batch after {restarts} restarts: {seen:?}");
+    }
+    assert!(reorged, "the batch went through a reorg: {seen:?}");
+    assert!(restarts >= 4, "the service was killed in several states: {seen:?}");
+    let batches = operator(&mut w.c, "/v1/operator/batches").await;
+    let live: Vec<_> = batches["batches"].as_array().unwrap().iter().filter(|b| b["status"] != "cancelled").collect();
+    assert_eq!(live.len(), 1, "one batch paid it all: {batches}");
+    assert_eq!(live[0]["versions"].as_array().unwrap().len(), 1, "one transaction, sent again after the reorg: {batches}");
+    w.check_settled().await;
+    w.deposits.abort();
+    w.node.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -101,7 +101,8 @@ pub struct SettlementService {
     pub config: SettlementConfig,
 }
 
-/// State kept between ticks (in memory: losing it only delays a window or forgives a late wallet).
+/// State kept between ticks (in memory: losing it only closes a window early or forgives a late
+/// wallet).
 struct Progress {
     window_opened: Instant,
     late: HashMap<u64, Instant>,
@@ -135,7 +136,10 @@ impl SettlementService {
     }
 
     async fn run(self: Arc<Self>) {
-        let mut progress = Progress { window_opened: Instant::now(), late: HashMap::new() };
+        // A window opens with the first movement after the last batch. A (re)started service
+        // does not know when that was: it settles whatever is waiting at once.
+        let opened = Instant::now().checked_sub(self.config.window).unwrap_or_else(Instant::now);
+        let mut progress = Progress { window_opened: opened, late: HashMap::new() };
         loop {
             if let Err(e) = self.step(&mut progress).await {
                 tracing::warn!(error = %format!("{e:#}"), "settlement step failed; retrying");
