@@ -265,6 +265,23 @@ async fn open_demo_accounts(
     }
     let script = pool.deposit_script(tandem_matching::SETTLEMENT_POOL)?;
     devnet.faucet(&script, bitcoin::Amount::from_sat(POOL_FUNDS))?;
+    // Confirm the payments now rather than at the next timed block, and hand out the
+    // credentials only once the deposit service has credited them.
+    devnet.mine(1, None)?;
+    let btc = crate::node::btc_asset(&node.engine_config)?;
+    let ids: Vec<AccountId> = accounts.iter().map(|a| AccountId(a.account_id)).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let ids = ids.clone();
+        let funded = node.sequencer.read(move |e| ids.iter().all(|a| e.balance(*a, btc).is_some_and(|b| b.total() > 0))).await?;
+        if funded {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("the demo accounts' BTC deposits were not credited within a minute");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     Ok(Credentials { base_url: base_url.to_string(), accounts, operator: Operator { token: token.to_string() } })
 }
 

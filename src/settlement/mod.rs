@@ -36,7 +36,7 @@
 pub mod reconcile;
 pub mod record;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -385,35 +385,53 @@ impl SettlementService {
     async fn sign(&self, b: &BatchRecord, stored: &StoredPlan, progress: &mut Progress) -> anyhow::Result<()> {
         let psbt = decode_psbt(&b.psbt)?;
         let have: HashMap<u32, String> = self.store.batch_signatures(b.id, 0).await?.into_iter().collect();
-        let mut late = Vec::new();
+        // The pool's inputs here; each wallet's inputs in its own task, all wallets at once (a
+        // wallet answers its sessions one after another).
+        let mut by_holder: BTreeMap<u64, Vec<(usize, String, u64)>> = BTreeMap::new();
         for (index, input) in stored.inputs.iter().enumerate() {
             if have.contains_key(&(index as u32)) {
                 continue;
             }
-            let witness = match &input.signer {
+            match &input.signer {
                 InputSigner::Pool { account } => {
                     let prevout = psbt.inputs[index].witness_utxo.as_ref().context("an input without its value")?;
-                    self.vaults.pool.sign_input(AccountId(*account), &psbt.unsigned_tx, index, prevout)?
+                    let witness = self.vaults.pool.sign_input(AccountId(*account), &psbt.unsigned_tx, index, prevout)?;
+                    self.store.add_batch_signature(b.id, 0, index as u32, &serialize_hex(&witness)).await?;
                 }
                 InputSigner::Vault { group, key_index } => {
+                    by_holder.entry(input.holder).or_default().push((index, group.clone(), *key_index));
+                }
+            }
+        }
+        let wallets = by_holder.into_iter().map(|(holder, inputs)| {
+            let psbt = &psbt;
+            async move {
+                for (index, group, key_index) in inputs {
                     let intent = SpendIntent {
                         purpose: SpendPurpose::SettlementBatch { batch: b.id },
                         psbt: psbt.clone(),
-                        input: IntentInput { index: index as u32, group: group.parse::<GroupId>()?, key_index: *key_index },
+                        input: IntentInput { index: index as u32, group: group.parse::<GroupId>()?, key_index },
                         signers: vec![PartyRole::Wallet, PartyRole::Provider],
                         presignature: None,
                     };
                     match self.vaults.sign(intent).await {
-                        Ok(sig) => sig.witness(),
+                        Ok(sig) => {
+                            self.store.add_batch_signature(b.id, 0, index as u32, &serialize_hex(&sig.witness())).await?;
+                        }
                         Err(e) => {
-                            tracing::warn!(batch = b.id, input = index, holder = input.holder, error = %e, "batch input not signed yet");
-                            late.push(input.holder);
-                            continue;
+                            tracing::warn!(batch = b.id, input = index, holder, error = %e, "batch input not signed yet");
+                            return Ok::<_, anyhow::Error>(Some(holder));
                         }
                     }
                 }
-            };
-            self.store.add_batch_signature(b.id, 0, index as u32, &serialize_hex(&witness)).await?;
+                Ok(None)
+            }
+        });
+        let mut late = Vec::new();
+        for outcome in futures::future::join_all(wallets).await {
+            if let Some(holder) = outcome? {
+                late.push(holder);
+            }
         }
         if !late.is_empty() {
             let booked_for = Duration::from_millis(now().0.saturating_sub(b.created_at.0));
