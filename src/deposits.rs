@@ -137,6 +137,17 @@ impl DepositService {
         match event {
             DepositEvent::Credit { outpoint, account, holder, amount, instant, confirmations } => {
                 let reference = deposit_reference(&outpoint);
+                // A restarted scanner reports every deposit again: the ones the ledger holds
+                // need no command (the engine would refuse them, but into the journal).
+                let (btc, r) = (self.btc, reference.clone());
+                match self.sequencer.read(move |e| e.deposit(btc, &r).is_some_and(|d| !d.reversed)).await {
+                    Ok(true) => return None,
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(%reference, error = %e, "deposit not checked yet; retrying");
+                        return Some(DepositEvent::Credit { outpoint, account, holder, amount, instant, confirmations });
+                    }
+                }
                 let command = Command::CreditChainDeposit {
                     account: AccountId(account),
                     holder: AccountId(holder),

@@ -546,6 +546,12 @@ pub fn explain(code: &str) -> Option<&'static str> {
         }
         "unknown_deposit" => "no deposit with that reference",
         "deposit_already_reversed" => "that deposit was already taken back",
+        "unknown_batch" => "no settlement batch with that id is being signed",
+        "unbalanced_batch" => "the settlement batch does not balance: the ledger refused it",
+        "vault_overdrawn" => "the settlement batch would take more than a vault holds: the ledger refused it",
+        "batch_id_reused" => "that settlement batch id was used before",
+        "withdrawal_in_batch" => "that withdrawal is already being paid by a settlement batch",
+        "settlement_not_running" => "this provider settles nothing on chain (no chain configured)",
         "already_frozen" => "the account is already frozen",
         "not_frozen" => "the account is not frozen",
         "reserved_account_kind" => "that kind of account cannot be opened",
