@@ -84,6 +84,10 @@ enum Cmd {
         /// Seconds the wallets of a batch have to co-sign before it is rebuilt without them.
         #[arg(long, default_value_t = 120)]
         signing_deadline_secs: u64,
+        /// Seconds a broadcast batch may wait unconfirmed, underpaying the chain's fee estimate,
+        /// before it is replaced by a version paying more (RBF, paid by the pool).
+        #[arg(long, default_value_t = 1800)]
+        settlement_bump_after_secs: u64,
     },
     /// Reconciles ledger against chain on a running node (`GET /v1/operator/reconciliation`):
     /// prints the report; exits 1 on any difference, 2 if it cannot be read.
@@ -296,6 +300,7 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
             settlement_max_movements,
             settlement_confirmations,
             signing_deadline_secs,
+            settlement_bump_after_secs,
         } => {
             let network = tandem::parse_network(&network)?;
             let custody = if master_key_file.is_some() || std::env::var_os(custody_cli::MASTER_KEY_ENV).is_some() {
@@ -356,6 +361,7 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
                                     max_movements: settlement_max_movements,
                                     confirmations: settlement_confirmations,
                                     signing_deadline: Duration::from_secs(signing_deadline_secs),
+                                    bump_after: Duration::from_secs(settlement_bump_after_secs),
                                     ..Default::default()
                                 },
                             })

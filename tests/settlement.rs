@@ -191,8 +191,13 @@ async fn world(test_chain: TestChain) -> World {
 
 impl World {
     fn settlement(&self) -> Arc<SettlementService> {
+        self.settlement_on(self.chain.chain(), SettlementConfig::default())
+    }
+
+    /// A settlement service on `chain` with test windows and ticks, else as `config`.
+    fn settlement_on(&self, chain: Arc<dyn Chain>, config: SettlementConfig) -> Arc<SettlementService> {
         Arc::new(SettlementService {
-            chain: self.chain.chain(),
+            chain,
             sequencer: self.node.sequencer.clone(),
             store: self.node.store.clone(),
             vaults: self.node.vaults.clone().unwrap(),
@@ -201,7 +206,7 @@ impl World {
                 window: Duration::from_secs(2),
                 confirmations: 1,
                 tick: Duration::from_millis(200),
-                ..SettlementConfig::default()
+                ..config
             },
         })
     }
@@ -330,6 +335,77 @@ async fn a_batch_survives_crashes_at_any_point_and_pays_once() {
     w.check_settled().await;
     w.deposits.abort();
     w.node.shutdown().await.unwrap();
+}
+
+/// A batch stuck by a fee spike after it was sent: the service books a bump paid by the pool,
+/// carol's wallet and the provider sign the new version (her leg is unchanged), it replaces the
+/// first in the mempool and confirms. Both versions spend the same inputs: paid once.
+/// `spike` raises the fee market and answers the chain the (restarted) service then watches.
+async fn bump_scenario(test_chain: TestChain, spike: impl AsyncFnOnce(&TestChain) -> Arc<dyn Chain>) {
+    let mut w = world(test_chain).await;
+    let bump_soon = SettlementConfig { bump_after: Duration::from_secs(1), ..SettlementConfig::default() };
+    let first = w.settlement_on(w.chain.chain(), bump_soon.clone()).spawn(&w.node.reconciler);
+    w.trade_and_withdraw();
+    let sent = wait_for("a broadcast batch", 90, async || w.newest_batch().await.filter(|b| b["status"] == "broadcast")).await;
+    let first_fee = sent["versions"][0]["fee_sat"].as_u64().unwrap();
+    first.abort();
+    let _ = first.await;
+
+    let chain = spike(&w.chain).await;
+    let task = w.settlement_on(chain, bump_soon).spawn(&w.node.reconciler);
+    let bumped = wait_for("a bumped version", 90, async || {
+        w.newest_batch().await.filter(|b| b["versions"].as_array().is_some_and(|v| v.len() == 2))
+    })
+    .await;
+    let versions = bumped["versions"].as_array().unwrap();
+    let bumped_fee = versions[1]["fee_sat"].as_u64().unwrap();
+    assert!(bumped_fee > first_fee, "the new version pays more: {bumped}");
+    let replaced: bitcoin::Txid = versions[0]["txid"].as_str().unwrap().parse().unwrap();
+    let replacement: bitcoin::Txid = versions[1]["txid"].as_str().unwrap().parse().unwrap();
+    let chain = w.chain.chain();
+    wait_for("the replacement in the mempool", 30, async || {
+        matches!(chain.transaction_status(&replacement).await.unwrap(), tandem_settlement::TxStatus::InMempool).then_some(())
+    })
+    .await;
+    assert_eq!(chain.transaction_status(&replaced).await.unwrap(), tandem_settlement::TxStatus::Unknown, "replaced");
+
+    w.chain.mine(1).await;
+    let confirmed = wait_for("the batch confirmed", 30, async || w.newest_batch().await.filter(|b| b["status"] == "confirmed")).await;
+    assert_eq!(confirmed["confirmed_version"], 1, "{confirmed}");
+    assert_eq!(confirmed["txid"], versions[1]["txid"], "{confirmed}");
+    w.check_settled().await;
+    let fees = operator(&mut w.c, "/v1/operator/reconciliation").await["fees_paid_sat"].as_u64().unwrap();
+    assert_eq!(fees, bumped_fee, "the ledger paid the fee of the version that confirmed, bump included");
+    task.abort();
+    w.deposits.abort();
+    w.node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_batch_is_replaced_by_fee_on_the_devnet() {
+    bump_scenario(TestChain::Devnet(Devnet::new(DevnetConfig::default()).unwrap()), async |c| {
+        let TestChain::Devnet(devnet) = c else { unreachable!() };
+        // The rest of the network outbids the batch: a block comes and leaves it out.
+        devnet.set_outside_demand(Some(bitcoin::FeeRate::from_sat_per_vb_u32(10)));
+        c.mine(1).await;
+        c.chain()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_batch_is_replaced_by_fee_on_bitcoind() {
+    let node = RegtestNode::start(false).await.unwrap_or_else(|e| panic!("{e}"));
+    let rpc = Arc::new(node.client().await.unwrap());
+    bump_scenario(TestChain::Bitcoind(node, rpc), async |c| {
+        // Regtest has no fee estimates: the adapter answers its configured rate, now higher,
+        // and bitcoind itself judges the replacement (BIP-125).
+        let TestChain::Bitcoind(node, _) = c else { unreachable!() };
+        let mut config = node.config();
+        config.fallback_fee_rate = bitcoin::FeeRate::from_sat_per_vb_u32(25);
+        Arc::new(tandem_settlement::Bitcoind::connect(config).await.unwrap()) as Arc<dyn Chain>
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -329,7 +329,8 @@ impl VaultService {
     }
 
     /// What the ledger booked for an open batch, as the provider's policy needs it: each holder's
-    /// scripts and delta, the withdrawals it pays, its fee.
+    /// scripts and delta, the withdrawals it pays, its fee; all as its newest version (with every
+    /// fee bump booked) must pay them.
     async fn booked_batch(&self, batch: BatchId) -> anyhow::Result<Option<BookedBatchFacts>> {
         let Some(ledger) = &self.ledger else { anyhow::bail!("the vault service has no ledger") };
         let read = ledger
@@ -359,7 +360,13 @@ impl VaultService {
             facts.deltas.insert(leg.holder.0, SignedAmount::from_sat(leg.delta));
             facts.fee += Amount::from_sat(leg.fee.0);
         }
-        // Bumps are not signed yet: the booked fee is the legs' shares.
+        // The newest version carries every bump booked so far: each adds to the fee and comes
+        // out of its payer's output.
+        for bump in &open.bumps {
+            facts.fee += Amount::from_sat(bump.extra.0);
+            let delta = facts.deltas.entry(bump.payer.0).or_insert(SignedAmount::ZERO);
+            *delta -= SignedAmount::from_sat(i64::try_from(bump.extra.0).context("a bump out of range")?);
+        }
         for id in &open.withdrawals {
             let (_, w) = pending.iter().find(|(w, _)| w == id).context("a booked withdrawal is not pending")?;
             facts.withdrawals.push(Payment { script_pubkey: self.destination_script(&w.destination)?, amount: Amount::from_sat(w.amount.0) });

@@ -74,6 +74,9 @@ pub struct SettlementConfig {
     pub signing_deadline: Duration,
     /// How long a late wallet stays out of batches.
     pub late_penalty: Duration,
+    /// A broadcast batch still unconfirmed this long after it was sent, while the chain's
+    /// estimate is above its fee rate, is replaced by a version paying more (RBF).
+    pub bump_after: Duration,
     pub tick: Duration,
 }
 
@@ -87,6 +90,7 @@ impl Default for SettlementConfig {
             dust: Amount::from_sat(546),
             signing_deadline: Duration::from_secs(60),
             late_penalty: Duration::from_secs(600),
+            bump_after: Duration::from_secs(1_800),
             tick: Duration::from_secs(1),
         }
     }
@@ -347,7 +351,7 @@ impl SettlementService {
         let result = match b.status.as_str() {
             PLANNED => self.book(&b, &stored).await,
             BOOKED => self.sign(&b, &stored, progress).await,
-            SIGNED | BROADCAST => self.track(&b).await,
+            SIGNED | BROADCAST => self.track(&b, &stored).await,
             other => bail!("batch {} has unknown status {other}", b.id),
         };
         if let Err(e) = &result {
@@ -380,63 +384,15 @@ impl SettlementService {
         Ok(())
     }
 
-    /// booked -> signed: every input signed (pool inputs by the provider alone, vault inputs by
-    /// the provider with the vault's wallet), then the finished transaction stored.
+    /// booked -> signed: every input of version 0 signed, then the finished transaction
+    /// stored. A batch not fully signed by the deadline is cancelled (no complete transaction of
+    /// it exists, so none can ever confirm) and rebuilt without the late wallets.
     async fn sign(&self, b: &BatchRecord, stored: &StoredPlan, progress: &mut Progress) -> anyhow::Result<()> {
         let psbt = decode_psbt(&b.psbt)?;
-        let have: HashMap<u32, String> = self.store.batch_signatures(b.id, 0).await?.into_iter().collect();
-        // The pool's inputs here; each wallet's inputs in its own task, all wallets at once (a
-        // wallet answers its sessions one after another).
-        let mut by_holder: BTreeMap<u64, Vec<(usize, String, u64)>> = BTreeMap::new();
-        for (index, input) in stored.inputs.iter().enumerate() {
-            if have.contains_key(&(index as u32)) {
-                continue;
-            }
-            match &input.signer {
-                InputSigner::Pool { account } => {
-                    let prevout = psbt.inputs[index].witness_utxo.as_ref().context("an input without its value")?;
-                    let witness = self.vaults.pool.sign_input(AccountId(*account), &psbt.unsigned_tx, index, prevout)?;
-                    self.store.add_batch_signature(b.id, 0, index as u32, &serialize_hex(&witness)).await?;
-                }
-                InputSigner::Vault { group, key_index } => {
-                    by_holder.entry(input.holder).or_default().push((index, group.clone(), *key_index));
-                }
-            }
-        }
-        let wallets = by_holder.into_iter().map(|(holder, inputs)| {
-            let psbt = &psbt;
-            async move {
-                for (index, group, key_index) in inputs {
-                    let intent = SpendIntent {
-                        purpose: SpendPurpose::SettlementBatch { batch: b.id },
-                        psbt: psbt.clone(),
-                        input: IntentInput { index: index as u32, group: group.parse::<GroupId>()?, key_index },
-                        signers: vec![PartyRole::Wallet, PartyRole::Provider],
-                        presignature: None,
-                    };
-                    match self.vaults.sign(intent).await {
-                        Ok(sig) => {
-                            self.store.add_batch_signature(b.id, 0, index as u32, &serialize_hex(&sig.witness())).await?;
-                        }
-                        Err(e) => {
-                            tracing::warn!(batch = b.id, input = index, holder, error = %e, "batch input not signed yet");
-                            return Ok::<_, anyhow::Error>(Some(holder));
-                        }
-                    }
-                }
-                Ok(None)
-            }
-        });
-        let mut late = Vec::new();
-        for outcome in futures::future::join_all(wallets).await {
-            if let Some(holder) = outcome? {
-                late.push(holder);
-            }
-        }
+        let late = self.sign_inputs(b, stored, 0, &psbt).await?;
         if !late.is_empty() {
             let booked_for = Duration::from_millis(now().0.saturating_sub(b.created_at.0));
             if booked_for >= self.config.signing_deadline {
-                // Never fully signed, so no version of it can ever confirm: safe to drop.
                 for holder in &late {
                     progress.late.insert(*holder, Instant::now());
                 }
@@ -448,31 +404,92 @@ impl SettlementService {
                 tracing::warn!(batch = b.id, ?late, "wallets missed the signing deadline; batch cancelled, rebuilding without them");
                 return Ok(());
             }
-            bail!("{} input(s) still unsigned", late.len());
+            bail!("inputs of {} holder(s) still unsigned", late.len());
         }
-        let tx = finished_tx(&psbt, self.store.batch_signatures(b.id, 0).await?)?;
-        // The chain must take it as it is: a last check that every script and the fee are right.
-        let txid = tx.compute_txid();
-        let version = BatchVersionRecord {
+        let version = self.finish_version(b, 0, &psbt, b.fee).await?;
+        self.store.set_batch_status(b.id, BOOKED, SIGNED, now()).await?;
+        tracing::info!(batch = b.id, txid = %version.txid, "settlement batch signed");
+        self.track(&BatchRecord { status: SIGNED.into(), ..b.clone() }, stored).await
+    }
+
+    /// Signs every input of `version` that has no stored signature yet: pool inputs by the
+    /// provider alone here, vault inputs by the provider with the vault's wallet, each wallet's
+    /// inputs in its own task, all wallets at once (a wallet answers its sessions one after
+    /// another). Each signature is stored as it arrives. Answers the holders whose wallet did
+    /// not sign.
+    async fn sign_inputs(&self, b: &BatchRecord, stored: &StoredPlan, version: u32, psbt: &Psbt) -> anyhow::Result<Vec<u64>> {
+        let have: HashMap<u32, String> = self.store.batch_signatures(b.id, version).await?.into_iter().collect();
+        let mut by_holder: BTreeMap<u64, Vec<(usize, String, u64)>> = BTreeMap::new();
+        for (index, input) in stored.inputs.iter().enumerate() {
+            if have.contains_key(&(index as u32)) {
+                continue;
+            }
+            match &input.signer {
+                InputSigner::Pool { account } => {
+                    let prevout = psbt.inputs[index].witness_utxo.as_ref().context("an input without its value")?;
+                    let witness = self.vaults.pool.sign_input(AccountId(*account), &psbt.unsigned_tx, index, prevout)?;
+                    self.store.add_batch_signature(b.id, version, index as u32, &serialize_hex(&witness)).await?;
+                }
+                InputSigner::Vault { group, key_index } => {
+                    by_holder.entry(input.holder).or_default().push((index, group.clone(), *key_index));
+                }
+            }
+        }
+        let wallets = by_holder.into_iter().map(|(holder, inputs)| async move {
+            for (index, group, key_index) in inputs {
+                let intent = SpendIntent {
+                    purpose: SpendPurpose::SettlementBatch { batch: b.id },
+                    psbt: psbt.clone(),
+                    input: IntentInput { index: index as u32, group: group.parse::<GroupId>()?, key_index },
+                    signers: vec![PartyRole::Wallet, PartyRole::Provider],
+                    presignature: None,
+                };
+                match self.vaults.sign(intent).await {
+                    Ok(sig) => {
+                        self.store.add_batch_signature(b.id, version, index as u32, &serialize_hex(&sig.witness())).await?;
+                    }
+                    Err(e) => {
+                        tracing::warn!(batch = b.id, version, input = index, holder, error = %e, "batch input not signed yet");
+                        return Ok::<_, anyhow::Error>(Some(holder));
+                    }
+                }
+            }
+            Ok(None)
+        });
+        let mut late = Vec::new();
+        for outcome in futures::future::join_all(wallets).await {
+            if let Some(holder) = outcome? {
+                late.push(holder);
+            }
+        }
+        Ok(late)
+    }
+
+    /// Puts the stored signatures of `version` into its transaction and stores that, before it
+    /// is ever sent, as the batch's current version.
+    async fn finish_version(&self, b: &BatchRecord, version: u32, psbt: &Psbt, fee: u64) -> anyhow::Result<BatchVersionRecord> {
+        let tx = finished_tx(psbt, self.store.batch_signatures(b.id, version).await?)?;
+        let record = BatchVersionRecord {
             batch: b.id,
-            version: 0,
-            txid: txid.to_string(),
+            version,
+            txid: tx.compute_txid().to_string(),
             tx_hex: serialize_hex(&tx),
-            fee: b.fee,
+            fee,
             created_at: now(),
             broadcast_at: None,
         };
-        self.store.insert_batch_version(&version).await?;
-        self.store.set_batch_status(b.id, BOOKED, SIGNED, now()).await?;
-        tracing::info!(batch = b.id, %txid, "settlement batch signed");
-        self.track(&BatchRecord { status: SIGNED.into(), ..b.clone() }).await
+        self.store.insert_batch_version(&record).await?;
+        Ok(record)
     }
 
-    /// signed/broadcast -> confirmed: (re)broadcast while the chain has no version of the
-    /// batch; confirm in the ledger at the configured depth.
-    async fn track(&self, b: &BatchRecord) -> anyhow::Result<()> {
+    /// signed/broadcast -> confirmed: confirm in the ledger once any version has the configured
+    /// depth; keep the newest version in the chain's mempool (send it when the chain has no
+    /// version of the batch: never sent, evicted, reorged out; or when an older one is there);
+    /// then see to fee bumps.
+    async fn track(&self, b: &BatchRecord, stored: &StoredPlan) -> anyhow::Result<()> {
         let versions = self.store.batch_versions(b.id).await?;
-        let current = versions.iter().find(|v| v.version == b.bumps).context("the batch's current version is not stored")?;
+        let newest = versions.last().context("a signed batch without a stored version")?;
+        let mut waiting = None;
         for v in &versions {
             let txid: bitcoin::Txid = v.txid.parse()?;
             match self.chain.transaction_status(&txid).await? {
@@ -483,25 +500,82 @@ impl SettlementService {
                     }
                     return Ok(());
                 }
-                TxStatus::InMempool => {
-                    self.store.set_batch_confirmations(b.id, 0, None, None, now()).await?;
-                    if b.status == SIGNED {
-                        self.store.set_batch_status(b.id, SIGNED, BROADCAST, now()).await?;
-                    }
-                    return Ok(());
-                }
+                TxStatus::InMempool => waiting = Some(v.version),
                 TxStatus::Unknown => {}
             }
         }
-        // Nowhere: never sent, evicted, or reorged out and not readmitted. Send it (again).
-        let tx: Transaction = deserialize(&hex::decode(&current.tx_hex)?)?;
-        let txid = self.chain.broadcast(&tx).await.map_err(|e| anyhow!("broadcasting batch {}: {e}", b.id))?;
-        self.store.mark_batch_broadcast(b.id, current.version, now()).await?;
         self.store.set_batch_confirmations(b.id, 0, None, None, now()).await?;
+        if waiting != Some(newest.version) {
+            self.send(b, newest).await?;
+        }
         if b.status == SIGNED {
             self.store.set_batch_status(b.id, SIGNED, BROADCAST, now()).await?;
         }
-        tracing::info!(batch = b.id, %txid, "settlement batch broadcast");
+        self.bump(b, stored, newest).await
+    }
+
+    /// Sends a version to the chain (a replacement of an older one in the mempool, or again).
+    async fn send(&self, b: &BatchRecord, v: &BatchVersionRecord) -> anyhow::Result<()> {
+        let tx: Transaction = deserialize(&hex::decode(&v.tx_hex)?)?;
+        let txid = self
+            .chain
+            .broadcast(&tx)
+            .await
+            .map_err(|e| anyhow!("broadcasting version {} of batch {}: {e}", v.version, b.id))?;
+        self.store.mark_batch_broadcast(b.id, v.version, now()).await?;
+        tracing::info!(batch = b.id, version = v.version, %txid, "settlement batch broadcast");
+        Ok(())
+    }
+
+    /// RBF. A bump the ledger has booked but no version carries yet is signed and sent. Else, a
+    /// batch waiting longer than `bump_after` since it was sent, paying less than the chain's
+    /// estimate, gets a bump booked: the pool pays it from its output (the other holders'
+    /// deltas stay exactly as booked, so their wallets sign the new version as they signed the
+    /// first). Every version spends the same inputs, so at most one can ever confirm.
+    async fn bump(&self, b: &BatchRecord, stored: &StoredPlan, newest: &BatchVersionRecord) -> anyhow::Result<()> {
+        let id = BatchId(b.id);
+        let Some(bumps) = self.sequencer.read(move |e| e.open_batches().into_iter().find(|(o, _)| *o == id)).await? else {
+            return Ok(());
+        };
+        let bumps = bumps.1.bumps;
+        if bumps.len() > newest.version as usize {
+            let version = bumps.len() as u32;
+            let psbt = version_psbt(&decode_psbt(&b.psbt)?, stored, &bumps)?;
+            let late = self.sign_inputs(b, stored, version, &psbt).await?;
+            if !late.is_empty() {
+                bail!("version {version}: inputs of {} holder(s) still unsigned (version {} stays in the mempool)", late.len(), newest.version);
+            }
+            let fee = b.fee + bumps.iter().map(|x| x.extra.0).sum::<u64>();
+            let record = self.finish_version(b, version, &psbt, fee).await?;
+            tracing::info!(batch = b.id, version, fee, txid = %record.txid, "settlement batch bumped");
+            return self.send(b, &record).await;
+        }
+        let sent = newest.broadcast_at.unwrap_or(newest.created_at);
+        if Duration::from_millis(now().0.saturating_sub(sent.0)) < self.config.bump_after {
+            return Ok(());
+        }
+        let tx: Transaction = deserialize(&hex::decode(&newest.tx_hex)?)?;
+        let vsize = tx.vsize() as u64;
+        let rate = self.chain.fee_rate(self.config.fee_target_blocks).await?;
+        let wanted = batch::fee_for(vsize, rate.to_sat_per_kwu() * 4).context("a fee out of range")?.to_sat();
+        if wanted <= newest.fee {
+            return Ok(());
+        }
+        // BIP-125: the replacement pays its own relay on top of what it replaces.
+        let extra = (wanted - newest.fee).max(vsize * BUMP_INCREMENT_SAT_PER_VB);
+        let pool_output = version_psbt(&decode_psbt(&b.psbt)?, stored, &bumps)
+            .ok()
+            .and_then(|p| payer_output(stored, SETTLEMENT_POOL).map(|i| p.unsigned_tx.output[i].value.to_sat()));
+        match pool_output {
+            Some(v) if v >= extra + self.config.dust.to_sat() => {}
+            _ => bail!("batch {} is stuck at {} sat but the pool has no output to pay a bump of {extra} sat from", b.id, newest.fee),
+        }
+        let events =
+            self.submit(Command::BumpSettlement { batch: id, payer: SETTLEMENT_POOL, extra: tandem_matching::Amount(extra) }).await?;
+        if let Some(Event::Rejected { reason }) = events.first() {
+            bail!("the ledger refused a bump of batch {} by {extra} sat: {reason}", b.id);
+        }
+        tracing::info!(batch = b.id, extra, wanted, "settlement batch stuck; fee bump booked");
         Ok(())
     }
 
@@ -518,6 +592,30 @@ impl SettlementService {
         tracing::info!(batch = b.id, version, "settlement batch confirmed");
         Ok(())
     }
+}
+
+/// Each RBF bump adds at least this per vbyte (Bitcoin Core's incremental relay fee, rounded up).
+const BUMP_INCREMENT_SAT_PER_VB: u64 = 1;
+
+/// The index of `payer`'s own output among the batch's outputs.
+fn payer_output(stored: &StoredPlan, payer: AccountId) -> Option<usize> {
+    stored.outputs.iter().position(|o| o.kind == "vault" && o.holder == Some(payer.0))
+}
+
+/// The unsigned transaction of the version carrying `bumps`: version 0 with each bump's payer's
+/// output lowered by the bump.
+fn version_psbt(base: &Psbt, stored: &StoredPlan, bumps: &[tandem_matching::FeeBump]) -> anyhow::Result<Psbt> {
+    let mut tx = base.unsigned_tx.clone();
+    for bump in bumps {
+        let i = payer_output(stored, bump.payer).with_context(|| format!("holder {} has no output to pay a bump", bump.payer.0))?;
+        let out = &mut tx.output[i];
+        out.value = out.value.checked_sub(Amount::from_sat(bump.extra.0)).context("a bump larger than its payer's output")?;
+    }
+    let mut psbt = Psbt::from_unsigned_tx(tx)?;
+    for (to, from) in psbt.inputs.iter_mut().zip(&base.inputs) {
+        to.witness_utxo = from.witness_utxo.clone();
+    }
+    Ok(psbt)
 }
 
 fn decode_psbt(base64: &str) -> anyhow::Result<Psbt> {

@@ -153,7 +153,7 @@ impl SettlementService {
                 }
             })
             .collect();
-        let fees_paid = self.store.batches(Some("confirmed"), 1000).await?.iter().map(|b| b.fee).sum();
+        let fees_paid = self.store.confirmed_fees_total().await?;
         Ok(Reconciliation {
             ledger_owes_sat: owes,
             ledger_settled_sat: ledger_settled,

@@ -272,6 +272,17 @@ impl Store {
         Ok(row.is_some())
     }
 
+    /// The fees of every confirmed batch, as its confirmed version paid them (bumps included).
+    pub async fn confirmed_fees_total(&self) -> Result<u64, StoreError> {
+        let total: Option<i64> = sqlx::query_scalar(
+            "SELECT SUM(v.fee) FROM settlement_batch_versions v JOIN settlement_batches b ON b.id = v.batch \
+             WHERE b.status = 'confirmed' AND b.confirmed_version = v.version",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        from_sql(total.unwrap_or(0), "fees total")
+    }
+
     /// Notes that a version was (re)sent to the chain at `at`. An unknown version changes nothing.
     pub async fn mark_batch_broadcast(&self, batch: u64, version: u32, at: Timestamp) -> Result<(), StoreError> {
         sqlx::query("UPDATE settlement_batch_versions SET broadcast_at = ? WHERE batch = ? AND version = ?")

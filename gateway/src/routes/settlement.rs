@@ -40,7 +40,9 @@ async fn operator_batches(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpRes
     let mut list = Vec::new();
     for b in gw.store.batches(q.status.as_deref(), limit).await? {
         let versions = gw.store.batch_versions(b.id).await?;
-        let txid = versions.iter().find(|v| v.version == b.bumps).map(|v| v.txid.clone());
+        // The version the chain confirmed, else the newest one sent.
+        let shown = b.confirmed_version.unwrap_or(b.bumps);
+        let txid = versions.iter().find(|v| v.version == shown).map(|v| v.txid.clone());
         let plan: serde_json::Value = serde_json::from_str(&b.plan).unwrap_or(serde_json::Value::Null);
         list.push(json!({
             "batch": b.id,
@@ -53,6 +55,7 @@ async fn operator_batches(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpRes
             "txid": txid,
             "confirmations": b.confirmations,
             "confirmed_height": b.confirmed_height,
+            "confirmed_version": b.confirmed_version,
             "bumps": b.bumps,
             "last_error": b.last_error,
             "window_cut_seq": plan["cut_seq"],

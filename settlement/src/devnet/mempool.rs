@@ -165,8 +165,9 @@ impl Mempool {
     /// Chooses transactions for a block of at most `max_weight`: repeatedly takes the
     /// not-yet-chosen transaction whose package (itself plus its unchosen ancestors) pays
     /// the best fee rate, so a high-fee child pulls its parent in (CPFP). Returns the
-    /// chosen transactions parents first, and the lowest package fee rate taken.
-    pub fn select(&self, max_weight: Weight) -> (Vec<&MempoolEntry>, Option<FeeRate>) {
+    /// chosen transactions parents first, and the lowest package fee rate taken. Packages
+    /// paying less than `floor` are left out (the block space went to better bids).
+    pub fn select(&self, max_weight: Weight, floor: FeeRate) -> (Vec<&MempoolEntry>, Option<FeeRate>) {
         let mut chosen: HashSet<Txid> = HashSet::new();
         let mut skipped: HashSet<Txid> = HashSet::new();
         let mut order: Vec<&MempoolEntry> = Vec::new();
@@ -193,6 +194,9 @@ impl Mempool {
                 }
             }
             let Some((rate, mut package, weight)) = best else { break };
+            if rate < floor {
+                break;
+            }
             if used + weight > max_weight {
                 // Too big for what is left: leave its last member out for good.
                 if let Some(last) = package.last() {

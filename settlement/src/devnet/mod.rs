@@ -93,6 +93,8 @@ struct State {
     extra_nonce: u64,
     /// The files of a devnet made with [`Devnet::open`]; `None` for an in-memory one.
     store: Option<Store>,
+    /// What the rest of the network bids for block space (see [`Devnet::set_outside_demand`]).
+    outside_demand: Option<FeeRate>,
 }
 
 #[derive(Debug)]
@@ -162,6 +164,7 @@ impl Devnet {
             policy: Policy::default(),
             extra_nonce: 0,
             store: None,
+            outside_demand: None,
         };
         for (index, (kind, payload)) in records.enumerate() {
             // The faucet key is record 0.
@@ -237,6 +240,7 @@ impl Devnet {
                 policy: Policy::default(),
                 extra_nonce: 0,
                 store: None,
+                outside_demand: None,
             }),
             config,
         };
@@ -273,7 +277,8 @@ impl Devnet {
 
     fn mine_one(&self, state: &mut State, reward_to: ScriptBuf) -> Result<BlockHash> {
         let room = block_room(&self.config);
-        let (chosen, _) = state.mempool.select(room);
+        let floor = state.outside_demand.unwrap_or(FeeRate::ZERO);
+        let (chosen, _) = state.mempool.select(room, floor);
         let fees: Amount = chosen.iter().map(|e| e.fee).sum();
         let txdata: Vec<Transaction> = chosen.iter().map(|e| e.tx.clone()).collect();
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -316,6 +321,13 @@ impl Devnet {
                 }
             }
         })
+    }
+
+    /// Simulates the rest of the network bidding `rate` for every block's space (`None`: no
+    /// outside demand): from now on blocks take only packages paying at least `rate`, and fee
+    /// estimates answer above it. What a fee spike does to transactions already sent.
+    pub fn set_outside_demand(&self, rate: Option<FeeRate>) {
+        self.lock().outside_demand = rate;
     }
 
     /// Pays `amount` to `script` from the faucet; the transaction enters the mempool.
@@ -471,19 +483,26 @@ fn block_room(config: &DevnetConfig) -> Weight {
 
 /// The rate needed to be mined within `target` blocks: the minimum relay fee when the whole
 /// mempool fits, else one sat/vB above the cheapest package that still makes it; the
-/// configured fallback while the mempool is empty.
+/// configured fallback while the mempool is empty. Under outside demand, at least one sat/vB
+/// above what the rest of the network bids.
 fn next_block_fee_rate(state: &State, config: &DevnetConfig, target: u16) -> FeeRate {
-    if state.mempool.is_empty() {
-        return config.fallback_fee_rate;
-    }
-    let room = Weight::from_wu(block_room(config).to_wu().saturating_mul(u64::from(target.max(1))));
-    let (chosen, lowest) = state.mempool.select(room);
     let floor = state.policy.min_relay_fee;
-    if chosen.len() == state.mempool.in_arrival_order().len() {
-        return floor;
+    let one_above = |r: FeeRate| FeeRate::from_sat_per_kwu(r.to_sat_per_kwu() + floor.to_sat_per_kwu());
+    let estimate = if state.mempool.is_empty() {
+        config.fallback_fee_rate
+    } else {
+        let room = Weight::from_wu(block_room(config).to_wu().saturating_mul(u64::from(target.max(1))));
+        let (chosen, lowest) = state.mempool.select(room, FeeRate::ZERO);
+        if chosen.len() == state.mempool.in_arrival_order().len() {
+            floor
+        } else {
+            lowest.map_or(floor, one_above).max(floor)
+        }
+    };
+    match state.outside_demand {
+        Some(demand) => estimate.max(one_above(demand)),
+        None => estimate,
     }
-    let outbid = lowest.map_or(floor, |l| FeeRate::from_sat_per_kwu(l.to_sat_per_kwu() + floor.to_sat_per_kwu()));
-    outbid.max(floor)
 }
 
 #[async_trait]

@@ -262,6 +262,30 @@ async fn replacement_follows_bip125() {
 }
 
 #[tokio::test]
+async fn outside_demand_leaves_cheaper_transactions_waiting_and_raises_estimates() {
+    let devnet = devnet();
+    let (a, b) = (Key::new(1), Key::new(2));
+    let coin = funded(&devnet, &a, Amount::from_sat(100_000)).await;
+    devnet.set_outside_demand(Some(FeeRate::from_sat_per_vb_u32(10)));
+    assert_eq!(devnet.fee_rate(1).await.unwrap(), FeeRate::from_sat_per_vb_u32(11), "one sat/vB above the outside bid");
+
+    let cheap = spend_with_fee(&a, &b, &coin, 9, 0, Sequence::ENABLE_RBF_NO_LOCKTIME);
+    devnet.broadcast(&cheap).await.unwrap();
+    devnet.mine(2, None).unwrap();
+    assert_eq!(devnet.transaction_status(&cheap.compute_txid()).await.unwrap(), TxStatus::InMempool, "outbid");
+
+    // A replacement at the estimate makes the next block.
+    let bumped = spend_with_fee(&a, &b, &coin, 11, 0, Sequence::ENABLE_RBF_NO_LOCKTIME);
+    devnet.broadcast(&bumped).await.unwrap();
+    devnet.mine(1, None).unwrap();
+    assert!(matches!(devnet.transaction_status(&bumped.compute_txid()).await.unwrap(), TxStatus::Confirmed { .. }));
+    assert_eq!(devnet.transaction_status(&cheap.compute_txid()).await.unwrap(), TxStatus::Unknown);
+
+    devnet.set_outside_demand(None);
+    assert_eq!(devnet.fee_rate(1).await.unwrap(), DevnetConfig::default().fallback_fee_rate);
+}
+
+#[tokio::test]
 async fn reorg_restores_utxos_and_returns_transactions_to_the_mempool() {
     let devnet = devnet();
     let (a, b) = (Key::new(1), Key::new(2));
