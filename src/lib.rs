@@ -3,6 +3,7 @@
 //! (`journal_cli`), the HTTP load tool (`bench_http`) and the user's wallet (`wallet`).
 
 pub mod bench_http;
+pub mod bench_settlement;
 pub mod client;
 pub mod cosigner;
 pub mod custody_cli;

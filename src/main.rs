@@ -230,6 +230,14 @@ enum BenchCmd {
         #[arg(long)]
         client_order_ids: bool,
     },
+    /// Window close to broadcast of a settlement batch whose vault inputs (one wallet's, with
+    /// presignatures ready) are signed through the relay; own node on an embedded devnet.
+    Settlement {
+        #[arg(long, default_value_t = 100)]
+        inputs: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -425,6 +433,13 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
             };
             let report = bench_http::run(opts.clone()).await?;
             bench_http::print(&report, &opts);
+            Ok(())
+        }
+        Cmd::Bench { command: BenchCmd::Settlement { inputs, rounds } } => {
+            let reports = tandem::bench_settlement::run(tandem::bench_settlement::SettlementBenchOptions { inputs, rounds }).await?;
+            for r in &reports {
+                println!("{}", tandem::bench_settlement::line(r));
+            }
             Ok(())
         }
         Cmd::Cosigner {

@@ -438,6 +438,42 @@ pub async fn authenticate(gw: &Gateway, req: &HttpRequest, body: &[u8]) -> Resul
     }
 }
 
+/// The request as its wallet signed it, if it was signed by a device key (call after
+/// [`authenticate`] accepted it): kept as the user's own proof that it asked for what the request
+/// became (`kind`, `ref_id`, at engine sequence `seq`).
+pub fn device_signed_request(
+    req: &HttpRequest,
+    body: &[u8],
+    account: AccountId,
+    kind: tandem_store::SignedRequestKind,
+    ref_id: u64,
+    seq: tandem_matching::Seq,
+) -> Option<tandem_store::SignedRequestRecord> {
+    let device = parse_device_pubkey(header(req, DEVICE_HEADER)?)?;
+    let timestamp_ms = header(req, TIMESTAMP_HEADER)?.trim().parse().ok()?;
+    Some(tandem_store::SignedRequestRecord {
+        kind,
+        ref_id,
+        account_id: account,
+        seq,
+        device_pubkey: device.to_string(),
+        timestamp_ms,
+        method: req.method().as_str().to_owned(),
+        path: path_and_query(req).to_owned(),
+        body: body.to_vec(),
+        signature: header(req, SIGNATURE_HEADER)?.trim().to_ascii_lowercase(),
+    })
+}
+
+/// Keeps a device-signed request (see [`device_signed_request`]). A failure to write is logged,
+/// not answered: the command already stands, it only lacks its proof.
+pub async fn keep_signed_request(gw: &Gateway, record: Option<tandem_store::SignedRequestRecord>) {
+    let Some(record) = record else { return };
+    if let Err(e) = gw.store.insert_signed_request(&record).await {
+        tracing::error!(kind = record.kind.as_str(), id = record.ref_id, error = %e, "could not keep a signed request");
+    }
+}
+
 /// Proof of possession for enrolment: the request is signed by the key named in
 /// `X-Tandem-Device`, which need not be registered yet. Answers that key; the handler then
 /// requires the body to enrol exactly it.

@@ -18,6 +18,7 @@ pub mod replay_guard;
 pub mod auth;
 pub mod dto;
 pub mod error;
+pub mod evidence;
 pub mod metrics;
 pub mod relay;
 mod routes;

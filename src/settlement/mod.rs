@@ -50,7 +50,7 @@ use tandem_matching::{
 };
 use tandem_settlement::batch::{self, Participant, PlanParams, Pool, VaultUtxo};
 use tandem_settlement::{Chain, TxStatus};
-use tandem_store::{BatchRecord, BatchVersionRecord, Store};
+use tandem_store::{BatchLegRecord, BatchRecord, BatchVersionRecord, Store};
 
 use crate::deposits::deposit_reference;
 use crate::provider::VaultService;
@@ -232,6 +232,8 @@ impl SettlementService {
 
     /// Closes the window: plans, records and books the next batch.
     async fn build(&self, progress: &Progress) -> anyhow::Result<()> {
+        // The batch's `created_at` is when its window closed.
+        let closed_at = now();
         let btc = self.btc;
         let holders = self.vault_holders().await?;
         let ids: Vec<AccountId> = holders.keys().copied().collect();
@@ -314,12 +316,11 @@ impl SettlementService {
         };
         let stored = StoredPlan::of(&plan, cut.0, |s| signer_of.get(s).cloned())?;
         let id = self.store.last_batch_id().await?.max(last_batch.0) + 1;
-        let at = now();
         let record = BatchRecord {
             id,
             status: PLANNED.into(),
-            created_at: at,
-            updated_at: at,
+            created_at: closed_at,
+            updated_at: now(),
             asset: btc.0,
             fee_rate: params.fee_rate_sat_per_kvb,
             vbytes: plan.vbytes,
@@ -332,7 +333,9 @@ impl SettlementService {
             confirmed_version: None,
             last_error: None,
         };
-        self.store.insert_batch(&record).await?;
+        let legs: Vec<BatchLegRecord> =
+            stored.legs.iter().map(|l| BatchLegRecord { holder: AccountId(l.holder), delta: l.delta, fee: l.fee }).collect();
+        self.store.insert_batch(&record, cut, &legs).await?;
         tracing::info!(
             batch = id, inputs = plan.inputs.len(), outputs = plan.outputs.len(), vbytes = plan.vbytes,
             fee = plan.fee.to_sat(), deferred = plan.deferred.len(), "settlement batch planned"

@@ -7,7 +7,7 @@ use crate::{Store, StoreError};
 use serde::Serialize;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
-use tandem_matching::Timestamp;
+use tandem_matching::{AccountId, Seq, Timestamp};
 
 /// A settlement batch. `status` is "planned", "booked", "signed", "broadcast", "confirmed" or
 /// "cancelled"; the store does not interpret it beyond [`Store::unfinished_batches`].
@@ -37,6 +37,14 @@ pub struct BatchRecord {
     pub last_error: Option<String>,
 }
 
+/// One holder's leg of a batch: how its vault's holdings change (sat, signed) and its fee share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct BatchLegRecord {
+    pub holder: AccountId,
+    pub delta: i64,
+    pub fee: u64,
+}
+
 /// A fully signed transaction version of a batch (0 = as planned, k = after k RBF bumps).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct BatchVersionRecord {
@@ -60,8 +68,10 @@ const VERSION_COLUMNS: &str = "batch, version, txid, tx_hex, fee, created_at, br
 const MAX_BATCHES: u32 = 1000;
 
 impl Store {
-    /// Records a planned batch; an id already taken is a [`StoreError::Conflict`].
-    pub async fn insert_batch(&self, b: &BatchRecord) -> Result<(), StoreError> {
+    /// Records a planned batch and its legs, cut at `cut` (in one transaction); an id already
+    /// taken is a [`StoreError::Conflict`] and changes nothing.
+    pub async fn insert_batch(&self, b: &BatchRecord, cut: Seq, legs: &[BatchLegRecord]) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
         let result = sqlx::query(&format!(
             "INSERT INTO settlement_batches ({BATCH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
@@ -80,15 +90,51 @@ impl Store {
         .bind(b.confirmed_height.map(i64::from))
         .bind(b.confirmed_version.map(i64::from))
         .bind(b.last_error.as_deref())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await;
         match result {
-            Ok(_) => Ok(()),
+            Ok(_) => {}
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(StoreError::Conflict(format!("batch {} is already recorded", b.id)))
+                tx.rollback().await?;
+                return Err(StoreError::Conflict(format!("batch {} is already recorded", b.id)));
             }
-            Err(e) => Err(e.into()),
+            Err(e) => return Err(e.into()),
         }
+        for leg in legs {
+            sqlx::query("INSERT INTO settlement_legs (batch, holder, delta, fee, cut_seq) VALUES (?, ?, ?, ?, ?)")
+                .bind(to_sql(b.id, "batch id")?)
+                .bind(to_sql(leg.holder.0, "account id")?)
+                .bind(leg.delta)
+                .bind(to_sql(leg.fee, "fee")?)
+                .bind(to_sql(cut.0, "seq")?)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The sequence number a batch's window was cut at (`None` for an unknown batch, or one
+    /// recorded without legs).
+    pub async fn batch_cut(&self, batch: u64) -> Result<Option<Seq>, StoreError> {
+        let cut: Option<i64> = sqlx::query_scalar("SELECT MAX(cut_seq) FROM settlement_legs WHERE batch = ?")
+            .bind(to_sql(batch, "batch id")?)
+            .fetch_one(&self.pool)
+            .await?;
+        cut.map(|c| from_sql(c, "seq").map(Seq)).transpose()
+    }
+
+    /// Where `holder`'s last confirmed leg was cut: everything it did up to there is settled on
+    /// chain. `Seq(0)` if it never had a confirmed leg.
+    pub async fn settled_through(&self, holder: AccountId) -> Result<Seq, StoreError> {
+        let cut: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(l.cut_seq) FROM settlement_legs l JOIN settlement_batches b ON b.id = l.batch \
+             WHERE l.holder = ? AND b.status = 'confirmed'",
+        )
+        .bind(to_sql(holder.0, "account id")?)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Seq(from_sql(cut.unwrap_or(0), "seq")?))
     }
 
     pub async fn batch(&self, id: u64) -> Result<Option<BatchRecord>, StoreError> {
@@ -428,16 +474,16 @@ mod tests {
             confirmed_version: Some(1),
             last_error: Some("mempool min fee not met".into()),
         };
-        store.insert_batch(&full).await.unwrap();
-        store.insert_batch(&batch(8, "planned")).await.unwrap();
+        store.insert_batch(&full, Seq(0), &[]).await.unwrap();
+        store.insert_batch(&batch(8, "planned"), Seq(0), &[]).await.unwrap();
         assert_eq!(store.batch(7).await.unwrap(), Some(full.clone()));
         assert_eq!(store.batch(8).await.unwrap(), Some(batch(8, "planned")));
-        let again = store.insert_batch(&batch(7, "planned")).await;
+        let again = store.insert_batch(&batch(7, "planned"), Seq(0), &[]).await;
         assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
         assert_eq!(store.batch(7).await.unwrap(), Some(full));
         // Values a column cannot hold are errors, not panics.
         let huge = BatchRecord { id: u64::MAX, ..batch(9, "planned") };
-        assert!(matches!(store.insert_batch(&huge).await, Err(StoreError::Corrupt(_))));
+        assert!(matches!(store.insert_batch(&huge, Seq(0), &[]).await, Err(StoreError::Corrupt(_))));
         assert!(matches!(store.batch(u64::MAX).await, Err(StoreError::Corrupt(_))));
         sqlx::query("UPDATE settlement_batches SET bumps = -1 WHERE id = 8").execute(&store.pool).await.unwrap();
         assert!(matches!(store.batch(8).await, Err(StoreError::Corrupt(_))));
@@ -451,7 +497,7 @@ mod tests {
         for (id, status) in
             [(1, "confirmed"), (2, "cancelled"), (3, "broadcast"), (5, "planned"), (9, "signed"), (12, "confirmed")]
         {
-            store.insert_batch(&batch(id, status)).await.unwrap();
+            store.insert_batch(&batch(id, status), Seq(0), &[]).await.unwrap();
         }
         assert_eq!(store.last_batch_id().await.unwrap(), 12);
         let ids = |v: Vec<BatchRecord>| v.into_iter().map(|b| b.id).collect::<Vec<_>>();
@@ -464,9 +510,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn legs_tell_where_a_holder_is_settled_through_and_fees_follow_the_confirmed_version() {
+        let store = Store::open_in_memory().await.unwrap();
+        let leg = |holder, delta| BatchLegRecord { holder: AccountId(holder), delta, fee: 100 };
+        store.insert_batch(&batch(1, "planned"), Seq(40), &[leg(7, -500), leg(2, 400)]).await.unwrap();
+        store.insert_batch(&batch(2, "planned"), Seq(90), &[leg(7, 300), leg(2, -400)]).await.unwrap();
+        // A conflicting id records no legs either.
+        assert!(store.insert_batch(&batch(2, "planned"), Seq(99), &[leg(8, 1)]).await.is_err());
+        assert_eq!(store.batch_cut(2).await.unwrap(), Some(Seq(90)));
+        assert_eq!(store.batch_cut(3).await.unwrap(), None);
+        assert_eq!(store.settled_through(AccountId(7)).await.unwrap(), Seq(0), "nothing confirmed yet");
+        store.set_batch_status(1, "planned", "confirmed", Timestamp(T0)).await.unwrap();
+        assert_eq!(store.settled_through(AccountId(7)).await.unwrap(), Seq(40));
+        store.set_batch_status(2, "planned", "confirmed", Timestamp(T0)).await.unwrap();
+        assert_eq!(store.settled_through(AccountId(7)).await.unwrap(), Seq(90));
+        assert_eq!(store.settled_through(AccountId(8)).await.unwrap(), Seq(0));
+
+        // Fees paid: the confirmed version's, bump included.
+        for (version, fee) in [(0, 1_000), (1, 2_500)] {
+            let v = BatchVersionRecord {
+                batch: 1,
+                version,
+                txid: format!("{version:064}"),
+                tx_hex: "00".into(),
+                fee,
+                created_at: Timestamp(T0),
+                broadcast_at: None,
+            };
+            store.insert_batch_version(&v).await.unwrap();
+        }
+        assert_eq!(store.confirmed_fees_total().await.unwrap(), 0, "no version confirmed yet");
+        store.set_batch_confirmations(1, 1, Some(500), Some(1), Timestamp(T0)).await.unwrap();
+        assert_eq!(store.confirmed_fees_total().await.unwrap(), 2_500);
+    }
+
+    #[tokio::test]
     async fn status_is_a_compare_and_set() {
         let store = Store::open_in_memory().await.unwrap();
-        store.insert_batch(&batch(1, "planned")).await.unwrap();
+        store.insert_batch(&batch(1, "planned"), Seq(0), &[]).await.unwrap();
         assert!(!store.set_batch_status(1, "booked", "signed", Timestamp(T0 + 10)).await.unwrap());
         assert_eq!(store.batch(1).await.unwrap(), Some(batch(1, "planned")), "a wrong `from` changes nothing");
         assert!(!store.set_batch_status(2, "planned", "booked", Timestamp(T0 + 10)).await.unwrap(), "no such batch");
@@ -498,8 +579,8 @@ mod tests {
     #[tokio::test]
     async fn versions_and_signatures_round_trip() {
         let store = Store::open_in_memory().await.unwrap();
-        store.insert_batch(&batch(4, "signed")).await.unwrap();
-        store.insert_batch(&batch(5, "signed")).await.unwrap();
+        store.insert_batch(&batch(4, "signed"), Seq(0), &[]).await.unwrap();
+        store.insert_batch(&batch(5, "signed"), Seq(0), &[]).await.unwrap();
 
         let orphan = store.insert_batch_version(&version(6, 0)).await;
         assert!(matches!(orphan, Err(StoreError::Conflict(_))), "{orphan:?}");
@@ -542,7 +623,7 @@ mod tests {
     #[tokio::test]
     async fn batches_survive_a_projection_reset() {
         let store = Store::open_in_memory().await.unwrap();
-        store.insert_batch(&batch(1, "broadcast")).await.unwrap();
+        store.insert_batch(&batch(1, "broadcast"), Seq(0), &[]).await.unwrap();
         store.insert_batch_version(&version(1, 0)).await.unwrap();
         store.add_batch_signature(1, 0, 0, "0140aa").await.unwrap();
         store.reset_projections().await.unwrap();

@@ -29,6 +29,7 @@ mod projector;
 mod queries;
 mod records;
 mod refusals;
+mod signed_requests;
 mod vaults;
 
 #[cfg(test)]
@@ -39,8 +40,9 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use batches::{BatchRecord, BatchVersionRecord};
+pub use batches::{BatchLegRecord, BatchRecord, BatchVersionRecord};
 pub use projector::{Projector, ProjectorHandle};
+pub use signed_requests::{LateHolder, SignedRequestKind, SignedRequestRecord};
 pub use records::{
     AccountRecord, ApiKeyRecord, BalanceRecord, CosignerRecord, DepositRecord, DeviceKeyRecord, EnrolmentCodeRecord, LedgerEntry,
     OrderRecord, OrderStatus, OrderType, RefusalRecord, TradeRecord, VaultAddressRecord, VaultRecord, WithdrawalRecord, WithdrawalStatus,

@@ -161,28 +161,42 @@ impl Store {
 
     /// Newest first.
     pub async fn withdrawals(&self, account: AccountId, limit: u32) -> Result<Vec<WithdrawalRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT withdrawal_id, account_id, asset_id, amount, destination, status, requested_at, updated_at \
-             FROM withdrawals WHERE account_id = ? ORDER BY withdrawal_id DESC LIMIT ?",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {WITHDRAWAL_COLUMNS} FROM withdrawals WHERE account_id = ? ORDER BY withdrawal_id DESC LIMIT ?"
+        ))
         .bind(to_sql(account.0, "account id")?)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(WithdrawalRecord {
-                    withdrawal_id: WithdrawalId(from_sql(r.try_get(0)?, "withdrawal id")?),
-                    account_id: AccountId(from_sql(r.try_get(1)?, "account id")?),
-                    asset_id: AssetId(small_from_sql(r.try_get(2)?, "asset id")?),
-                    amount: Amount(from_sql(r.try_get(3)?, "amount")?),
-                    destination: r.try_get(4)?,
-                    status: WithdrawalStatus::parse(r.try_get(5)?)?,
-                    requested_at: Timestamp(from_sql(r.try_get(6)?, "timestamp")?),
-                    updated_at: Timestamp(from_sql(r.try_get(7)?, "timestamp")?),
-                })
-            })
-            .collect()
+        rows.iter().map(withdrawal_record).collect()
+    }
+
+    pub async fn withdrawal(&self, id: WithdrawalId) -> Result<Option<WithdrawalRecord>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {WITHDRAWAL_COLUMNS} FROM withdrawals WHERE withdrawal_id = ?"))
+            .bind(to_sql(id.0, "withdrawal id")?)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(withdrawal_record).transpose()
+    }
+
+    /// An account's trades (as maker or taker) with a sequence number in `(after, through]`,
+    /// oldest first: every fill of one settlement window.
+    pub async fn account_trades_between(&self, account: AccountId, after: Seq, through: Seq) -> Result<Vec<TradeRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {TRADE_COLUMNS} FROM trades WHERE maker_account = ? AND seq > ? AND seq <= ? \
+             UNION ALL SELECT {TRADE_COLUMNS} FROM trades WHERE taker_account = ? AND seq > ? AND seq <= ? ORDER BY trade_id"
+        );
+        let (account, after, through) = (to_sql(account.0, "account id")?, to_sql(after.0, "seq")?, to_sql(through.0, "seq")?);
+        let rows = sqlx::query(&sql)
+            .bind(account)
+            .bind(after)
+            .bind(through)
+            .bind(account)
+            .bind(after)
+            .bind(through)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(trade_record).collect()
     }
 
     /// Newest first.
@@ -245,6 +259,22 @@ fn order_record(r: &SqliteRow) -> Result<OrderRecord, StoreError> {
         created_at: Timestamp(from_sql(r.try_get(14)?, "timestamp")?),
         updated_seq: Seq(from_sql(r.try_get(15)?, "seq")?),
         updated_at: Timestamp(from_sql(r.try_get(16)?, "timestamp")?),
+    })
+}
+
+const WITHDRAWAL_COLUMNS: &str =
+    "withdrawal_id, account_id, asset_id, amount, destination, status, requested_at, updated_at";
+
+fn withdrawal_record(r: &SqliteRow) -> Result<WithdrawalRecord, StoreError> {
+    Ok(WithdrawalRecord {
+        withdrawal_id: WithdrawalId(from_sql(r.try_get(0)?, "withdrawal id")?),
+        account_id: AccountId(from_sql(r.try_get(1)?, "account id")?),
+        asset_id: AssetId(small_from_sql(r.try_get(2)?, "asset id")?),
+        amount: Amount(from_sql(r.try_get(3)?, "amount")?),
+        destination: r.try_get(4)?,
+        status: WithdrawalStatus::parse(r.try_get(5)?)?,
+        requested_at: Timestamp(from_sql(r.try_get(6)?, "timestamp")?),
+        updated_at: Timestamp(from_sql(r.try_get(7)?, "timestamp")?),
     })
 }
 

@@ -80,6 +80,15 @@ async fn withdraw(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<
             _ => None,
         })
         .ok_or_else(|| ApiError::unavailable("the engine accepted the withdrawal but reported none"))?;
+    let signed = crate::auth::device_signed_request(
+        &req,
+        &body,
+        account,
+        tandem_store::SignedRequestKind::Withdrawal,
+        withdrawal.withdrawal_id,
+        applied.seq,
+    );
+    crate::auth::keep_signed_request(&gw, signed).await;
     Ok(HttpResponse::Ok().json(json!({ "withdrawal": withdrawal })))
 }
 

@@ -18,7 +18,7 @@ use tandem_matching::{
     AccountId, Amount, Applied, Command, Event, MarketId, NewOrder, OrderId, OrderKind, OrderRef, OrderView, Price,
     Quantity, RejectReason, Side, TimeInForce,
 };
-use tandem_store::OrderRecord;
+use tandem_store::{OrderRecord, SignedRequestKind};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/v1/orders", |r| {
@@ -120,6 +120,14 @@ async fn place(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<Htt
     let applied = gw.submit(Command::PlaceOrder(order)).await?;
     if let Some(reason) = dto::rejection(&applied.events) {
         return Err(reject(&gw, account, reason).await);
+    }
+    let placed = applied.events.iter().find_map(|e| match e {
+        Event::OrderAccepted(a) => Some(a.order.0),
+        _ => None,
+    });
+    if let Some(id) = placed {
+        let signed = crate::auth::device_signed_request(&req, &body, account, SignedRequestKind::Order, id, applied.seq);
+        crate::auth::keep_signed_request(&gw, signed).await;
     }
     let reply = dto::placed_order(gw.fmt(), account, &applied.events, applied.timestamp)
         .ok_or_else(|| ApiError::unavailable("the engine accepted the order but reported no order"))?;

@@ -4,7 +4,8 @@
 //! reconciliation of ledger against chain. Chain quantities are integers in satoshis (`_sat`).
 
 use super::{resource, RawBody};
-use crate::auth::{authenticate, authenticate_operator};
+use crate::auth::{authenticate, authenticate_operator, authenticate_party, PartyKind};
+use crate::evidence::evidence;
 use crate::dto::{self, path_id};
 use crate::error::ApiError;
 use crate::Gateway;
@@ -17,6 +18,7 @@ use tandem_matching::{BatchId, RejectReason};
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/v1/settlement", |r| r.route(web::get().to(position))))
         .service(resource("/v1/settlement/batches/{id}", |r| r.route(web::get().to(batch))))
+        .service(resource("/v1/cosigner/batches/{id}", |r| r.route(web::get().to(cosigner_batch))))
         .service(resource("/v1/operator/batches", |r| r.route(web::get().to(operator_batches))))
         .service(resource("/v1/operator/reconciliation", |r| r.route(web::get().to(reconciliation))));
 }
@@ -126,7 +128,11 @@ async fn batch(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<Htt
         })
         .await?;
     let Some((leg, withdrawals, pending, balance, settled)) = found else {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_batch", format!("no batch {} is being settled", id.0)));
+        return Err(unknown_batch(id));
+    };
+    let evidence = match (leg, gw.store.batch_cut(id.0).await?) {
+        (Some(_), Some(cut)) => Some(evidence(&gw, account, cut).await?),
+        _ => None,
     };
     Ok(HttpResponse::Ok().json(json!({
         "batch": id.0,
@@ -135,5 +141,49 @@ async fn batch(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<Htt
         "balance_sat": balance,
         "pending_withdrawals_sat": pending,
         "settled_sat": settled as i64,
+        "evidence": evidence,
+    })))
+}
+
+fn unknown_batch(id: BatchId) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "unknown_batch", format!("no batch {} is being settled", id.0))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CosignerBatchQuery {
+    /// The vault (group id, hex) whose holder the co-signer is asked to settle.
+    group: String,
+}
+
+/// For a vault's co-signer: its holder's leg in a batch being signed, and the evidence of that
+/// window (fills, withdrawals and the requests the wallet signed for them), which the co-signer
+/// checks with the wallet's key before it force-settles.
+async fn cosigner_batch(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
+    let caller = authenticate_party(&gw, &req, &body).await?;
+    if caller.kind != PartyKind::Cosigner {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "not_a_party", "only a vault's co-signer reads this"));
+    }
+    let id = BatchId(path_id(&req, "id")?);
+    let q: CosignerBatchQuery = dto::parse_query(&req)?;
+    let vault = gw.store.vault(&q.group).await?.filter(|v| v.cosigner_identity.as_deref() == Some(caller.identity.to_string().as_str()));
+    let Some(vault) = vault else {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "not_a_party", "this co-signer holds no share of that vault"));
+    };
+    let account = vault.account_id;
+    let leg = gw
+        .sequencer
+        .read(move |e| e.open_batches().into_iter().find(|(b, _)| *b == id).map(|(_, o)| o.legs.iter().find(|l| l.holder == account).copied()))
+        .await?
+        .ok_or_else(|| unknown_batch(id))?;
+    let Some(leg) = leg else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_batch", format!("batch {} books nothing for that vault", id.0)));
+    };
+    let cut = gw.store.batch_cut(id.0).await?.ok_or_else(|| unknown_batch(id))?;
+    Ok(HttpResponse::Ok().json(json!({
+        "batch": id.0,
+        "account": account.0,
+        "leg": {"delta_sat": leg.delta, "fee_sat": leg.fee.0},
+        "evidence": evidence(&gw, account, cut).await?,
     })))
 }
