@@ -152,6 +152,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
 const DEMO_BLOCK_INTERVAL: Duration = Duration::from_secs(5);
 /// A settlement window of the demo: short, so a batch confirms while someone watches.
 const DEMO_SETTLEMENT_WINDOW: Duration = Duration::from_secs(20);
+/// A wallet that misses a demo batch's signing sits out for a minute, and its debt is forced
+/// with the co-signer after five: short enough to watch.
+const DEMO_LATE_PENALTY: Duration = Duration::from_secs(60);
+const DEMO_FORCE_AFTER: Duration = Duration::from_secs(300);
 
 type Task = tokio::task::JoinHandle<()>;
 
@@ -184,7 +188,13 @@ fn start_chain(node: &Node, data_dir: &Path) -> anyhow::Result<(std::sync::Arc<t
         store: node.store.clone(),
         vaults,
         btc,
-        config: crate::settlement::SettlementConfig { window: DEMO_SETTLEMENT_WINDOW, ..Default::default() },
+        config: crate::settlement::SettlementConfig {
+            window: DEMO_SETTLEMENT_WINDOW,
+            late_penalty: DEMO_LATE_PENALTY,
+            force_after: DEMO_FORCE_AFTER,
+            bump_after: Duration::from_secs(60),
+            ..Default::default()
+        },
     })
     .spawn(&node.reconciler);
     Ok((devnet, miner, deposits, settlement))
@@ -205,6 +215,7 @@ async fn start_cosigner(data_dir: &Path, base_url: &str, token: &str) -> anyhow:
         demo: true,
         provider_timeout: Duration::from_secs(3600),
         max_fee: bitcoin::Amount::from_sat(100_000),
+        settlement_deadline: DEMO_FORCE_AFTER,
     };
     let cosigner = crate::cosigner::Cosigner::open(&dir, &crate::custody_cli::load_master_key(Some(&key_path))?, opts).await?;
     let identity = cosigner.identity().pubkey_hex();

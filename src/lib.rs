@@ -15,6 +15,7 @@ pub mod journal_cli;
 pub mod journal_port;
 pub mod mpc_link;
 pub mod node;
+pub mod obligations;
 pub mod provider;
 pub mod replay;
 pub mod wallet;

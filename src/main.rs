@@ -88,6 +88,13 @@ enum Cmd {
         /// before it is replaced by a version paying more (RBF, paid by the pool).
         #[arg(long, default_value_t = 1800)]
         settlement_bump_after_secs: u64,
+        /// Seconds a wallet that missed a signing deadline sits out of batches.
+        #[arg(long, default_value_t = 600)]
+        settlement_late_penalty_secs: u64,
+        /// Seconds after a wallet was first late before its debt is force-settled with its
+        /// vault's co-signer (2-of-3 vaults).
+        #[arg(long, default_value_t = 86_400)]
+        settlement_force_after_secs: u64,
     },
     /// Reconciles ledger against chain on a running node (`GET /v1/operator/reconciliation`):
     /// prints the report; exits 1 on any difference, 2 if it cannot be read.
@@ -156,6 +163,10 @@ enum CosignerCmd {
         /// The largest fee (satoshis) a spend it signs may pay.
         #[arg(long, default_value_t = 100_000)]
         max_fee_sat: u64,
+        /// Seconds after a user's last signed order or withdrawal of a window before the
+        /// provider may force that window's settlement with this co-signer.
+        #[arg(long, default_value_t = 86_400)]
+        settlement_deadline_secs: u64,
         /// Serve the recovery relay here: wallets of its vaults leave through it, with this
         /// co-signer alone, when the provider is gone.
         #[arg(long, value_name = "ADDR")]
@@ -309,6 +320,8 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
             settlement_confirmations,
             signing_deadline_secs,
             settlement_bump_after_secs,
+            settlement_late_penalty_secs,
+            settlement_force_after_secs,
         } => {
             let network = tandem::parse_network(&network)?;
             let custody = if master_key_file.is_some() || std::env::var_os(custody_cli::MASTER_KEY_ENV).is_some() {
@@ -370,6 +383,8 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
                                     confirmations: settlement_confirmations,
                                     signing_deadline: Duration::from_secs(signing_deadline_secs),
                                     bump_after: Duration::from_secs(settlement_bump_after_secs),
+                                    late_penalty: Duration::from_secs(settlement_late_penalty_secs),
+                                    force_after: Duration::from_secs(settlement_force_after_secs),
                                     ..Default::default()
                                 },
                             })
@@ -451,6 +466,7 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
                     demo_primes,
                     provider_timeout_secs,
                     max_fee_sat,
+                    settlement_deadline_secs,
                     recovery_bind,
                 },
         } => {
@@ -460,6 +476,7 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
                 demo: demo_primes,
                 provider_timeout: Duration::from_secs(provider_timeout_secs),
                 max_fee: bitcoin::Amount::from_sat(max_fee_sat),
+                settlement_deadline: Duration::from_secs(settlement_deadline_secs),
             };
             let cosigner = tandem::cosigner::Cosigner::open(&data_dir, &key, opts).await?;
             println!("co-signer {} following {provider}", cosigner.identity().pubkey_hex());

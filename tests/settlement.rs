@@ -81,15 +81,49 @@ impl Wallet {
     }
 }
 
-async fn make_wallet(dir: &Path, name: &str, url: &str, c: &mut Client) -> Wallet {
+async fn make_wallet(dir: &Path, name: &str, url: &str, c: &mut Client, cosigner: bool) -> Wallet {
     let (s, code) = c.send("POST", "/v1/operator/enrolment-codes", Some(&json!({"label": name})), &Auth::Operator(TOKEN.into())).await.unwrap();
     assert_eq!(s, 200, "{code}");
     let file = dir.join(format!("{name}.wallet"));
     let w = Wallet { file, account: 0, vault: ScriptBuf::new() };
     let init = w.cmd(&["init", "--provider", url, "--enrolment-code", code["code"].as_str().unwrap()]);
-    let made = w.cmd(&["address", "--demo-primes", "--no-cosigner"]);
+    let made = if cosigner { w.cmd(&["address", "--demo-primes"]) } else { w.cmd(&["address", "--demo-primes", "--no-cosigner"]) };
+    assert_eq!(made["policy"], if cosigner { "2-of-3" } else { "2-of-2" }, "{made}");
     let vault = Address::from_str(made["address"].as_str().unwrap()).unwrap().require_network(Network::Regtest).unwrap();
     Wallet { account: init["account_id"].as_u64().unwrap(), vault: vault.script_pubkey(), ..w }
+}
+
+/// An independent co-signer (`tandem cosigner run`, its own process), registered with the node.
+fn start_cosigner(dir: &Path, url: &str, settlement_deadline_secs: u64) -> (KillOnDrop, String) {
+    let cdir = dir.join("cosigner");
+    let ckey = dir.join("cosigner-master-key.hex");
+    let ok = |o: std::process::Output| assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    ok(std::process::Command::new(common::BIN).args(["custody", "new-master-key", "--out"]).arg(&ckey).output().unwrap());
+    let init = std::process::Command::new(common::BIN)
+        .args(["cosigner", "init", "--data-dir"])
+        .arg(&cdir)
+        .arg("--master-key-file")
+        .arg(&ckey)
+        .output()
+        .unwrap();
+    ok(init.clone());
+    let identity = String::from_utf8(init.stdout).unwrap().trim().to_owned();
+    let log = std::fs::File::create(dir.join("cosigner.log")).unwrap();
+    let process = KillOnDrop(
+        std::process::Command::new(common::BIN)
+            .args(["cosigner", "run", "--data-dir"])
+            .arg(&cdir)
+            .arg("--master-key-file")
+            .arg(&ckey)
+            .args(["--provider", url, "--demo-primes"])
+            .args(["--settlement-deadline-secs", &settlement_deadline_secs.to_string()])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    (process, identity)
 }
 
 /// "0.12345678" -> 12_345_678.
@@ -128,8 +162,8 @@ async fn chain_balance(chain: &dyn Chain, script: &ScriptBuf) -> i64 {
     chain.utxos(std::slice::from_ref(script)).await.unwrap().iter().map(|u| u.txout.value.to_sat() as i64).sum()
 }
 
-/// A node with custody on `chain`, its deposit service, two wallets with 2-of-2 vaults (carol
-/// funded from outside, dave with USD), the pool funded, and carol's signer running.
+/// A node with custody on `chain`, its deposit service, two wallets (carol funded from outside,
+/// dave with USD), the pool funded, and carol's signer running.
 struct World {
     node: tandem::node::Node,
     chain: TestChain,
@@ -139,11 +173,30 @@ struct World {
     dave: Wallet,
     carol_deposit: i64,
     deposits: tokio::task::JoinHandle<()>,
-    _cosign: KillOnDrop,
-    _tmp: tempfile::TempDir,
+    _processes: Vec<KillOnDrop>,
+    tmp: tempfile::TempDir,
+}
+
+/// How the world is made.
+struct Options {
+    /// Carol's vault is 2-of-3 with an independent co-signer (whose process runs), else 2-of-2.
+    carol_cosigned: bool,
+    /// Carol's wallet signer (`tandem wallet cosign`) runs: she is online.
+    carol_online: bool,
+    pool_sat: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { carol_cosigned: false, carol_online: true, pool_sat: 1_000_000 }
+    }
 }
 
 async fn world(test_chain: TestChain) -> World {
+    world_with(test_chain, Options::default()).await
+}
+
+async fn world_with(test_chain: TestChain, opts: Options) -> World {
     let tmp = tempfile::tempdir().unwrap();
     let node = common::custody_node(&tmp.path().join("node"), TOKEN).await;
     let vaults = node.vaults.clone().unwrap();
@@ -162,10 +215,18 @@ async fn world(test_chain: TestChain) -> World {
     }
     .spawn();
 
-    let carol = make_wallet(tmp.path(), "carol", &url, &mut c).await;
-    let dave = make_wallet(tmp.path(), "dave", &url, &mut c).await;
+    let mut processes = Vec::new();
+    if opts.carol_cosigned {
+        let (cosigner, identity) = start_cosigner(tmp.path(), &url, 1);
+        let body = json!({"identity_pubkey": identity, "label": "independent co-signer"});
+        let (s, r) = c.send("POST", "/v1/operator/cosigners", Some(&body), &Auth::Operator(TOKEN.into())).await.unwrap();
+        assert_eq!(s, 200, "{r}");
+        processes.push(cosigner);
+    }
+    let carol = make_wallet(tmp.path(), "carol", &url, &mut c, opts.carol_cosigned).await;
+    let dave = make_wallet(tmp.path(), "dave", &url, &mut c, false).await;
     test_chain.fund(&carol.vault, 50_000_000).await;
-    test_chain.fund(&vaults.pool.deposit_script(SETTLEMENT_POOL).unwrap(), 1_000_000).await;
+    test_chain.fund(&vaults.pool.deposit_script(SETTLEMENT_POOL).unwrap(), opts.pool_sat).await;
     test_chain.mine(1).await;
     let carol_deposit = wait_for("carol's deposit", 30, async || {
         let t = btc_total(&mut c, carol.account).await;
@@ -176,17 +237,19 @@ async fn world(test_chain: TestChain) -> World {
     let usd = json!({"account_id": dave.account, "asset": "USD", "amount": "100000.00", "reference": "wire-dave"});
     let (s, r) = c.send("POST", "/v1/operator/deposits", Some(&usd), &Auth::Operator(TOKEN.into())).await.unwrap();
     assert_eq!(s, 200, "{r}");
-    let cosign_log = std::fs::File::create(tmp.path().join("carol-cosign.log")).unwrap();
-    let cosign = KillOnDrop(
-        common::wallet_cmd(&carol.file, PASSPHRASE)
-            .args(["cosign"])
-            .stdout(cosign_log.try_clone().unwrap())
-            .stderr(cosign_log)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    World { node, chain: test_chain, url, c, carol, dave, carol_deposit, deposits, _cosign: cosign, _tmp: tmp }
+    if opts.carol_online {
+        let cosign_log = std::fs::File::create(tmp.path().join("carol-cosign.log")).unwrap();
+        processes.push(KillOnDrop(
+            common::wallet_cmd(&carol.file, PASSPHRASE)
+                .args(["cosign"])
+                .stdout(cosign_log.try_clone().unwrap())
+                .stderr(cosign_log)
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap(),
+        ));
+    }
+    World { node, chain: test_chain, url, c, carol, dave, carol_deposit, deposits, _processes: processes, tmp }
 }
 
 impl World {
@@ -406,6 +469,84 @@ async fn a_stuck_batch_is_replaced_by_fee_on_bitcoind() {
         Arc::new(tandem_settlement::Bitcoind::connect(config).await.unwrap()) as Arc<dyn Chain>
     })
     .await;
+}
+
+/// Carol (2-of-3 vault with an independent co-signer) sells 0.1 BTC to dave, then her wallet is
+/// offline: the batch misses its signing deadline and is cancelled; the next pays dave from the
+/// pool while carol's debt stays as exposure; once she has been late long enough, the provider
+/// and her co-signer force her debt to the pool, the co-signer having checked her own signed
+/// sell order first. Ledger and chain agree to the satoshi, and carol owes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_sellers_debt_is_fronted_by_the_pool_then_forced_with_the_cosigner() {
+    let devnet = Devnet::new(DevnetConfig::default()).unwrap();
+    let opts = Options { carol_cosigned: true, carol_online: false, pool_sat: 50_000_000 };
+    let mut w = world_with(TestChain::Devnet(devnet.clone()), opts).await;
+    let config = SettlementConfig {
+        signing_deadline: Duration::from_secs(3),
+        late_penalty: Duration::from_secs(600),
+        force_after: Duration::from_secs(1),
+        ..SettlementConfig::default()
+    };
+    let task = w.settlement_on(w.chain.chain(), config).spawn(&w.node.reconciler);
+    w.carol.cmd(&["order", "--market", "BTC-USD", "--side", "sell", "--price", "60000", "--quantity", "0.1"]);
+    let bought = w.dave.cmd(&["order", "--market", "BTC-USD", "--side", "buy", "--price", "60000", "--quantity", "0.1"]);
+    assert_eq!(bought["order"]["status"], "filled", "{bought}");
+
+    // Batch 1 waits for carol's wallet, in vain.
+    let missed = wait_for("the first batch cancelled", 60, async || {
+        let b = operator(&mut w.c, "/v1/operator/batches?status=cancelled").await;
+        b["batches"].as_array().unwrap().first().cloned()
+    })
+    .await;
+    assert!(missed["legs"].as_array().unwrap().iter().any(|l| l["holder"] == w.carol.account), "{missed}");
+
+    // Then the pool pays dave; carol's debt stays with her as exposure.
+    let fronted = wait_for("the batch without carol", 60, async || w.newest_batch().await.filter(|b| b["status"] == "broadcast")).await;
+    assert!(fronted["legs"].as_array().unwrap().iter().all(|l| l["holder"] != w.carol.account), "{fronted}");
+    devnet.mine(1, None).unwrap();
+    let id = fronted["batch"].as_u64().unwrap();
+    wait_for("the pool's batch confirmed", 30, async || {
+        w.newest_batch().await.filter(|b| b["batch"].as_u64() > Some(id) || b["status"] == "confirmed").map(|_| ())
+    })
+    .await;
+    let report = operator(&mut w.c, "/v1/operator/reconciliation").await;
+    assert_eq!(report["balanced"], true, "{report}");
+
+    // Carol is late long enough: her debt is forced with her co-signer, from her vault alone.
+    let forced = wait_for("the forced settlement broadcast", 90, async || {
+        w.newest_batch().await.filter(|b| b["batch"].as_u64() > Some(id) && b["status"] == "broadcast")
+    })
+    .await;
+    let inputs = forced["inputs"].as_array().unwrap();
+    assert!(inputs.iter().all(|i| i["holder"] == w.carol.account), "only carol's vault pays: {forced}");
+    devnet.mine(1, None).unwrap();
+    let id = forced["batch"].as_u64().unwrap();
+    wait_for("the forced settlement confirmed", 30, async || {
+        operator(&mut w.c, "/v1/operator/batches?status=confirmed").await["batches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["batch"].as_u64() == Some(id))
+            .then_some(())
+    })
+    .await;
+
+    let chain = w.chain.chain();
+    let carol_ledger = btc_total(&mut w.c, w.carol.account).await;
+    let dave_ledger = btc_total(&mut w.c, w.dave.account).await;
+    assert_eq!(chain_balance(&*chain, &w.carol.vault).await, carol_ledger, "carol (one address: her change comes back to it)");
+    assert_eq!(chain_balance(&*chain, &w.dave.vault).await, dave_ledger, "dave");
+    assert!(carol_ledger < w.carol_deposit - 10_000_000, "carol paid 0.1 BTC and her fee share: {carol_ledger}");
+    let report = operator(&mut w.c, "/v1/operator/reconciliation").await;
+    assert_eq!(report["balanced"], true, "{report}");
+    let carol_exposure = report["accounts"].as_array().unwrap().iter().find(|a| a["account"] == w.carol.account).unwrap().clone();
+    assert_eq!(carol_exposure["exposure_sat"], 0, "carol owes nothing now: {report}");
+    // The co-signer wrote down the window it force-settled.
+    let index: Value = serde_json::from_slice(&std::fs::read(w.tmp.path().join("cosigner/vaults.json")).unwrap()).unwrap();
+    assert_eq!(index["vaults"][0]["forced"][0]["batch"], id, "{index}");
+    task.abort();
+    w.deposits.abort();
+    w.node.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -328,10 +328,12 @@ pub fn provider_check(req: &SpendRequest<'_>, facts: &ProviderFacts<'_>) -> Resu
 /// net exactly its booked delta, and the fee exactly the booked fee.
 pub fn provider_batch_check(req: &SpendRequest<'_>, facts: &BatchFacts<'_>) -> Result<(), Refusal> {
     let me = PartyRole::Provider;
-    if !matches!(req.purpose, SpendPurpose::SettlementBatch { .. }) {
-        return Err(Refusal::new(me, RefusalCode::WrongPurpose, "not a settlement batch"));
+    match req.purpose {
+        SpendPurpose::SettlementBatch { .. } => require_signers(me, req.signers, &[PartyRole::Wallet, PartyRole::CoSigner])?,
+        // Forced settlement: the vault's co-signer stands in for the late wallet.
+        SpendPurpose::ForcedSettlement { .. } => require_signers(me, req.signers, &[PartyRole::CoSigner])?,
+        _ => return Err(Refusal::new(me, RefusalCode::WrongPurpose, "not a settlement batch")),
     }
-    require_signers(me, req.signers, &[PartyRole::Wallet, PartyRole::CoSigner])?;
     let flows = Flows::of(req.psbt, me)?;
     if let Some((s, _)) = flows.inputs.iter().find(|(s, _)| !facts.holders.contains_key(s)) {
         return Err(Refusal::new(me, RefusalCode::ForeignInput, format!("input from {s}")));

@@ -11,9 +11,11 @@
 //!   index of its vaults (`<data>/vaults.json`: group, wallet identity, key count);
 //! - `sign`: [`cosigner_check`] with its own facts. It signs with the wallet only a recovery
 //!   once the provider has been silent for `provider_timeout`, and with the provider only forced
-//!   settlement after the deadline, of obligations the user's own signed orders prove. Until
-//!   settlement brings those facts (deadlines, proven obligations), forced settlement is always
-//!   refused; every refusal aborts the session with `refused <code>: <detail>`.
+//!   settlement of a late seller: what leaves the vault must be proven by the window's evidence
+//!   (its fills and withdrawals, each backed by a request the wallet signed, checked with the
+//!   wallet's key: [`crate::obligations::prove`]), paid to one creditor (the provider's pool),
+//!   only `settlement_deadline` after the window's last signed act, and never for a window it
+//!   already force-settled. Every refusal aborts the session with `refused <code>: <detail>`.
 //!
 //! The provider's identity is pinned at the first start (`<data>/provider.json`); a provider
 //! that later shows another key is refused.
@@ -28,7 +30,7 @@ use bitcoin::secp256k1::XOnlyPublicKey;
 use bitcoin::{Amount, ScriptBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tandem_custody::policy::{cosigner_check, CoSignerFacts, RefusalCode, SpendRequest};
+use tandem_custody::policy::{cosigner_check, CoSignerFacts, Payment, RefusalCode, SpendRequest};
 use tandem_custody::{
     AuxPrimes, CustodyConfig, EncryptedShareStore, ExecutionId, Keyring, MasterKey, Party, PartyAuxInfo, PartyRole,
     Policy, Refusal, SessionMember, SignerGroup, SpendIntent, VaultKey,
@@ -92,6 +94,17 @@ pub struct CosignerVault {
     pub group: SignerGroup,
     pub wallet_identity: String,
     pub keys: u64,
+    /// The forced settlements it signed for this vault: the evidence of each is never used again.
+    #[serde(default)]
+    pub forced: Vec<ForcedRecord>,
+}
+
+/// A forced settlement the co-signer signed (some input of it), and the window it proved.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ForcedRecord {
+    pub batch: u64,
+    pub after_seq: u64,
+    pub through_seq: u64,
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -106,6 +119,9 @@ pub struct CosignerOptions {
     /// How long the provider must be silent before a recovery without it.
     pub provider_timeout: Duration,
     pub max_fee: Amount,
+    /// How long after the user's last signed order or withdrawal of a window the provider may
+    /// force its settlement.
+    pub settlement_deadline: Duration,
 }
 
 pub struct Cosigner {
@@ -357,7 +373,7 @@ impl Cosigner {
         self.secrets.put(&format!("vault-{}-aux", group.id), &aux)?;
         let _guard = self.index_lock.lock().await;
         let mut index = self.index()?;
-        index.vaults.push(CosignerVault { group: group.clone(), wallet_identity: wallet, keys: 0 });
+        index.vaults.push(CosignerVault { group: group.clone(), wallet_identity: wallet, keys: 0, forced: Vec::new() });
         self.save_index(&index)?;
         tracing::info!(group = %group.id, "co-signer joined a vault");
         Ok(())
@@ -393,6 +409,71 @@ impl Cosigner {
     }
 
     /// The keys of one vault.
+    /// What a forced settlement of `batch` may pay out of `vault`, proven by the user's own
+    /// signatures: the window's evidence (read from the provider) checked against the wallet's
+    /// key, never a window this co-signer already force-settled for another batch. Answers the
+    /// one payment the transaction makes (to the provider's pool) if what leaves the vault is at
+    /// most what the evidence proves plus the fee cap, the deadline (the newest signed act of the
+    /// window plus `settlement_deadline`, unix seconds) and what to record once it signs.
+    async fn forced_obligation(
+        &self,
+        batch: u64,
+        vault: &CosignerVault,
+        psbt: &bitcoin::Psbt,
+        user_scripts: &HashSet<ScriptBuf>,
+    ) -> anyhow::Result<(Payment, u64, ForcedRecord)> {
+        let me = PartyRole::CoSigner;
+        let refuse = |code, detail: String| anyhow::Error::new(Refusal::new(me, code, detail));
+        let mut c = Client::connect(&self.opts.provider_url).await?;
+        let path = format!("/v1/cosigner/batches/{batch}?group={}", vault.group.id);
+        let (status, reply) = c.send("GET", &path, None, &self.auth()).await?;
+        if status != 200 {
+            return Err(refuse(RefusalCode::ObligationUnpaid, format!("no evidence for batch {batch}: {status} {reply}")));
+        }
+        let evidence: tandem_gateway::evidence::Evidence = serde_json::from_value(reply["evidence"].clone())
+            .map_err(|e| refuse(RefusalCode::ObligationUnpaid, format!("batch {batch}: unreadable evidence: {e}")))?;
+        let wallet: XOnlyPublicKey = vault.wallet_identity.parse().context("the vault's wallet identity")?;
+        let proven = crate::obligations::prove(&evidence, &wallet)
+            .map_err(|e| refuse(RefusalCode::ObligationUnpaid, format!("batch {batch}: {e}")))?;
+        if let Some(used) = vault.forced.iter().find(|f| f.batch != batch && evidence.after_seq < f.through_seq) {
+            return Err(refuse(
+                RefusalCode::DoublePay,
+                format!("batch {batch}'s window starts at {} but batch {} already settled through {}", evidence.after_seq, used.batch, used.through_seq),
+            ));
+        }
+        let tx = &psbt.unsigned_tx;
+        let spent: u64 = psbt.inputs.iter().filter_map(|i| i.witness_utxo.as_ref()).map(|u| u.value.to_sat()).sum();
+        let back: u64 = tx.output.iter().filter(|o| user_scripts.contains(&o.script_pubkey)).map(|o| o.value.to_sat()).sum();
+        let leaving = spent.saturating_sub(back) as i64;
+        let allowed = proven.net_out_sat.saturating_add(self.opts.max_fee.to_sat() as i64);
+        if leaving > allowed {
+            return Err(refuse(
+                RefusalCode::ObligationUnpaid,
+                format!("batch {batch} takes {leaving} sat from the vault; the user's signed orders and withdrawals prove {} sat", proven.net_out_sat),
+            ));
+        }
+        let paid: Vec<&bitcoin::TxOut> = tx.output.iter().filter(|o| !user_scripts.contains(&o.script_pubkey)).collect();
+        let [to] = paid.as_slice() else {
+            return Err(refuse(RefusalCode::UnexpectedOutput, format!("a forced settlement pays one creditor, not {}", paid.len())));
+        };
+        let payment = Payment { script_pubkey: to.script_pubkey.clone(), amount: to.value };
+        let deadline = proven.latest_signed_ms / 1000 + self.opts.settlement_deadline.as_secs();
+        Ok((payment, deadline, ForcedRecord { batch, after_seq: evidence.after_seq, through_seq: evidence.through_seq }))
+    }
+
+    /// Notes a forced settlement it signs (before it signs: a crash must not let the same window
+    /// be forced twice).
+    async fn record_forced(&self, group: &SignerGroup, record: ForcedRecord) -> anyhow::Result<()> {
+        let _guard = self.index_lock.lock().await;
+        let mut index = self.index()?;
+        let vault = index.vaults.iter_mut().find(|v| v.group.id == group.id).context("the vault left the index")?;
+        if !vault.forced.contains(&record) {
+            vault.forced.push(record);
+            self.save_index(&index)?;
+        }
+        Ok(())
+    }
+
     fn keys_of(&self, vault: &CosignerVault) -> anyhow::Result<Vec<VaultKey>> {
         (0..vault.keys).map(|i| Ok(self.secrets.get(&format!("vault-{}-key-{i}", vault.group.id))?)).collect()
     }
@@ -430,6 +511,13 @@ impl Cosigner {
             .filter(|s| !user_scripts.contains(*s))
             .collect();
         let destination = (named.len() == 1).then(|| named[0].clone());
+        let (proven_obligations, settlement_deadline, forced) = match intent.purpose {
+            tandem_custody::SpendPurpose::ForcedSettlement { batch } => {
+                let (payment, deadline, record) = self.forced_obligation(batch, &vault, &intent.psbt, &user_scripts).await?;
+                (vec![payment], Some(deadline), Some(record))
+            }
+            _ => (Vec::new(), None, None),
+        };
         let silent_since = *self.silent_since.lock().unwrap_or_else(|p| p.into_inner());
         let facts = CoSignerFacts {
             now: crate::node::now_millis() / 1000,
@@ -440,11 +528,14 @@ impl Cosigner {
             // Until the co-signer follows the ledger's obligations (settlement), a recovery may
             // take only what the vault spends; forced settlement has no proven obligations.
             recoverable: intent.psbt.inputs.iter().filter_map(|i| i.witness_utxo.as_ref()).map(|u| u.value).sum(),
-            settlement_deadline: None,
-            proven_obligations: &[],
+            settlement_deadline,
+            proven_obligations: &proven_obligations,
             max_fee: self.opts.max_fee,
         };
         cosigner_check(&SpendRequest { psbt: &intent.psbt, purpose: intent.purpose, signers: &intent.signers }, &facts)?;
+        if let Some(record) = forced {
+            self.record_forced(&vault.group, record).await?;
+        }
         let party = Party::with_aux_info(
             vault.group.clone(),
             me,

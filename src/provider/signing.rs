@@ -263,7 +263,7 @@ impl VaultService {
                 }
                 (self.account_scripts(account).await.map_err(|e| internal(&e))?, vec![payment])
             }
-            SpendPurpose::SettlementBatch { batch } => {
+            SpendPurpose::SettlementBatch { batch } | SpendPurpose::ForcedSettlement { batch } => {
                 let signers = intent.signers.clone();
                 let request = SpendRequest { psbt: &intent.psbt, purpose: intent.purpose, signers: &signers };
                 let booked = self.booked_batch(BatchId(batch)).await.map_err(|e| internal(&e))?;
@@ -281,9 +281,6 @@ impl VaultService {
                     return Err(refusal);
                 }
                 return Ok((key, SessionMember::new(partner_role, partner_key)));
-            }
-            SpendPurpose::ForcedSettlement { batch } => {
-                return Err(refuse(RefusalCode::ObligationUnpaid, format!("forced settlement of batch {batch} is not supported yet")))
             }
             SpendPurpose::Recovery => (HashSet::new(), Vec::new()),
         };

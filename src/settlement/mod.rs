@@ -30,8 +30,13 @@
 //!
 //! Who takes part: every account with a vault holds its own coins and is a participant with its
 //! settlement target; every other account's coins are in the provider's pool, which balances the
-//! batch. A participant whose wallet does not sign before the deadline is left out of the next
-//! batch for a while; the pool pays its buyers, and its debt stays in the ledger as exposure.
+//! batch. A participant whose wallet does not sign before the deadline is *late*
+//! (`settlement_late`): left out of batches for `late_penalty`, the pool paying its buyers, its
+//! debt staying in the ledger as exposure. Once it has been late for `force_after` and still
+//! owes, its debt is force-settled: a batch of its own, paying the pool from its vault, its
+//! inputs signed by the provider with the vault's co-signer, who first checks the window's
+//! evidence against the user's own signed orders (2-of-3 vaults only; a 2-of-2 vault's debt
+//! waits for its wallet).
 
 pub mod reconcile;
 pub mod record;
@@ -53,6 +58,7 @@ use tandem_settlement::{Chain, TxStatus};
 use tandem_store::{BatchLegRecord, BatchRecord, BatchVersionRecord, Store};
 
 use crate::deposits::deposit_reference;
+use crate::provider::signing::SignError;
 use crate::provider::VaultService;
 use record::{InputSigner, StoredPlan};
 
@@ -74,6 +80,8 @@ pub struct SettlementConfig {
     pub signing_deadline: Duration,
     /// How long a late wallet stays out of batches.
     pub late_penalty: Duration,
+    /// How long after a wallet was first late its debt is force-settled with the co-signer.
+    pub force_after: Duration,
     /// A broadcast batch still unconfirmed this long after it was sent, while the chain's
     /// estimate is above its fee rate, is replaced by a version paying more (RBF).
     pub bump_after: Duration,
@@ -90,6 +98,7 @@ impl Default for SettlementConfig {
             dust: Amount::from_sat(546),
             signing_deadline: Duration::from_secs(60),
             late_penalty: Duration::from_secs(600),
+            force_after: Duration::from_secs(24 * 3600),
             bump_after: Duration::from_secs(1_800),
             tick: Duration::from_secs(1),
         }
@@ -105,11 +114,12 @@ pub struct SettlementService {
     pub config: SettlementConfig,
 }
 
-/// State kept between ticks (in memory: losing it only closes a window early or forgives a late
-/// wallet).
+/// State kept between ticks (in memory: losing it only closes a window early or retries a
+/// forced settlement sooner).
 struct Progress {
     window_opened: Instant,
-    late: HashMap<u64, Instant>,
+    /// Forced settlements that failed to be signed, by holder: not tried again for `late_penalty`.
+    forced_failed: HashMap<u64, Instant>,
 }
 
 const PLANNED: &str = "planned";
@@ -143,7 +153,7 @@ impl SettlementService {
         // A window opens with the first movement after the last batch. A (re)started service
         // does not know when that was: it settles whatever is waiting at once.
         let opened = Instant::now().checked_sub(self.config.window).unwrap_or_else(Instant::now);
-        let mut progress = Progress { window_opened: opened, late: HashMap::new() };
+        let mut progress = Progress { window_opened: opened, forced_failed: HashMap::new() };
         loop {
             if let Err(e) = self.step(&mut progress).await {
                 tracing::warn!(error = %format!("{e:#}"), "settlement step failed; retrying");
@@ -157,7 +167,10 @@ impl SettlementService {
         if let Some(batch) = self.store.unfinished_batches().await?.into_iter().next() {
             return self.advance(batch, progress).await;
         }
-        progress.late.retain(|_, since| since.elapsed() < self.config.late_penalty);
+        progress.forced_failed.retain(|_, at| at.elapsed() < self.config.late_penalty);
+        if self.force_settle_due(progress).await? {
+            return Ok(());
+        }
         let waiting = self.movements_waiting().await?;
         if waiting == 0 {
             progress.window_opened = Instant::now();
@@ -167,7 +180,7 @@ impl SettlementService {
             return Ok(());
         }
         progress.window_opened = Instant::now();
-        self.build(progress).await
+        self.build().await
     }
 
     /// Movements a batch would make now: participants with a target, and withdrawals.
@@ -231,9 +244,18 @@ impl SettlementService {
     }
 
     /// Closes the window: plans, records and books the next batch.
-    async fn build(&self, progress: &Progress) -> anyhow::Result<()> {
+    async fn build(&self) -> anyhow::Result<()> {
         // The batch's `created_at` is when its window closed.
         let closed_at = now();
+        let penalty = self.config.late_penalty.as_millis() as u64;
+        let sitting_out: HashSet<AccountId> = self
+            .store
+            .late_holders()
+            .await?
+            .into_iter()
+            .filter(|l| closed_at.0.saturating_sub(l.since.0) < penalty)
+            .map(|l| l.holder)
+            .collect();
         let btc = self.btc;
         let holders = self.vault_holders().await?;
         let ids: Vec<AccountId> = holders.keys().copied().collect();
@@ -268,7 +290,7 @@ impl SettlementService {
         let mut in_batch: HashSet<AccountId> = HashSet::new();
         for (holder, target) in targets {
             let Some(target) = target else { continue };
-            if progress.late.contains_key(&holder.0) {
+            if sitting_out.contains(&holder) {
                 continue;
             }
             let target = i64::try_from(target).context("a settlement target out of range")?;
@@ -315,17 +337,31 @@ impl SettlementService {
             return Ok(());
         };
         let stored = StoredPlan::of(&plan, cut.0, |s| signer_of.get(s).cloned())?;
+        let record = self.record(&plan, &stored, &params, closed_at, last_batch).await?;
+        self.book(&record, &stored).await
+    }
+
+    /// Writes a planned batch down (its id the next after every batch the store or the ledger
+    /// has seen), before anything else happens to it.
+    async fn record(
+        &self,
+        plan: &batch::BatchPlan,
+        stored: &StoredPlan,
+        params: &PlanParams,
+        closed_at: Timestamp,
+        last_batch: BatchId,
+    ) -> anyhow::Result<BatchRecord> {
         let id = self.store.last_batch_id().await?.max(last_batch.0) + 1;
         let record = BatchRecord {
             id,
             status: PLANNED.into(),
             created_at: closed_at,
             updated_at: now(),
-            asset: btc.0,
+            asset: self.btc.0,
             fee_rate: params.fee_rate_sat_per_kvb,
             vbytes: plan.vbytes,
             fee: plan.fee.to_sat(),
-            plan: serde_json::to_string(&stored)?,
+            plan: serde_json::to_string(stored)?,
             psbt: base64::engine::general_purpose::STANDARD.encode(plan.psbt.serialize()),
             bumps: 0,
             confirmations: 0,
@@ -335,12 +371,82 @@ impl SettlementService {
         };
         let legs: Vec<BatchLegRecord> =
             stored.legs.iter().map(|l| BatchLegRecord { holder: AccountId(l.holder), delta: l.delta, fee: l.fee }).collect();
-        self.store.insert_batch(&record, cut, &legs).await?;
+        self.store.insert_batch(&record, tandem_matching::Seq(stored.cut_seq), &legs).await?;
         tracing::info!(
             batch = id, inputs = plan.inputs.len(), outputs = plan.outputs.len(), vbytes = plan.vbytes,
-            fee = plan.fee.to_sat(), deferred = plan.deferred.len(), "settlement batch planned"
+            fee = plan.fee.to_sat(), deferred = plan.deferred.len(), forced = ?stored.forced, "settlement batch planned"
         );
-        self.book(&record, &stored).await
+        Ok(record)
+    }
+
+    /// Whether a late holder's debt is due for forced settlement, and if so plans and books it
+    /// (answers true: this round is its).
+    async fn force_settle_due(&self, progress: &Progress) -> anyhow::Result<bool> {
+        let due_after = self.config.force_after.as_millis() as u64;
+        let at = now();
+        for late in self.store.late_holders().await? {
+            if at.0.saturating_sub(late.since.0) < due_after || progress.forced_failed.contains_key(&late.holder.0) {
+                continue;
+            }
+            if self.force_settle(late.holder).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Plans and books the forced settlement of `holder`'s debt: its vault pays the pool what it
+    /// owes and its share of the fee; no other input (the co-signer signs nothing else). False if
+    /// there is nothing to force: no debt any more (no longer late), no co-signer, no coins.
+    async fn force_settle(&self, holder: AccountId) -> anyhow::Result<bool> {
+        let closed_at = now();
+        let btc = self.btc;
+        let (target, cut, last_batch) =
+            self.sequencer.read(move |e| (e.settlement_target(holder, btc), e.last_seq(), e.last_batch())).await?;
+        let owes = target.is_some_and(|t| t < 0);
+        let cosigned = self.store.vaults_for(holder).await?.iter().any(|v| v.cosigner_identity.is_some());
+        if !owes {
+            self.store.clear_late(holder).await?;
+            return Ok(false);
+        }
+        if !cosigned {
+            return Ok(false);
+        }
+        let holders = self.vault_holders().await?;
+        let Some(addresses) = holders.get(&holder) else { return Ok(false) };
+        let target = i64::try_from(target.unwrap_or(0)).context("a settlement target out of range")?;
+        let scripts: Vec<ScriptBuf> = addresses.iter().map(|(s, _, _)| s.clone()).collect();
+        let receive = addresses.iter().max_by_key(|(_, _, k)| *k).map(|(s, _, _)| s.clone()).context("a vault without addresses")?;
+        let participant = Participant {
+            holder: holder.0,
+            target: SignedAmount::from_sat(target),
+            utxos: self.counted_utxos(&scripts).await?,
+            receive_script: receive,
+        };
+        let pool = Pool { holder: SETTLEMENT_POOL.0, utxos: Vec::new(), receive_script: self.vaults.pool.deposit_script(SETTLEMENT_POOL)? };
+        let rate = self.chain.fee_rate(self.config.fee_target_blocks).await?;
+        let params = PlanParams { fee_rate_sat_per_kvb: (rate.to_sat_per_kwu() * 4).max(1_000), dust: self.config.dust };
+        let plan = match batch::plan(std::slice::from_ref(&participant), &[], &pool, &params) {
+            Ok(Some(plan)) if plan.deferred.is_empty() => plan,
+            Ok(_) => {
+                tracing::warn!(holder = holder.0, target, "a late holder's debt cannot be forced now (too small, or its vault cannot pay it)");
+                return Ok(false);
+            }
+            Err(e) => {
+                tracing::warn!(holder = holder.0, target, error = %e, "a late holder's debt cannot be forced now");
+                return Ok(false);
+            }
+        };
+        let signer_of: HashMap<ScriptBuf, InputSigner> = addresses
+            .iter()
+            .map(|(s, group, key_index)| (s.clone(), InputSigner::Vault { group: group.clone(), key_index: *key_index }))
+            .collect();
+        let mut stored = StoredPlan::of(&plan, cut.0, |s| signer_of.get(s).cloned())?;
+        stored.forced = Some(holder.0);
+        let record = self.record(&plan, &stored, &params, closed_at, last_batch).await?;
+        tracing::warn!(batch = record.id, holder = holder.0, owed = -target, "forcing the settlement of a late holder's debt with its co-signer");
+        self.book(&record, &stored).await?;
+        Ok(true)
     }
 
     async fn submit(&self, command: Command) -> anyhow::Result<Vec<Event>> {
@@ -396,8 +502,16 @@ impl SettlementService {
         if !late.is_empty() {
             let booked_for = Duration::from_millis(now().0.saturating_sub(b.created_at.0));
             if booked_for >= self.config.signing_deadline {
-                for holder in &late {
-                    progress.late.insert(*holder, Instant::now());
+                match stored.forced {
+                    // The co-signer would not or could not sign: try again later.
+                    Some(holder) => {
+                        progress.forced_failed.insert(holder, Instant::now());
+                    }
+                    None => {
+                        for holder in &late {
+                            self.store.mark_late(AccountId(*holder), b.id, now()).await?;
+                        }
+                    }
                 }
                 let events = self.submit(Command::CancelSettlement { batch: BatchId(b.id) }).await?;
                 if let Some(Event::Rejected { reason }) = events.first() {
@@ -438,16 +552,33 @@ impl SettlementService {
                 }
             }
         }
+        // A forced settlement is signed with the vault's co-signer instead of its wallet.
+        let (purpose, signers) = match stored.forced {
+            Some(_) => (SpendPurpose::ForcedSettlement { batch: b.id }, [PartyRole::Provider, PartyRole::CoSigner]),
+            None => (SpendPurpose::SettlementBatch { batch: b.id }, [PartyRole::Wallet, PartyRole::Provider]),
+        };
+        // Version 0 until the batch's signing deadline; a bump's version, one deadline's worth
+        // per attempt (its earlier version is in the mempool meanwhile).
+        let booked_for = Duration::from_millis(now().0.saturating_sub(b.created_at.0));
+        let left = match version {
+            0 => self.config.signing_deadline.saturating_sub(booked_for),
+            _ => self.config.signing_deadline,
+        };
+        let until = tokio::time::Instant::now() + left.max(Duration::from_millis(100));
         let wallets = by_holder.into_iter().map(|(holder, inputs)| async move {
             for (index, group, key_index) in inputs {
                 let intent = SpendIntent {
-                    purpose: SpendPurpose::SettlementBatch { batch: b.id },
+                    purpose,
                     psbt: psbt.clone(),
                     input: IntentInput { index: index as u32, group: group.parse::<GroupId>()?, key_index },
-                    signers: vec![PartyRole::Wallet, PartyRole::Provider],
+                    signers: signers.to_vec(),
                     presignature: None,
                 };
-                match self.vaults.sign(intent).await {
+                // A wallet that never answers must not hold the batch past its deadline.
+                let signed = tokio::time::timeout_at(until, self.vaults.sign(intent))
+                    .await
+                    .unwrap_or_else(|_| Err(SignError::Failed("no answer before the signing deadline".into())));
+                match signed {
                     Ok(sig) => {
                         self.store.add_batch_signature(b.id, version, index as u32, &serialize_hex(&sig.witness())).await?;
                     }
@@ -592,6 +723,11 @@ impl SettlementService {
             }
         }
         self.store.set_batch_status(b.id, &b.status, CONFIRMED, now()).await?;
+        // Whoever settled here is no longer late.
+        let stored: StoredPlan = serde_json::from_str(&b.plan).context("the stored plan does not parse")?;
+        for leg in &stored.legs {
+            self.store.clear_late(AccountId(leg.holder)).await?;
+        }
         tracing::info!(batch = b.id, version, "settlement batch confirmed");
         Ok(())
     }

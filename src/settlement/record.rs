@@ -60,6 +60,10 @@ pub struct StoredPlan {
     pub withdrawals: Vec<u64>,
     /// The engine sequence number the targets were read at (the window's cut).
     pub cut_seq: u64,
+    /// A forced settlement of this late holder (its vault's inputs signed by the provider and
+    /// the co-signer), not a window's netting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forced: Option<u64>,
 }
 
 impl StoredPlan {
@@ -116,7 +120,7 @@ impl StoredPlan {
                 OutputKind::Vault { .. } => None,
             })
             .collect();
-        Ok(StoredPlan { inputs, outputs, legs, deferred, withdrawals, cut_seq })
+        Ok(StoredPlan { inputs, outputs, legs, deferred, withdrawals, cut_seq, forced: None })
     }
 
     pub fn outpoint(&self, index: usize) -> anyhow::Result<OutPoint> {

@@ -15,8 +15,9 @@
 //! cannot let it sign a non-conflicting second spend. A refusal aborts the session with
 //! `refused <code>: <detail>`, which the provider records for its operators.
 //!
-//! Settlement batches are refused until the wallet can check them against its own fills (the
-//! settlement issue brings the batch's per-account obligations).
+//! - a settlement batch: the window's fills and withdrawals, each checked against a request this
+//!   wallet signed, must account for what the batch takes from the vault (see
+//!   [`batch_position`]), and the transaction must move the vault by exactly the booked delta.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -259,7 +260,7 @@ async fn check(
     };
     let (owed_to_batch, batch_leg) = match intent.purpose {
         SpendPurpose::SettlementBatch { batch } => {
-            let (owed, leg) = batch_position(session, batch).await?;
+            let (owed, leg) = batch_position(session, batch, opts.max_fee).await?;
             (owed, Some(leg))
         }
         _ => (Amount::ZERO, None),
@@ -296,9 +297,12 @@ async fn check(
 /// beyond what the account still owns: its balance net of pending withdrawals (BTC it sold, and
 /// withdrawals this batch pays).
 ///
-/// The figures come from the provider's ledger as the user's own app shows them; checking
-/// them against the wallet's own signed orders is the next step.
-async fn batch_position(session: &Session, batch: u64) -> Result<(Amount, (SignedAmount, Amount)), Refusal> {
+/// Before that, the window's evidence is checked against this wallet's own signatures
+/// ([`crate::obligations::prove`]): every fill is of an order it signed, within its terms, every
+/// withdrawal one it asked for; and the leg takes no more out of the vault than those signed acts
+/// add up to, plus its fee share and at most `slack` (change too small for an output of its own
+/// goes to the pool: what the wallet accepts to lose to fees anyway).
+async fn batch_position(session: &Session, batch: u64, slack: Amount) -> Result<(Amount, (SignedAmount, Amount)), Refusal> {
     let refuse = |code, detail: String| Refusal::new(PartyRole::Wallet, code, detail);
     let reply = session
         .call("GET", &format!("/v1/settlement/batches/{batch}"), None)
@@ -313,6 +317,21 @@ async fn batch_position(session: &Session, batch: u64) -> Result<(Amount, (Signe
     }
     let delta = leg["delta_sat"].as_i64().ok_or_else(|| refuse(RefusalCode::BadIntent, format!("batch {batch}: bad leg {leg}")))?;
     let fee = leg["fee_sat"].as_u64().ok_or_else(|| refuse(RefusalCode::BadIntent, format!("batch {batch}: bad leg {leg}")))?;
+    let evidence: tandem_gateway::evidence::Evidence = serde_json::from_value(reply["evidence"].clone())
+        .map_err(|e| refuse(RefusalCode::ObligationUnpaid, format!("batch {batch} comes without the evidence of its window: {e}")))?;
+    let proven = crate::obligations::prove(&evidence, &session.device().x_only())
+        .map_err(|e| refuse(RefusalCode::ObligationUnpaid, format!("batch {batch}: {e}")))?;
+    let allowed = proven.net_out_sat.saturating_add((fee + slack.to_sat()) as i64);
+    if -delta > allowed {
+        return Err(refuse(
+            RefusalCode::ObligationUnpaid,
+            format!(
+                "batch {batch} takes {} sat from this vault, but this wallet's own orders and withdrawals since its last \
+                 settlement account for {} sat (fee share {fee} sat)",
+                -delta, proven.net_out_sat
+            ),
+        ));
+    }
     let owned = int("balance_sat")? - int("pending_withdrawals_sat")?;
     // Withdrawals this batch pays leave the vault too: they are owed, not owned.
     let owed = (int("settled_sat")? - owned).max(0);
