@@ -28,7 +28,7 @@ use std::time::Duration;
 use bitcoin::secp256k1::{Keypair, XOnlyPublicKey};
 use futures::{Sink, Stream};
 use serde_json::{json, Value};
-use tandem_custody::transport::AbortSender;
+use tandem_custody::transport::{AbortSender, FinishNotice};
 use tandem_custody::{Envelope, ExecutionId, Link, PartyRole, ProtocolKind, SecureLink, SessionMember, TransportError};
 use tandem_gateway::relay::{Eid, Fetched, RelayError, RelayMessage, Role, SessionParty, SessionSpec, SessionView};
 use tandem_gateway::Relay;
@@ -229,8 +229,15 @@ fn secure<L: Link>(
 pub struct HttpRelayLink {
     naming: Naming,
     incoming: mpsc::UnboundedReceiver<Result<Envelope, TransportError>>,
-    outgoing: mpsc::UnboundedSender<Envelope>,
+    outgoing: mpsc::UnboundedSender<Outgoing>,
     failed: Arc<Mutex<Option<TransportError>>>,
+}
+
+/// What the I/O thread sends, in order.
+enum Outgoing {
+    Message(Envelope),
+    /// This party is done with the session (after everything it sent before).
+    Finish,
 }
 
 impl HttpRelayLink {
@@ -279,7 +286,14 @@ impl Link for HttpRelayLink {
     fn abort_sender(&self) -> Option<AbortSender> {
         let out = self.outgoing.clone();
         Some(Box::new(move |env| {
-            let _ = out.send(env);
+            let _ = out.send(Outgoing::Message(env));
+        }))
+    }
+
+    fn finish_notice(&self) -> Option<FinishNotice> {
+        let out = self.outgoing.clone();
+        Some(Box::new(move || {
+            let _ = out.send(Outgoing::Finish);
         }))
     }
 
@@ -300,7 +314,7 @@ impl Stream for HttpRx {
 
 /// Outgoing half of an [`HttpRelayLink`]: queues for the link's I/O thread.
 pub struct HttpTx {
-    out: mpsc::UnboundedSender<Envelope>,
+    out: mpsc::UnboundedSender<Outgoing>,
     failed: Arc<Mutex<Option<TransportError>>>,
 }
 
@@ -320,7 +334,7 @@ impl Sink<Envelope> for HttpTx {
     }
     fn start_send(self: Pin<&mut Self>, env: Envelope) -> Result<(), TransportError> {
         self.check()?;
-        self.out.send(env).map_err(|_| TransportError::Relay("the link's I/O thread stopped".into()))
+        self.out.send(Outgoing::Message(env)).map_err(|_| TransportError::Relay("the link's I/O thread stopped".into()))
     }
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
         Poll::Ready(self.check())
@@ -347,7 +361,7 @@ enum Outcome {
 }
 
 impl Io {
-    fn run(self, out_rx: mpsc::UnboundedReceiver<Envelope>) {
+    fn run(self, out_rx: mpsc::UnboundedReceiver<Outgoing>) {
         let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(rt) => rt,
             Err(e) => {
@@ -428,54 +442,73 @@ impl Io {
         }
     }
 
-    async fn post_loop(&self, mut out_rx: mpsc::UnboundedReceiver<Envelope>) {
+    async fn post_loop(&self, mut out_rx: mpsc::UnboundedReceiver<Outgoing>) {
         let mut client = None;
-        let path = format!("/v1/mpc/sessions/{}/messages", self.naming.eid.to_hex());
+        let eid = self.naming.eid.to_hex();
+        let path = format!("/v1/mpc/sessions/{eid}/messages");
         let mut broken = false;
         while let Some(first) = out_rx.recv().await {
-            let mut batch = vec![first];
-            let mut size = batch[0].payload.len() * 2;
-            while size < MAX_BATCH_HEX {
-                match out_rx.try_recv() {
-                    Ok(env) => {
+            // Whatever is queued, up to a batch, posted at once; a finish after it.
+            let (mut batch, mut size, mut finish) = (Vec::new(), 0, false);
+            let mut next = Some(first);
+            while let Some(item) = next.take() {
+                match item {
+                    Outgoing::Message(env) => {
                         size += env.payload.len() * 2;
                         batch.push(env);
                     }
-                    Err(_) => break,
+                    Outgoing::Finish => {
+                        finish = true;
+                        break;
+                    }
+                }
+                if size < MAX_BATCH_HEX {
+                    next = out_rx.try_recv().ok();
                 }
             }
             if broken {
                 continue;
             }
-            let messages: Result<Vec<Value>, TransportError> =
-                batch.into_iter().map(|env| self.naming.to_relay(env).map(|m| message_json(&m))).collect();
-            let body = match messages {
-                Ok(m) => json!({ "messages": m }).to_string().into_bytes(),
-                Err(e) => {
+            if !batch.is_empty() {
+                let messages: Result<Vec<Value>, TransportError> =
+                    batch.into_iter().map(|env| self.naming.to_relay(env).map(|m| message_json(&m))).collect();
+                let body = match messages {
+                    Ok(m) => json!({ "messages": m }).to_string().into_bytes(),
+                    Err(e) => {
+                        broken = true;
+                        self.fail(e);
+                        continue;
+                    }
+                };
+                if let Err(e) = self.post_retrying(&mut client, &path, body).await {
                     broken = true;
                     self.fail(e);
                     continue;
                 }
-            };
-            let mut failures = 0;
-            loop {
-                match self.request(&mut client, "POST", &path, body.clone()).await {
-                    Outcome::Ok(_) => break,
-                    Outcome::Transient(why) => {
-                        failures += 1;
-                        if failures > MAX_RETRIES {
-                            broken = true;
-                            self.fail(TransportError::Relay(format!("relay unreachable: {why}")));
-                            break;
-                        }
-                        tokio::time::sleep(backoff(failures)).await;
-                    }
-                    Outcome::Fatal(e) => {
-                        broken = true;
-                        self.fail(e);
-                        break;
-                    }
+            }
+            if finish {
+                // Only frees the relay's room early: a failure just leaves the session to expire.
+                let finish_path = format!("/v1/mpc/sessions/{eid}/finish");
+                if let Err(e) = self.post_retrying(&mut client, &finish_path, Vec::new()).await {
+                    tracing::debug!(error = %e, "could not tell the relay the session finished");
                 }
+            }
+        }
+    }
+
+    async fn post_retrying(&self, client: &mut Option<Client>, path: &str, body: Vec<u8>) -> Result<(), TransportError> {
+        let mut failures = 0;
+        loop {
+            match self.request(client, "POST", path, body.clone()).await {
+                Outcome::Ok(_) => return Ok(()),
+                Outcome::Transient(why) => {
+                    failures += 1;
+                    if failures > MAX_RETRIES {
+                        return Err(TransportError::Relay(format!("relay unreachable: {why}")));
+                    }
+                    tokio::time::sleep(backoff(failures)).await;
+                }
+                Outcome::Fatal(e) => return Err(e),
             }
         }
     }
@@ -542,6 +575,15 @@ impl InProcessRelayLink {
 impl Link for InProcessRelayLink {
     type Rx = InProcessRx;
     type Tx = InProcessTx;
+
+    fn finish_notice(&self) -> Option<FinishNotice> {
+        let (relay, identity, eid) = (self.relay.clone(), self.identity, eid_of(self.naming.eid));
+        Some(Box::new(move || {
+            if let Err(e) = relay.finish(&identity, eid) {
+                tracing::debug!(error = %e, "could not tell the relay the session finished");
+            }
+        }))
+    }
 
     fn abort_sender(&self) -> Option<AbortSender> {
         let (relay, identity, naming) = (self.relay.clone(), self.identity, self.naming.clone());

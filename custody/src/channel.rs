@@ -340,6 +340,10 @@ impl<L: Link> Link for SecureLink<L> {
     type Rx = SecureRx<L::Rx>;
     type Tx = SecureTx<L::Tx>;
 
+    fn finish_notice(&self) -> Option<crate::transport::FinishNotice> {
+        self.inner.finish_notice()
+    }
+
     fn abort_sender(&self) -> Option<AbortSender> {
         let send = self.inner.abort_sender()?;
         let keys = self.channel.keys.clone();

@@ -82,6 +82,10 @@ pub struct SessionInfo {
 /// Best-effort, synchronous delivery of an envelope (used to tell peers a session is over).
 pub type AbortSender = Box<dyn Fn(Envelope) + Send + Sync>;
 
+/// Tells the relay a party is done with a session (its protocol succeeded), after whatever it
+/// sent before.
+pub type FinishNotice = Box<dyn FnOnce() + Send>;
+
 /// What a link's incoming stream yields: an envelope, or (for links that check or decrypt
 /// before the session does, like [`crate::channel::SecureLink`], or that learn from their
 /// network that the session is over) the transport violation that ends the session.
@@ -111,6 +115,10 @@ pub trait Link {
     /// A way to reach peers after the protocol has given up its sink, to send them an abort.
     /// Without one, peers of a failed session only stop at their deadline.
     fn abort_sender(&self) -> Option<AbortSender> {
+        None
+    }
+    /// A way to tell the relay the session succeeded for this party, so it can free it.
+    fn finish_notice(&self) -> Option<FinishNotice> {
         None
     }
     /// Splits into both halves.
@@ -332,6 +340,7 @@ where
 {
     let violation = Violation::default();
     let aborter = link.abort_sender();
+    let finisher = link.finish_notice();
     let (rx, tx) = link.split();
     let n = info.n as usize;
     let inbox = Inbox { inner: rx, info, expected_seq: vec![0; n], next_id: 0, violation: violation.clone(), _m: PhantomData };
@@ -345,7 +354,12 @@ where
     };
     let party = MpcParty::connected((inbox, outbox));
     let err = match tokio::time::timeout(timeout, protocol(party)).await {
-        Ok(Ok(v)) => return Ok(v),
+        Ok(Ok(v)) => {
+            if let Some(finish) = finisher {
+                finish();
+            }
+            return Ok(v);
+        }
         Err(_) => CustodyError::Timeout { protocol: kind, eid: info.eid, after: timeout },
         Ok(Err(e)) => {
             let reason = match violation.take() {

@@ -306,6 +306,8 @@ struct Session {
     ended: Option<String>,
     /// By party index.
     mailboxes: Vec<Mailbox>,
+    /// By party index: the party is done with the session (its protocol succeeded).
+    finished: Vec<bool>,
     /// Next sequence number per (sender, recipient) pair, `sender * n + recipient`: a message
     /// below it was queued already (a retried post) and is skipped.
     next_seq: Vec<u64>,
@@ -501,7 +503,7 @@ impl Relay {
             let mine = st
                 .sessions
                 .values()
-                .filter(|s| s.ended.is_none() && s.expires > now && s.party(caller).is_some())
+                .filter(|s| s.ended.is_none() && s.expires > now && s.party(caller).is_some_and(|i| !s.finished[i]))
                 .count();
             if mine >= self.config.max_sessions_per_party {
                 return Err(RelayError::TooManySessions(self.config.max_sessions_per_party));
@@ -523,6 +525,7 @@ impl Relay {
             intent: spec.intent,
             opened_seq: st.opened,
             mailboxes: parties.iter().map(|_| Mailbox { next_id: 1, queue: VecDeque::new() }).collect(),
+            finished: vec![false; parties.len()],
             next_seq: vec![0; parties.len() * parties.len()],
             parties,
             expires: now + self.config.session_ttl,
@@ -739,6 +742,34 @@ impl Relay {
         tracing::info!(eid = %eid, by = %role, %reason, "mpc session aborted");
         let freed = s.end(format!("aborted by the {role}: {reason}"));
         st.total_bytes -= freed;
+        Ok(())
+    }
+
+    /// The caller is done with the session (its protocol succeeded): it no longer counts
+    /// against the caller's open sessions, and once every party is done the session ends
+    /// ("finished") and its queues are freed. The others may still fetch what is queued for them
+    /// until then; a finished party may still post (its last messages may trail its notice).
+    pub fn finish(&self, caller: &XOnlyPublicKey, eid: Eid) -> Result<(), RelayError> {
+        let now = Instant::now();
+        let mut guard = self.state();
+        let st = &mut *guard;
+        st.sweep(now);
+        let known = st.used.contains_key(&eid);
+        let s = st.sessions.get_mut(&eid).ok_or(if known {
+            RelayError::SessionEnded { eid, reason: "expired".into() }
+        } else {
+            RelayError::UnknownSession(eid)
+        })?;
+        let me = s.party(caller).ok_or(RelayError::NotAParty(eid))?;
+        if s.ended.is_some() {
+            return Ok(());
+        }
+        s.finished[me] = true;
+        if s.finished.iter().all(|f| *f) {
+            tracing::debug!(eid = %eid, "mpc session finished");
+            let freed = s.end("finished".into());
+            st.total_bytes -= freed;
+        }
         Ok(())
     }
 
@@ -978,6 +1009,14 @@ mod tests {
         per_party.open(&key(W), spec(4)).unwrap_err(); // still a party of session 3
         per_party.abort(&key(P), Eid([3; 32]), "done").unwrap();
         per_party.open(&key(W), spec(4)).unwrap();
+        // A session its caller finished no longer counts against it, though the others go on.
+        per_party.finish(&key(W), Eid([4; 32])).unwrap();
+        per_party.open(&key(W), spec(5)).unwrap();
+        assert!(per_party.session(&key(P), Eid([4; 32])).unwrap().ended.is_none(), "the provider is not done yet");
+        per_party.finish(&key(P), Eid([4; 32])).unwrap();
+        per_party.finish(&key(C), Eid([4; 32])).unwrap();
+        assert_eq!(per_party.session(&key(P), Eid([4; 32])).unwrap().ended.as_deref(), Some("finished"));
+        assert_eq!(per_party.finish(&key(8), Eid([5; 32])).unwrap_err(), RelayError::NotAParty(Eid([5; 32])));
         let (a, b) = (Eid([1; 32]), Eid([2; 32]));
         let e = r.post(&key(W), a, vec![msg(Role::Wallet, Role::Provider, 0, 101)]).unwrap_err();
         assert_eq!(e.status(), 413);

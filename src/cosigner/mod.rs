@@ -55,8 +55,6 @@ use crate::wallet::device::DeviceKey;
 const IDENTITY: &str = "cosigner-identity";
 const POLL: Duration = Duration::from_secs(10);
 const JOIN: Duration = Duration::from_secs(30);
-/// How long a finished session stays on the co-signer's own relay for the wallet to collect.
-const FINISHED_SESSION_GRACE: Duration = Duration::from_secs(60);
 
 /// The co-signer's files.
 pub struct CosignerDir(pub PathBuf);
@@ -280,17 +278,7 @@ impl Cosigner {
         } else {
             Err(anyhow::anyhow!("the recovery relay only signs"))
         };
-        let done = result.is_ok();
         self.finish(eid, &spec.protocol, &s, result, &via).await;
-        if let (true, Via::Own(relay)) = (done, via) {
-            // The wallet may not have fetched this side's last message yet: ending the session
-            // now would drop it. Free the relay's room once the wallet surely has it.
-            let me = self.identity.keypair().x_only_public_key().0;
-            tokio::spawn(async move {
-                tokio::time::sleep(FINISHED_SESSION_GRACE).await;
-                let _ = relay.abort(&me, spec.execution_id, "done");
-            });
-        }
     }
 
     async fn finish(&self, eid: ExecutionId, protocol: &str, s: &Value, result: anyhow::Result<()>, via: &Via) {

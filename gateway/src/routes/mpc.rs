@@ -65,7 +65,8 @@ pub fn configure_relay<H: RelayHost>(cfg: &mut web::ServiceConfig, max_request_b
                 .route(web::post().to(post_messages::<H>))
                 .route(web::get().to(fetch_messages::<H>))
         }))
-        .service(resource("/v1/mpc/sessions/{eid}/abort", |r| r.route(web::post().to(abort::<H>))));
+        .service(resource("/v1/mpc/sessions/{eid}/abort", |r| r.route(web::post().to(abort::<H>))))
+        .service(resource("/v1/mpc/sessions/{eid}/finish", |r| r.route(web::post().to(finish::<H>))));
 }
 
 impl From<RelayError> for ApiError {
@@ -299,6 +300,15 @@ async fn fetch_messages<H: RelayHost>(gw: Data<H>, req: HttpRequest, body: RawBo
     let fetched = gw.relay().fetch(&caller.identity, eid, q.after, Duration::from_millis(q.wait_ms)).await?;
     let messages: Vec<MessageJson> = fetched.messages.iter().map(message_json).collect();
     Ok(HttpResponse::Ok().json(json!({ "messages": messages, "last_id": fetched.last_id })))
+}
+
+/// The caller is done with the session: see [`crate::relay::Relay::finish`].
+async fn finish<H: RelayHost>(gw: Data<H>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
+    let caller = gw.authenticate(&req, &body).await?;
+    let eid = path_eid(&req)?;
+    gw.relay().finish(&caller.identity, eid)?;
+    let view = gw.relay().session(&caller.identity, eid)?;
+    Ok(HttpResponse::Ok().json(session_json(&view)))
 }
 
 async fn abort<H: RelayHost>(gw: Data<H>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {

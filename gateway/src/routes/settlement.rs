@@ -61,6 +61,7 @@ async fn operator_batches(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpRes
             "bumps": b.bumps,
             "last_error": b.last_error,
             "window_cut_seq": plan["cut_seq"],
+            "forced": plan["forced"],
             "inputs": plan["inputs"],
             "outputs": plan["outputs"],
             "legs": plan["legs"],
