@@ -141,9 +141,12 @@ pub async fn run(opts: SettlementBenchOptions) -> anyhow::Result<Vec<RoundReport
     };
     let (usd, _) = tandem_gateway::dto::asset_by_symbol(&node.engine_config, "USD").map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let buyer_id = tandem_matching::AccountId(buyer["account_id"].as_u64().context("account_id")?);
-    node.sequencer
-        .submit(Command::CreditDeposit { account: buyer_id, asset: usd, amount: tandem_matching::Amount(u64::MAX / 4), reference: "bench-usd".into() })
-        .await?;
+    // Ten million dollars (in cents): what every round's purchase needs, many times over.
+    let credit = Command::CreditDeposit { account: buyer_id, asset: usd, amount: tandem_matching::Amount(1_000_000_000), reference: "bench-usd".into() };
+    let applied = node.sequencer.submit(credit).await?;
+    if let Some(tandem_matching::Event::Rejected { reason }) = applied.events.first() {
+        bail!("crediting the buyer: {reason}");
+    }
     devnet.faucet(&vaults.pool.deposit_script(SETTLEMENT_POOL)?, Amount::from_sat(10_000_000))?;
     devnet.mine(1, None)?;
 

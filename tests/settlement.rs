@@ -18,7 +18,7 @@ use common::{ok_json, KillOnDrop};
 use serde_json::{json, Value};
 use tandem::client::{Auth, Client};
 use tandem::deposits::DepositService;
-use tandem::settlement::{SettlementConfig, SettlementService};
+use tandem::settlement::{CrashPoint, SettlementConfig, SettlementService};
 use tandem_matching::SETTLEMENT_POOL;
 use tandem_settlement::deposits::DepositPolicy;
 use tandem_settlement::{Bitcoind, Chain, Devnet, DevnetConfig, RegtestNode};
@@ -341,6 +341,56 @@ async fn scenario(test_chain: TestChain) {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     settlement_task.abort();
+    w.deposits.abort();
+    w.node.shutdown().await.unwrap();
+}
+
+/// The service stopped right after each durable write of a batch's life in turn (a crash
+/// there), then a fresh one started: every window is still paid exactly once, every batch
+/// confirmed once, and ledger and chain agree after each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_each_durable_write_resumes_and_pays_once() {
+    let devnet = Devnet::new(DevnetConfig::default()).unwrap();
+    let mut w = world(TestChain::Devnet(devnet.clone())).await;
+    let chain = w.chain.chain();
+    let dest = Address::from_str(DEST).unwrap().require_network(Network::Regtest).unwrap().script_pubkey();
+    for (round, point) in CrashPoint::ALL.into_iter().enumerate() {
+        w.carol.cmd(&["order", "--market", "BTC-USD", "--side", "sell", "--price", "60000", "--quantity", "0.01"]);
+        let bought = w.dave.cmd(&["order", "--market", "BTC-USD", "--side", "buy", "--price", "60000", "--quantity", "0.01"]);
+        assert_eq!(bought["order"]["status"], "filled", "{bought}");
+        w.carol.cmd(&["withdraw", "--asset", "BTC", "--amount", "0.001", "--to", DEST]);
+
+        let crashing = w.settlement_on(chain.clone(), SettlementConfig { crash_at: Some(point), ..SettlementConfig::default() });
+        let task = crashing.spawn(&w.node.reconciler);
+        // The chain goes on meanwhile: a sent batch gets mined.
+        wait_for(&format!("the service to stop at {point:?}"), 60, async || {
+            if w.newest_batch().await.is_some_and(|b| b["status"] == "broadcast") {
+                devnet.mine(1, None).unwrap();
+            }
+            task.is_finished().then_some(())
+        })
+        .await;
+
+        let task = w.settlement().spawn(&w.node.reconciler);
+        wait_for(&format!("round {round} ({point:?}) settled"), 60, async || {
+            let newest = w.newest_batch().await?;
+            if newest["status"] == "broadcast" {
+                devnet.mine(1, None).unwrap();
+            }
+            let pending = w.node.sequencer.read(|e| e.pending_withdrawals().len()).await.unwrap();
+            (newest["status"] == "confirmed" && pending == 0).then_some(())
+        })
+        .await;
+        task.abort();
+        let _ = task.await;
+
+        assert_eq!(chain_balance(&*chain, &dest).await, 100_000 * (round as i64 + 1), "{point:?}: each withdrawal paid once");
+        let batches = operator(&mut w.c, "/v1/operator/batches").await;
+        let confirmed = batches["batches"].as_array().unwrap().iter().filter(|b| b["status"] == "confirmed").count();
+        assert_eq!(confirmed, round + 1, "{point:?}: one batch per window: {batches}");
+        let report = operator(&mut w.c, "/v1/operator/reconciliation").await;
+        assert_eq!(report["balanced"], true, "{point:?}: {report}");
+    }
     w.deposits.abort();
     w.node.shutdown().await.unwrap();
 }

@@ -86,7 +86,50 @@ pub struct SettlementConfig {
     /// estimate is above its fee rate, is replaced by a version paying more (RBF).
     pub bump_after: Duration,
     pub tick: Duration,
+    /// Tests only: stop the service right after this write, as a crash there would.
+    pub crash_at: Option<CrashPoint>,
 }
+
+/// The points right after a durable write where a crash leaves the service's work half done.
+/// A restarted service resumes from each without paying twice or losing anything (tested: a
+/// service stopped at each, then a fresh one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// The batch is recorded as planned.
+    Planned,
+    /// The ledger booked it; the store does not say so yet.
+    BookedInLedger,
+    /// The store says booked.
+    Booked,
+    /// A first input signature is stored.
+    InputSigned,
+    /// The signed transaction is stored (status signed), not sent.
+    Signed,
+    /// The chain has it; the store does not know it was sent.
+    Sent,
+    /// The store says broadcast.
+    Broadcast,
+    /// The ledger confirmed it; the store does not say so yet.
+    ConfirmedInLedger,
+}
+
+impl CrashPoint {
+    pub const ALL: [CrashPoint; 8] = [
+        CrashPoint::Planned,
+        CrashPoint::BookedInLedger,
+        CrashPoint::Booked,
+        CrashPoint::InputSigned,
+        CrashPoint::Signed,
+        CrashPoint::Sent,
+        CrashPoint::Broadcast,
+        CrashPoint::ConfirmedInLedger,
+    ];
+}
+
+/// The service stopped at a [`CrashPoint`].
+#[derive(Debug, thiserror::Error)]
+#[error("stopped right after {0:?}, as a crash there would")]
+pub struct Crashed(pub CrashPoint);
 
 impl Default for SettlementConfig {
     fn default() -> Self {
@@ -101,6 +144,7 @@ impl Default for SettlementConfig {
             force_after: Duration::from_secs(24 * 3600),
             bump_after: Duration::from_secs(1_800),
             tick: Duration::from_secs(1),
+            crash_at: None,
         }
     }
 }
@@ -156,9 +200,20 @@ impl SettlementService {
         let mut progress = Progress { window_opened: opened, forced_failed: HashMap::new() };
         loop {
             if let Err(e) = self.step(&mut progress).await {
+                if e.downcast_ref::<Crashed>().is_some() {
+                    tracing::warn!(error = %e, "settlement service stopped");
+                    return;
+                }
                 tracing::warn!(error = %format!("{e:#}"), "settlement step failed; retrying");
             }
             tokio::time::sleep(self.config.tick).await;
+        }
+    }
+
+    fn crash(&self, at: CrashPoint) -> anyhow::Result<()> {
+        match self.config.crash_at {
+            Some(point) if point == at => Err(Crashed(at).into()),
+            _ => Ok(()),
         }
     }
 
@@ -372,6 +427,7 @@ impl SettlementService {
         let legs: Vec<BatchLegRecord> =
             stored.legs.iter().map(|l| BatchLegRecord { holder: AccountId(l.holder), delta: l.delta, fee: l.fee }).collect();
         self.store.insert_batch(&record, tandem_matching::Seq(stored.cut_seq), &legs).await?;
+        self.crash(CrashPoint::Planned)?;
         tracing::info!(
             batch = id, inputs = plan.inputs.len(), outputs = plan.outputs.len(), vbytes = plan.vbytes,
             fee = plan.fee.to_sat(), deferred = plan.deferred.len(), forced = ?stored.forced, "settlement batch planned"
@@ -463,8 +519,12 @@ impl SettlementService {
             SIGNED | BROADCAST => self.track(&b, &stored).await,
             other => bail!("batch {} has unknown status {other}", b.id),
         };
-        if let Err(e) = &result {
-            self.store.set_batch_error(b.id, Some(&format!("{e:#}")), now()).await?;
+        match &result {
+            // A simulated crash writes nothing more, like a real one.
+            Err(e) if e.downcast_ref::<Crashed>().is_none() => {
+                self.store.set_batch_error(b.id, Some(&format!("{e:#}")), now()).await?;
+            }
+            _ => {}
         }
         result
     }
@@ -487,8 +547,10 @@ impl SettlementService {
                 self.store.set_batch_status(b.id, PLANNED, CANCELLED, now()).await?;
                 return Ok(());
             }
+            self.crash(CrashPoint::BookedInLedger)?;
         }
         self.store.set_batch_status(b.id, PLANNED, BOOKED, now()).await?;
+        self.crash(CrashPoint::Booked)?;
         tracing::info!(batch = b.id, "settlement batch booked");
         Ok(())
     }
@@ -525,6 +587,7 @@ impl SettlementService {
         }
         let version = self.finish_version(b, 0, &psbt, b.fee).await?;
         self.store.set_batch_status(b.id, BOOKED, SIGNED, now()).await?;
+        self.crash(CrashPoint::Signed)?;
         tracing::info!(batch = b.id, txid = %version.txid, "settlement batch signed");
         self.track(&BatchRecord { status: SIGNED.into(), ..b.clone() }, stored).await
     }
@@ -546,6 +609,7 @@ impl SettlementService {
                     let prevout = psbt.inputs[index].witness_utxo.as_ref().context("an input without its value")?;
                     let witness = self.vaults.pool.sign_input(AccountId(*account), &psbt.unsigned_tx, index, prevout)?;
                     self.store.add_batch_signature(b.id, version, index as u32, &serialize_hex(&witness)).await?;
+                    self.crash(CrashPoint::InputSigned)?;
                 }
                 InputSigner::Vault { group, key_index } => {
                     by_holder.entry(input.holder).or_default().push((index, group.clone(), *key_index));
@@ -581,6 +645,7 @@ impl SettlementService {
                 match signed {
                     Ok(sig) => {
                         self.store.add_batch_signature(b.id, version, index as u32, &serialize_hex(&sig.witness())).await?;
+                        self.crash(CrashPoint::InputSigned)?;
                     }
                     Err(e) => {
                         tracing::warn!(batch = b.id, version, input = index, holder, error = %e, "batch input not signed yet");
@@ -644,6 +709,7 @@ impl SettlementService {
         }
         if b.status == SIGNED {
             self.store.set_batch_status(b.id, SIGNED, BROADCAST, now()).await?;
+            self.crash(CrashPoint::Broadcast)?;
         }
         self.bump(b, stored, newest).await
     }
@@ -656,6 +722,7 @@ impl SettlementService {
             .broadcast(&tx)
             .await
             .map_err(|e| anyhow!("broadcasting version {} of batch {}: {e}", v.version, b.id))?;
+        self.crash(CrashPoint::Sent)?;
         self.store.mark_batch_broadcast(b.id, v.version, now()).await?;
         tracing::info!(batch = b.id, version = v.version, %txid, "settlement batch broadcast");
         Ok(())
@@ -721,6 +788,7 @@ impl SettlementService {
             if let Some(Event::Rejected { reason }) = events.first() {
                 bail!("ALERT: the ledger refused to confirm batch {}: {reason}", b.id);
             }
+            self.crash(CrashPoint::ConfirmedInLedger)?;
         }
         self.store.set_batch_status(b.id, &b.status, CONFIRMED, now()).await?;
         // Whoever settled here is no longer late.
