@@ -184,8 +184,9 @@ pub async fn run(opts: SettlementBenchOptions) -> anyhow::Result<Vec<RoundReport
         })
         .await?;
 
-        // Sell all but 0.01 BTC: every coin must go into the batch.
-        let sell = funded - COIN;
+        // Sell all the new coins hold but one coin's worth: with fees, every one of them (the
+        // largest coins) must go into the batch.
+        let sell = COIN * (opts.inputs as u64 - 1);
         let quantity = format!("{}.{:08}", sell / 100_000_000, sell % 100_000_000);
         let buy = json!({"market": "BTC-USD", "side": "buy", "type": "limit", "price": PRICE, "quantity": quantity});
         let (s, r) = c.send("POST", "/v1/orders", Some(&buy), &buyer_auth).await?;

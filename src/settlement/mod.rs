@@ -166,6 +166,9 @@ struct Progress {
     forced_failed: HashMap<u64, Instant>,
 }
 
+/// The `meta` key of the last audit after a batch.
+pub const LAST_AUDIT: &str = "last_audit";
+
 const PLANNED: &str = "planned";
 const BOOKED: &str = "booked";
 const SIGNED: &str = "signed";
@@ -797,7 +800,30 @@ impl SettlementService {
             self.store.clear_late(AccountId(leg.holder)).await?;
         }
         tracing::info!(batch = b.id, version, "settlement batch confirmed");
+        self.audit(b.id).await;
         Ok(())
+    }
+
+    /// The audit after every batch: ledger against chain, kept as the last audit
+    /// (`meta` "last_audit", shown with every reconciliation); a difference is an alert.
+    async fn audit(&self, batch: u64) {
+        match self.reconcile().await {
+            Ok(report) => {
+                if report.balanced {
+                    tracing::info!(batch, owes = report.ledger_owes_sat, holds = report.chain_holds_sat, "audit after the batch: balanced");
+                } else {
+                    tracing::error!(batch, differences = ?report.differences, "ALERT: audit after the batch: ledger and chain differ");
+                }
+                let last = serde_json::json!({
+                    "at": now().0, "after_batch": batch, "balanced": report.balanced, "differences": report.differences,
+                    "ledger_owes_sat": report.ledger_owes_sat, "chain_holds_sat": report.chain_holds_sat,
+                });
+                if let Err(e) = self.store.set_meta(LAST_AUDIT, &last.to_string()).await {
+                    tracing::warn!(error = %e, "could not keep the last audit");
+                }
+            }
+            Err(e) => tracing::warn!(batch, error = %format!("{e:#}"), "audit after the batch could not run; it runs again on demand"),
+        }
     }
 }
 

@@ -57,6 +57,8 @@ pub struct Reconciliation {
     /// Holders whose chain and ledger differ, and the total if it differs.
     pub differences: Vec<String>,
     pub balanced: bool,
+    /// The audit run after the last confirmed batch (when, after which batch, its verdict).
+    pub last_audit: Option<serde_json::Value>,
 }
 
 impl SettlementService {
@@ -166,6 +168,7 @@ impl SettlementService {
             accounts: accounts_report,
             balanced: differences.is_empty(),
             differences,
+            last_audit: self.store.meta(super::LAST_AUDIT).await?.and_then(|v| serde_json::from_str(&v).ok()),
         })
     }
 }

@@ -337,6 +337,12 @@ pub async fn create(
     Ok((reply, device))
 }
 
+/// A file's size and modification time, if it can be read.
+fn file_stamp(path: &Path) -> Option<(u64, std::time::SystemTime)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.modified().ok()?))
+}
+
 /// An opened wallet: the file, the key derived from the passphrase, and the device key.
 pub struct Session {
     pub path: PathBuf,
@@ -344,6 +350,8 @@ pub struct Session {
     key: WalletKey,
     auth: Auth,
     device: Arc<DeviceKey>,
+    /// Size and modification time of the file as last read: a reload skips an unchanged file.
+    seen: Option<(u64, std::time::SystemTime)>,
 }
 
 impl Session {
@@ -358,7 +366,8 @@ impl Session {
         let key = file.unlock(&passphrase).with_context(|| format!("opening the wallet {}", path.display()))?;
         let device = DeviceKey::from_secret_bytes(&file.secret(&key, DEVICE_KEY_NAME)?[..])?;
         let device = Arc::new(device);
-        Ok(Session { path: path.to_owned(), file, key, auth: Auth::Device(device.clone()), device })
+        let seen = file_stamp(path);
+        Ok(Session { path: path.to_owned(), file, key, auth: Auth::Device(device.clone()), device, seen })
     }
 
     /// The device key (the wallet's identity in MPC sessions too).
@@ -383,7 +392,9 @@ impl Session {
         let _lock = self.lock()?;
         self.reload()?;
         self.file.add_secret(&self.key, name, kind, plaintext)?;
-        self.file.save(&self.path).with_context(|| format!("saving the wallet {}", self.path.display()))
+        self.file.save(&self.path).with_context(|| format!("saving the wallet {}", self.path.display()))?;
+        self.seen = file_stamp(&self.path);
+        Ok(())
     }
 
     /// The wallet's presignatures (made with the provider for one-round signing): sealed files
@@ -396,13 +407,19 @@ impl Session {
         Ok(tandem_custody::FilePresignatureStore::open(PathBuf::from(dir), tandem_custody::Keyring::new(key))?)
     }
 
-    /// Reads the wallet file again (what other processes of this wallet added).
+    /// Reads the wallet file again (what other processes of this wallet added), unless it is
+    /// unchanged since it was last read.
     pub fn reload(&mut self) -> anyhow::Result<()> {
+        let stamp = file_stamp(&self.path);
+        if stamp.is_some() && stamp == self.seen {
+            return Ok(());
+        }
         let file = WalletFile::load(&self.path).with_context(|| format!("reading the wallet {}", self.path.display()))?;
         if file.kdf != self.file.kdf || file.account_id != self.file.account_id {
             bail!("the wallet file {} was replaced by another wallet", self.path.display());
         }
         self.file = file;
+        self.seen = stamp;
         Ok(())
     }
 

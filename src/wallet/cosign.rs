@@ -19,7 +19,8 @@
 //!   wallet signed, must account for what the batch takes from the vault (see
 //!   [`batch_position`]), and the transaction must move the vault by exactly the booked delta.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -117,6 +118,50 @@ impl Report for Console {
     }
 }
 
+/// What the signer keeps between sessions, so a batch of many inputs (a session each) costs one
+/// check, not one per input: the wallet's keys and its party (decrypted once), each batch
+/// transaction's checked position, and the spends it signed. Refusals are not kept: the next
+/// session asks again.
+#[derive(Default)]
+struct Caches {
+    /// By the number of key secrets in the wallet file (keys are only ever added).
+    keys: Option<(usize, Arc<Vec<VaultKey>>)>,
+    party: Option<Arc<Party>>,
+    positions: HashMap<(u64, bitcoin::Txid), (Amount, (SignedAmount, Amount))>,
+    signed: Option<Vec<SignedSpend>>,
+}
+
+impl Caches {
+    fn keys(&mut self, session: &Session) -> anyhow::Result<Arc<Vec<VaultKey>>> {
+        let count = super::vault::key_count(session);
+        match &self.keys {
+            Some((n, keys)) if *n == count => Ok(keys.clone()),
+            _ => {
+                let keys = Arc::new(wallet_keys(session)?);
+                self.keys = Some((count, keys.clone()));
+                Ok(keys)
+            }
+        }
+    }
+
+    fn party(&mut self, session: &Session) -> anyhow::Result<Arc<Party>> {
+        if let Some(p) = &self.party {
+            return Ok(p.clone());
+        }
+        let vault = wallet_vault(session)?;
+        let party = Arc::new(Party::with_aux_info(vault.group.clone(), PartyRole::Wallet, config_for(vault.aux.primes_origin), vault.aux)?);
+        self.party = Some(party.clone());
+        Ok(party)
+    }
+
+    fn signed(&mut self, session: &Session) -> anyhow::Result<&mut Vec<SignedSpend>> {
+        if self.signed.is_none() {
+            self.signed = Some(signed_spends(session)?);
+        }
+        Ok(self.signed.get_or_insert_with(Vec::new))
+    }
+}
+
 /// Runs the signer until killed (or `opts.sessions` sessions were answered), reporting one
 /// line per session.
 pub async fn run(session: &mut Session, opts: &CosignOptions, report: &dyn Report) -> anyhow::Result<()> {
@@ -127,16 +172,17 @@ pub async fn run(session: &mut Session, opts: &CosignOptions, report: &dyn Repor
     let mut cursor = 0u64;
     let mut answered = 0usize;
     let mut idle = true;
+    let mut caches = Caches::default();
     loop {
         if idle && opts.presignatures > 0 {
-            match top_up(session, &provider, &store, opts.presignatures).await {
+            match top_up(session, &mut caches, &provider, &store, opts.presignatures).await {
                 Ok(Some(line)) => report.status(&line),
                 Ok(None) => {}
                 Err(e) => report.status(&format!("could not make a presignature ({e:#})")),
             }
         }
         // Short polls while the stock is being topped up, long ones once it is full.
-        let wait = if idle && opts.presignatures > 0 && stock_low(session, &store, opts.presignatures) {
+        let wait = if idle && opts.presignatures > 0 && stock_low(session, &mut caches, &store, opts.presignatures) {
             Duration::ZERO
         } else {
             POLL
@@ -155,7 +201,7 @@ pub async fn run(session: &mut Session, opts: &CosignOptions, report: &dyn Repor
         idle = sessions.is_empty();
         for s in sessions {
             session.reload()?;
-            let line = match answer(session, &provider.identity, s, opts, &store).await {
+            let line = match answer(session, &mut caches, &provider.identity, s, opts, &store).await {
                 Ok(done) => done,
                 Err(e) => format!("failed: {e:#}"),
             };
@@ -171,13 +217,14 @@ pub async fn run(session: &mut Session, opts: &CosignOptions, report: &dyn Repor
 /// Checks one session and signs or refuses it; answers a line for the user.
 async fn answer(
     session: &mut Session,
+    caches: &mut Caches,
     provider: &bitcoin::secp256k1::XOnlyPublicKey,
     s: &Value,
     opts: &CosignOptions,
     store: &FilePresignatureStore,
 ) -> anyhow::Result<String> {
     let eid = s["execution_id"].as_str().and_then(ExecutionId::from_hex).context("the session has no execution id")?;
-    match check(session, provider, s, opts).await {
+    match check(session, caches, provider, s, opts).await {
         Err(refusal) => {
             refusal.log(purpose_of(s));
             let body = serde_json::json!({ "reason": refusal.abort_reason() });
@@ -192,7 +239,8 @@ async fn answer(
                     return Ok(format!("{NO_PRESIGNATURE} {}: asked to sign interactively", id.to_hex()));
                 }
             }
-            let sig = sign(session, eid, checked.clone(), store).await?;
+            let party = caches.party(session)?;
+            let sig = sign(session, &party, eid, checked.clone(), store).await?;
             let what = match checked.intent.purpose {
                 SpendPurpose::Withdrawal { withdrawal } => format!("withdrawal {withdrawal}"),
                 p => format!("{p:?}"),
@@ -221,6 +269,7 @@ struct Checked {
 
 async fn check(
     session: &mut Session,
+    caches: &mut Caches,
     provider: &bitcoin::secp256k1::XOnlyPublicKey,
     s: &Value,
     opts: &CosignOptions,
@@ -241,7 +290,7 @@ async fn check(
     if roles != intent.signers {
         return Err(refuse(RefusalCode::WrongSigners, format!("session parties {roles:?}, intent signers {:?}", intent.signers)));
     }
-    let keys = wallet_keys(session).map_err(|e| refuse(RefusalCode::UnknownKey, format!("{e:#}")))?;
+    let keys = caches.keys(session).map_err(|e| refuse(RefusalCode::UnknownKey, format!("{e:#}")))?;
     let input_script = intent.psbt.inputs.get(intent.input.index as usize).and_then(|i| i.witness_utxo.as_ref());
     let key = keys
         .iter()
@@ -260,7 +309,16 @@ async fn check(
     };
     let (owed_to_batch, batch_leg) = match intent.purpose {
         SpendPurpose::SettlementBatch { batch } => {
-            let (owed, leg) = batch_position(session, batch, opts.max_fee).await?;
+            // One check per batch transaction, whatever the number of its inputs.
+            let at = (batch, intent.psbt.unsigned_tx.compute_txid());
+            let (owed, leg) = match caches.positions.get(&at) {
+                Some(known) => *known,
+                None => {
+                    let found = batch_position(session, batch, opts.max_fee).await?;
+                    caches.positions.insert(at, found);
+                    found
+                }
+            };
             (owed, Some(leg))
         }
         _ => (Amount::ZERO, None),
@@ -283,12 +341,19 @@ async fn check(
         outpoints: tx.input.iter().map(|i| i.previous_output.to_string()).collect(),
         execution_id: s["execution_id"].as_str().unwrap_or_default().to_owned(),
     };
-    check_not_paid_twice(session, &signed)?;
-    let name = format!("{SIGNED_PREFIX}{}", signed.execution_id.get(..32).unwrap_or("x"));
-    let bytes = serde_json::to_vec(&signed).map_err(|e| refuse(RefusalCode::BadIntent, e.to_string()))?;
-    session
-        .append_secret(&name, KIND_SIGNED, &bytes)
-        .map_err(|e| refuse(RefusalCode::BadIntent, format!("cannot record the spend in the wallet file: {e:#}")))?;
+    let earlier = caches.signed(session).map_err(|e| refuse(RefusalCode::BadIntent, format!("{e:#}")))?;
+    check_not_paid_twice(earlier, &signed)?;
+    // One record per transaction: its other inputs add nothing to what it pays.
+    if !earlier.iter().any(|e| e.purpose == signed.purpose && e.txid == signed.txid) {
+        let name = format!("{SIGNED_PREFIX}{}", signed.execution_id.get(..32).unwrap_or("x"));
+        let bytes = serde_json::to_vec(&signed).map_err(|e| refuse(RefusalCode::BadIntent, e.to_string()))?;
+        session
+            .append_secret(&name, KIND_SIGNED, &bytes)
+            .map_err(|e| refuse(RefusalCode::BadIntent, format!("cannot record the spend in the wallet file: {e:#}")))?;
+        if let Some(list) = caches.signed.as_mut() {
+            list.push(signed);
+        }
+    }
     Ok(Checked { intent, key, members })
 }
 
@@ -388,9 +453,7 @@ async fn backing_request(session: &Session, id: u64) -> Result<(String, Payment)
     Ok((name, Payment { script_pubkey: address.script_pubkey(), amount: Amount::from_sat(amount_sat) }))
 }
 
-fn check_not_paid_twice(session: &Session, new: &SignedSpend) -> Result<(), Refusal> {
-    let earlier = signed_spends(session)
-        .map_err(|e| Refusal::new(PartyRole::Wallet, RefusalCode::BadIntent, format!("{e:#}")))?;
+fn check_not_paid_twice(earlier: &[SignedSpend], new: &SignedSpend) -> Result<(), Refusal> {
     let mine: HashSet<&String> = new.outpoints.iter().collect();
     for s in earlier.iter().filter(|s| s.purpose == new.purpose && s.txid != new.txid) {
         if !s.outpoints.iter().any(|o| mine.contains(o)) {
@@ -436,8 +499,9 @@ fn session_members(s: &Value) -> anyhow::Result<Vec<SessionMember>> {
 }
 
 /// Whether some key has fewer than `target` presignatures ready.
-fn stock_low(session: &Session, store: &FilePresignatureStore, target: usize) -> bool {
-    wallet_keys(session)
+fn stock_low(session: &Session, caches: &mut Caches, store: &FilePresignatureStore, target: usize) -> bool {
+    caches
+        .keys(session)
         .map(|keys| keys.iter().any(|k| store.available(&k.public_key).is_ok_and(|a| a.len() < target)))
         .unwrap_or(false)
 }
@@ -446,12 +510,15 @@ fn stock_low(session: &Session, store: &FilePresignatureStore, target: usize) ->
 /// it did, or `None` when every key has its stock.
 async fn top_up(
     session: &Session,
+    caches: &mut Caches,
     provider: &super::vault::ProviderInfo,
     store: &FilePresignatureStore,
     target: usize,
 ) -> anyhow::Result<Option<String>> {
-    let Ok(vault) = wallet_vault(session) else { return Ok(None) };
-    let keys = wallet_keys(session)?;
+    let keys = caches.keys(session)?;
+    if keys.is_empty() {
+        return Ok(None);
+    }
     let Some(key) = keys.iter().find(|k| store.available(&k.public_key).is_ok_and(|a| a.len() < target)) else {
         return Ok(None);
     };
@@ -460,7 +527,8 @@ async fn top_up(
         SessionMember::new(PartyRole::Wallet, session.device().keypair().x_only_public_key().0),
         SessionMember::new(PartyRole::Provider, provider.identity),
     ];
-    let intent = tandem_custody::PresignIntent { group: vault.group.id, public_key: key.public_key.to_string() };
+    let party = caches.party(session)?;
+    let intent = tandem_custody::PresignIntent { group: party.group().id, public_key: key.public_key.to_string() };
     let eid = ExecutionId::random();
     let base = session.file.provider_url.clone();
     let mut client = crate::client::Client::connect(&base).await?;
@@ -477,7 +545,6 @@ async fn top_up(
     let link = HttpRelayLink::connect(&base, session.auth().clone(), eid, PartyRole::Wallet, &signers, JOIN)
         .await?
         .secure(session.device().keypair(), &members)?;
-    let party = Party::with_aux_info(vault.group.clone(), PartyRole::Wallet, config_for(vault.aux.primes_origin), vault.aux)?;
     party.generate_presignature(key, &signers, eid, link, store).await?;
     let have = store.available(&key.public_key)?.len();
     Ok(Some(format!("presignature made for key {} ({have} ready)", key.public_key)))
@@ -485,9 +552,13 @@ async fn top_up(
 
 /// Joins the session over the relay and signs: in one round from the intent's presignature,
 /// or interactively.
-async fn sign(session: &Session, eid: ExecutionId, c: Checked, store: &FilePresignatureStore) -> anyhow::Result<InputSignature> {
-    let vault = wallet_vault(session)?;
-    let party = Party::with_aux_info(vault.group.clone(), PartyRole::Wallet, config_for(vault.aux.primes_origin), vault.aux)?;
+async fn sign(
+    session: &Session,
+    party: &Party,
+    eid: ExecutionId,
+    c: Checked,
+    store: &FilePresignatureStore,
+) -> anyhow::Result<InputSignature> {
     let roles: Vec<PartyRole> = c.members.iter().map(|m| m.role).collect();
     let base = session.file.provider_url.clone();
     let link = HttpRelayLink::connect(&base, session.auth().clone(), eid, PartyRole::Wallet, &roles, JOIN)

@@ -64,6 +64,11 @@ pub fn wallet_vault(session: &Session) -> anyhow::Result<WalletVault> {
 }
 
 /// Every address key share the wallet holds, in creation order.
+/// How many vault keys the wallet file holds (without opening them).
+pub fn key_count(session: &Session) -> usize {
+    session.file.secret_names().filter(|(n, k)| *k == KIND_VAULT_KEY && n.starts_with(KEY_PREFIX)).count()
+}
+
 pub fn wallet_keys(session: &Session) -> anyhow::Result<Vec<VaultKey>> {
     let names: Vec<String> = session
         .file
