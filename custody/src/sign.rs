@@ -148,6 +148,7 @@ impl Party {
             reason: crate::error::ProtocolFailure::Library(why),
         };
         let payload = serde_json::to_vec(&mine).map_err(|e| library(format!("encoding the partial signature: {e}")))?;
+        let finisher = link.finish_notice();
         let (mut rx, mut tx_sink) = link.split();
         let exchange = async {
             for peer in (0..info.n).filter(|i| *i != info.me) {
@@ -193,7 +194,11 @@ impl Party {
         let partials = tokio::time::timeout(self.config.session_timeout, exchange)
             .await
             .map_err(|_| CustodyError::Timeout { protocol: ProtocolKind::Sign, eid, after: self.config.session_timeout })??;
-        combine_partial_signatures(&key.public(), tx, input, &partials)
+        let signature = combine_partial_signatures(&key.public(), tx, input, &partials)?;
+        if let Some(finish) = finisher {
+            finish();
+        }
+        Ok(signature)
     }
 }
 

@@ -69,6 +69,10 @@ pub struct VaultService {
     pub pool: Arc<PoolVault>,
     /// Serialises key index assignment.
     keygen_lock: tokio::sync::Mutex<()>,
+    /// Presignatures held by signing sessions in flight (two sessions never use the same one).
+    reserved_presignatures: std::sync::Mutex<std::collections::HashSet<tandem_custody::PresignatureId>>,
+    /// Each vault's provider party, its aux info opened once.
+    parties: std::sync::Mutex<std::collections::HashMap<tandem_custody::GroupId, Arc<tandem_custody::Party>>>,
 }
 
 /// Presignatures the provider keeps per key at most (each is a few KB and ~0.6 s of CPU).
@@ -144,6 +148,8 @@ impl VaultService {
             max_fee: DEFAULT_MAX_FEE,
             pool,
             keygen_lock: tokio::sync::Mutex::new(()),
+            reserved_presignatures: Default::default(),
+            parties: Default::default(),
         }))
     }
 

@@ -61,6 +61,15 @@ struct BookedBatchFacts {
 /// names; the provider then signs interactively.
 pub const NO_PRESIGNATURE: &str = "no presignature";
 
+/// A presignature held by a session in flight; released when dropped.
+struct Reserved<'a>(&'a VaultService, tandem_custody::PresignatureId);
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        self.0.reserved_presignatures.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.1);
+    }
+}
+
 /// What every attempt at signing one input shares.
 struct SigningAttempt<'a> {
     vault: &'a VaultRecord,
@@ -112,27 +121,27 @@ impl VaultService {
 
         // Durable before the session: a crash after signing must still block a second,
         // non-conflicting spend of the same obligation.
+        // Once per transaction: its other inputs spend the same outpoints.
         let tx = &intent.psbt.unsigned_tx;
-        let outpoints: Vec<String> = tx.input.iter().map(|i| i.previous_output.to_string()).collect();
-        self.store
-            .record_provider_signature(
-                &purpose_key(intent.purpose),
-                &tx.compute_txid().to_string(),
-                &outpoints,
-                &eid.to_hex(),
-                Timestamp(crate::node::now_millis()),
-            )
-            .await
-            .map_err(failed)?;
+        let (purpose, txid) = (purpose_key(intent.purpose), tx.compute_txid().to_string());
+        let recorded = self.store.provider_signatures(&purpose).await.map_err(failed)?.iter().any(|(t, _)| *t == txid);
+        if !recorded {
+            let outpoints: Vec<String> = tx.input.iter().map(|i| i.previous_output.to_string()).collect();
+            let at = Timestamp(crate::node::now_millis());
+            self.store.record_provider_signature(&purpose, &txid, &outpoints, &eid.to_hex(), at).await.map_err(failed)?;
+        }
 
         // One round from a presignature made with the wallet, when there is one: the wallet
         // then only checks and answers. If the wallet lost its half, sign interactively.
         let presignature = match intent.signers.as_slice() {
             [PartyRole::Wallet, PartyRole::Provider] if intent.presignature.is_none() => {
-                self.presignatures.available(&key.public_key).map_err(failed)?.into_iter().next()
+                self.reserve_presignature(&key).map_err(failed)?
             }
             _ => None,
         };
+        // Whatever happens below, the presignature is free again for another session (a used
+        // one is gone from the store, so it cannot be picked twice).
+        let _release = presignature.map(|id| Reserved(self, id));
         let attempt = SigningAttempt { vault: &vault, key: &key, input, members: &members, group_hex: &group_hex };
         match presignature {
             Some(id) => match self.session(eid, intent.clone().with_presignature(id), &attempt).await {
@@ -146,6 +155,29 @@ impl VaultService {
         }
     }
 
+    /// A presignature for `key` that no session in flight holds, held until released.
+    fn reserve_presignature(&self, key: &VaultKey) -> anyhow::Result<Option<tandem_custody::PresignatureId>> {
+        let available = self.presignatures.available(&key.public_key)?;
+        let mut reserved = self.reserved_presignatures.lock().unwrap_or_else(|p| p.into_inner());
+        let free = available.into_iter().find(|id| !reserved.contains(id));
+        if let Some(id) = free {
+            reserved.insert(id);
+        }
+        Ok(free)
+    }
+
+    /// The provider's party of a vault: its aux info opened once.
+    fn party(&self, group: SignerGroup) -> anyhow::Result<Arc<Party>> {
+        let mut parties = self.parties.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = parties.get(&group.id) {
+            return Ok(p.clone());
+        }
+        let aux: PartyAuxInfo = self.secrets.get(&aux_record(group.id))?;
+        let party = Arc::new(Party::with_aux_info(group.clone(), PartyRole::Provider, self.config(), aux)?);
+        parties.insert(group.id, party.clone());
+        Ok(party)
+    }
+
     /// One signing session on the relay with the partner: opened with the intent, joined in
     /// process, interactive or (with the intent's presignature) one round.
     async fn session(
@@ -156,8 +188,7 @@ impl VaultService {
     ) -> Result<InputSignature, SignError> {
         let me = self.identity.x_only_public_key().0;
         let group = SignerGroup { id: intent.input.group, policy: policy_of(a.vault).map_err(failed)? };
-        let aux: PartyAuxInfo = self.secrets.get(&aux_record(group.id)).map_err(failed)?;
-        let party = Party::with_aux_info(group, PartyRole::Provider, self.config(), aux).map_err(failed)?;
+        let party = self.party(group).map_err(failed)?;
         open_session_in_process(
             &self.relay,
             &me,
@@ -181,7 +212,9 @@ impl VaultService {
         })
         .await;
         let ended = self.relay.session(&me, spec_eid(eid)).ok().and_then(|v| v.ended);
-        let _ = self.relay.abort(&me, spec_eid(eid), "done");
+        if result.is_err() {
+            let _ = self.relay.abort(&me, spec_eid(eid), "done");
+        }
         let partner = a.members.iter().find(|m| m.role != PartyRole::Provider).map_or(PartyRole::Wallet, |m| m.role);
         match result {
             Ok(sig) => {

@@ -46,6 +46,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
+use futures::StreamExt as _;
 use base64::Engine as _;
 use bitcoin::consensus::encode::{deserialize, serialize_hex};
 use bitcoin::{Amount, Psbt, ScriptBuf, SignedAmount, Transaction, Witness};
@@ -633,27 +634,15 @@ impl SettlementService {
         };
         let until = tokio::time::Instant::now() + left.max(Duration::from_millis(100));
         let wallets = by_holder.into_iter().map(|(holder, inputs)| async move {
-            for (index, group, key_index) in inputs {
-                let intent = SpendIntent {
-                    purpose,
-                    psbt: psbt.clone(),
-                    input: IntentInput { index: index as u32, group: group.parse::<GroupId>()?, key_index },
-                    signers: signers.to_vec(),
-                    presignature: None,
-                };
-                // A wallet that never answers must not hold the batch past its deadline.
-                let signed = tokio::time::timeout_at(until, self.vaults.sign(intent))
-                    .await
-                    .unwrap_or_else(|_| Err(SignError::Failed("no answer before the signing deadline".into())));
-                match signed {
-                    Ok(sig) => {
-                        self.store.add_batch_signature(b.id, version, index as u32, &serialize_hex(&sig.witness())).await?;
-                        self.crash(CrashPoint::InputSigned)?;
-                    }
-                    Err(e) => {
-                        tracing::warn!(batch = b.id, version, input = index, holder, error = %e, "batch input not signed yet");
-                        return Ok::<_, anyhow::Error>(Some(holder));
-                    }
+            // A few of the wallet's inputs at a time: each session waits mostly on round trips.
+            let signed: Vec<anyhow::Result<bool>> = futures::stream::iter(inputs)
+                .map(|(index, group, key_index)| self.sign_vault_input(b, version, psbt, purpose, &signers, holder, until, (index, group, key_index)))
+                .buffer_unordered(INPUTS_IN_FLIGHT)
+                .collect()
+                .await;
+            for outcome in signed {
+                if !outcome? {
+                    return Ok::<_, anyhow::Error>(Some(holder));
                 }
             }
             Ok(None)
@@ -665,6 +654,44 @@ impl SettlementService {
             }
         }
         Ok(late)
+    }
+
+    /// Signs one vault input through custody and stores its signature; false if the partner
+    /// did not sign (yet).
+    #[allow(clippy::too_many_arguments)]
+    async fn sign_vault_input(
+        &self,
+        b: &BatchRecord,
+        version: u32,
+        psbt: &Psbt,
+        purpose: SpendPurpose,
+        signers: &[PartyRole],
+        holder: u64,
+        until: tokio::time::Instant,
+        (index, group, key_index): (usize, String, u64),
+    ) -> anyhow::Result<bool> {
+        let intent = SpendIntent {
+            purpose,
+            psbt: psbt.clone(),
+            input: IntentInput { index: index as u32, group: group.parse::<GroupId>()?, key_index },
+            signers: signers.to_vec(),
+            presignature: None,
+        };
+        // A wallet that never answers must not hold the batch past its deadline.
+        let signed = tokio::time::timeout_at(until, self.vaults.sign(intent))
+            .await
+            .unwrap_or_else(|_| Err(SignError::Failed("no answer before the signing deadline".into())));
+        match signed {
+            Ok(sig) => {
+                self.store.add_batch_signature(b.id, version, index as u32, &serialize_hex(&sig.witness())).await?;
+                self.crash(CrashPoint::InputSigned)?;
+                Ok(true)
+            }
+            Err(e) => {
+                tracing::warn!(batch = b.id, version, input = index, holder, error = %e, "batch input not signed yet");
+                Ok(false)
+            }
+        }
     }
 
     /// Puts the stored signatures of `version` into its transaction and stores that, before it
@@ -826,6 +853,9 @@ impl SettlementService {
         }
     }
 }
+
+/// Inputs of one wallet being signed at once (each its own session with the wallet).
+const INPUTS_IN_FLIGHT: usize = 8;
 
 /// Each RBF bump adds at least this per vbyte (Bitcoin Core's incremental relay fee, rounded up).
 const BUMP_INCREMENT_SAT_PER_VB: u64 = 1;

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use futures::StreamExt as _;
 use bitcoin::{Amount, ScriptBuf, SignedAmount};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -50,6 +51,8 @@ const SIGNED_PREFIX: &str = "signed-";
 /// How long one long-poll for new sessions waits.
 const POLL: Duration = Duration::from_secs(10);
 const JOIN: Duration = Duration::from_secs(30);
+/// Sessions signed at once (a batch's inputs come as sessions of their own).
+const SESSIONS_IN_FLIGHT: usize = 8;
 
 /// A BTC withdrawal the user asked for from this wallet.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -199,14 +202,39 @@ pub async fn run(session: &mut Session, opts: &CosignOptions, report: &dyn Repor
         cursor = reply["last_seq"].as_u64().unwrap_or(cursor);
         let sessions: Vec<&Value> = reply["sessions"].as_array().into_iter().flatten().filter(|s| s["protocol"] == "sign").collect();
         idle = sessions.is_empty();
+        // Checked one by one (cheap: what a batch needs is checked once), then signed together:
+        // a batch's inputs arrive as sessions of their own, a few at a time.
+        let mut to_sign = Vec::new();
         for s in sessions {
             session.reload()?;
-            let line = match answer(session, &mut caches, &provider.identity, s, opts, &store).await {
-                Ok(done) => done,
-                Err(e) => format!("failed: {e:#}"),
-            };
-            report.session(&format!("{} {line}", s["execution_id"].as_str().unwrap_or("?")));
+            let eid = s["execution_id"].as_str().unwrap_or("?").to_owned();
+            match prepare(session, &mut caches, &provider.identity, s, opts, &store).await {
+                Ok(Prepared::Sign(id, checked)) => to_sign.push((eid, id, checked)),
+                Ok(Prepared::Answered(line)) => report.session(&format!("{eid} {line}")),
+                Err(e) => report.session(&format!("{eid} failed: {e:#}")),
+            }
             answered += 1;
+        }
+        if !to_sign.is_empty() {
+            let party = caches.party(session)?;
+            let session: &Session = session;
+            let signed: Vec<(String, String)> = futures::stream::iter(to_sign)
+                .map(|(eid, id, checked)| {
+                    let (party, store) = (&party, &store);
+                    async move {
+                        let line = match sign(session, party, id, checked.clone(), store).await {
+                            Ok(sig) => describe(&checked, &sig),
+                            Err(e) => format!("failed: {e:#}"),
+                        };
+                        (eid, line)
+                    }
+                })
+                .buffer_unordered(SESSIONS_IN_FLIGHT)
+                .collect()
+                .await;
+            for (eid, line) in signed {
+                report.session(&format!("{eid} {line}"));
+            }
         }
         if opts.sessions.is_some_and(|n| answered >= n) {
             return Ok(());
@@ -214,46 +242,58 @@ pub async fn run(session: &mut Session, opts: &CosignOptions, report: &dyn Repor
     }
 }
 
-/// Checks one session and signs or refuses it; answers a line for the user.
-async fn answer(
+/// What a session needs after its check.
+enum Prepared {
+    /// Checked: sign it.
+    Sign(ExecutionId, Checked),
+    /// Refused or sent back (the line says why).
+    Answered(String),
+}
+
+/// Checks one session: refuses it (telling the provider why), asks for interactive signing
+/// when the named presignature is gone, or answers it ready to sign.
+async fn prepare(
     session: &mut Session,
     caches: &mut Caches,
     provider: &bitcoin::secp256k1::XOnlyPublicKey,
     s: &Value,
     opts: &CosignOptions,
     store: &FilePresignatureStore,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Prepared> {
     let eid = s["execution_id"].as_str().and_then(ExecutionId::from_hex).context("the session has no execution id")?;
     match check(session, caches, provider, s, opts).await {
         Err(refusal) => {
             refusal.log(purpose_of(s));
             let body = serde_json::json!({ "reason": refusal.abort_reason() });
             session.call("POST", &format!("/v1/mpc/sessions/{}/abort", eid.to_hex()), Some(&body)).await.ok();
-            Ok(format!("refused ({}): {}", refusal.code.as_str(), refusal.detail))
+            Ok(Prepared::Answered(format!("refused ({}): {}", refusal.code.as_str(), refusal.detail)))
         }
         Ok(checked) => {
             if let Some(id) = checked.intent.presignature {
                 if !store.available(&checked.key.public_key)?.contains(&id) {
                     let body = serde_json::json!({ "reason": format!("{NO_PRESIGNATURE} {}", id.to_hex()) });
                     session.call("POST", &format!("/v1/mpc/sessions/{}/abort", eid.to_hex()), Some(&body)).await.ok();
-                    return Ok(format!("{NO_PRESIGNATURE} {}: asked to sign interactively", id.to_hex()));
+                    return Ok(Prepared::Answered(format!("{NO_PRESIGNATURE} {}: asked to sign interactively", id.to_hex())));
                 }
             }
-            let party = caches.party(session)?;
-            let sig = sign(session, &party, eid, checked.clone(), store).await?;
-            let what = match checked.intent.purpose {
-                SpendPurpose::Withdrawal { withdrawal } => format!("withdrawal {withdrawal}"),
-                p => format!("{p:?}"),
-            };
-            Ok(format!(
-                "signed input {} of {} for {what} with key {}{}",
-                checked.intent.input.index,
-                checked.intent.psbt.unsigned_tx.compute_txid(),
-                sig.public_key,
-                if checked.intent.presignature.is_some() { " (one round, presigned)" } else { "" }
-            ))
+            Ok(Prepared::Sign(eid, checked))
         }
     }
+}
+
+/// The report line of a signed session.
+fn describe(checked: &Checked, sig: &InputSignature) -> String {
+    let what = match checked.intent.purpose {
+        SpendPurpose::Withdrawal { withdrawal } => format!("withdrawal {withdrawal}"),
+        p => format!("{p:?}"),
+    };
+    format!(
+        "signed input {} of {} for {what} with key {}{}",
+        checked.intent.input.index,
+        checked.intent.psbt.unsigned_tx.compute_txid(),
+        sig.public_key,
+        if checked.intent.presignature.is_some() { " (one round, presigned)" } else { "" }
+    )
 }
 
 fn purpose_of(s: &Value) -> SpendPurpose {
