@@ -130,12 +130,12 @@ async fn the_provider_and_the_wallet_sign_only_the_withdrawal_the_user_asked_for
     let dest = script_of(DEST);
     let signers = [PartyRole::Wallet, PartyRole::Provider];
     let withdrawal = |id| SpendPurpose::Withdrawal { withdrawal: id };
-    let intent = |purpose, psbt: Psbt| SpendIntent::new(purpose, psbt, input, &signers).unwrap();
+    let intent = |purpose, psbt: Psbt| SpendIntent::new(purpose, psbt, vec![input], &signers).unwrap();
 
     // The spend the user asked for: both sign, in one round from a presignature; the witness
     // is valid by consensus rules.
     let good = spend(prevout, &vault_script, 5_000_000, &[(dest.clone(), 1_000_000), (vault_script.clone(), 3_999_000)]);
-    let sig = vaults.sign(intent(withdrawal(asked), good.clone())).await.expect("both sign the asked-for withdrawal");
+    let sig = vaults.sign(intent(withdrawal(asked), good.clone())).await.expect("both sign the asked-for withdrawal").remove(0);
     assert_eq!(stock(), 1, "one presignature was used");
     let mut tx = good.unsigned_tx.clone();
     sig.apply_to_tx(&mut tx, 0).unwrap();
@@ -158,7 +158,7 @@ async fn the_provider_and_the_wallet_sign_only_the_withdrawal_the_user_asked_for
             .unwrap(),
     );
     let bumped = spend(prevout, &vault_script, 5_000_000, &[(dest.clone(), 1_000_000), (vault_script.clone(), 3_998_000)]);
-    let sig = vaults.sign(intent(withdrawal(asked), bumped.clone())).await.expect("a replacement that conflicts is signed");
+    let sig = vaults.sign(intent(withdrawal(asked), bumped.clone())).await.expect("a replacement that conflicts is signed").remove(0);
     let mut tx = bumped.unsigned_tx.clone();
     sig.apply_to_tx(&mut tx, 0).unwrap();
     tandem_custody::verify_input_consensus(&tx, 0, &prev).expect("the interactive signature verifies too");

@@ -7,7 +7,8 @@
 //!
 //! - [`Party::sign_input`]: full interactive signing (cggmp21 `signing(..).sign(..)`).
 //! - [`Party::issue_partial_signature`]: one round from a stored presignature, which the store
-//!   marks used on disk before the partial signature exists.
+//!   marks used on disk before the partial signature exists; [`Party::sign_inputs_presigned`]
+//!   exchanges them for any number of inputs in one message.
 //! - [`combine_partial_signatures`]: any party (or the coordinator) combines the threshold's
 //!   partial signatures and checks the result.
 
@@ -118,11 +119,8 @@ pub struct PresignatureRef<'s> {
 }
 
 impl Party {
-    /// Signs input `input.index` of `tx` in one round from presignature `presignature`, over a
-    /// link among exactly the presignature's signers (session `eid`, a fresh execution id; the
-    /// link's indices are the sorted signer roles). This party burns the presignature and issues
-    /// its partial signature ([`Party::issue_partial_signature`]), sends it to every other
-    /// signer, takes theirs, and combines: every signer ends with the verified signature.
+    /// Signs input `input.index` of `tx` in one round from presignature `presignature`: see
+    /// [`Party::sign_inputs_presigned`], for one input.
     pub async fn sign_input_presigned<'a, L: Link>(
         &self,
         key: &VaultKey,
@@ -132,22 +130,46 @@ impl Party {
         input: InputToSign,
         link: L,
     ) -> Result<InputSignature> {
+        let signed = self.sign_inputs_presigned(&[(key, presignature.id, input)], presignature.store, eid, tx, link).await?;
+        signed.into_iter().next().ok_or_else(|| CustodyError::Combine("no signature".into()))
+    }
+
+    /// Signs several inputs of `tx` in one round, each with its key from its presignature, over
+    /// a link among exactly the presignatures' signers (session `eid`, a fresh execution id; the
+    /// link's indices are the sorted signer roles). This party burns each presignature and
+    /// issues its partial signature ([`Party::issue_partial_signature`]), sends them all to
+    /// every other signer in one message, takes theirs, and combines: every signer ends with
+    /// every input's verified signature, in the order given.
+    pub async fn sign_inputs_presigned<'a, L: Link>(
+        &self,
+        inputs: &[(&VaultKey, PresignatureId, InputToSign)],
+        store: &dyn PresignatureStore,
+        eid: ExecutionId,
+        tx: impl Into<SpendTx<'a>>,
+        link: L,
+    ) -> Result<Vec<InputSignature>> {
         use futures::{SinkExt, StreamExt};
         let tx: SpendTx<'a> = tx.into();
-        let mine = self.issue_partial_signature(key, presignature.store, presignature.id, tx, input)?;
-        let signers = mine.signers.clone();
+        let library = |why: String| CustodyError::Protocol {
+            protocol: ProtocolKind::Sign,
+            eid,
+            reason: crate::error::ProtocolFailure::Library(why),
+        };
+        let mine: Vec<PartialInputSignature> = inputs
+            .iter()
+            .map(|(key, id, input)| self.issue_partial_signature(key, store, *id, tx, *input))
+            .collect::<Result<_>>()?;
+        let signers = mine.first().ok_or_else(|| library("no input to sign".into()))?.signers.clone();
+        if mine.iter().any(|p| p.signers != signers) {
+            return Err(library("the presignatures were made by different signer sets".into()));
+        }
         let (info, _) = self.open_session(ProtocolKind::Sign, eid, &signers)?;
         let failed = |e: crate::error::TransportError| CustodyError::Protocol {
             protocol: ProtocolKind::Sign,
             eid,
             reason: crate::error::ProtocolFailure::Transport(e),
         };
-        let library = |why: String| CustodyError::Protocol {
-            protocol: ProtocolKind::Sign,
-            eid,
-            reason: crate::error::ProtocolFailure::Library(why),
-        };
-        let payload = serde_json::to_vec(&mine).map_err(|e| library(format!("encoding the partial signature: {e}")))?;
+        let payload = serde_json::to_vec(&mine).map_err(|e| library(format!("encoding the partial signatures: {e}")))?;
         let finisher = link.finish_notice();
         let (mut rx, mut tx_sink) = link.split();
         let exchange = async {
@@ -155,8 +177,10 @@ impl Party {
                 let env = Envelope { eid, sender: info.me, recipient: peer, broadcast: true, seq: 0, payload: payload.clone(), abort: None };
                 tx_sink.send(env).await.map_err(failed)?;
             }
-            let mut partials = vec![mine.clone()];
-            while partials.len() < info.n as usize {
+            // Each signer's partials, by signer index.
+            let mut by_signer: Vec<Option<Vec<PartialInputSignature>>> = vec![None; info.n as usize];
+            by_signer[info.me as usize] = Some(mine.clone());
+            while by_signer.iter().any(Option::is_none) {
                 let env = rx
                     .next()
                     .await
@@ -179,26 +203,32 @@ impl Party {
                 if let Some(reason) = env.abort {
                     return Err(library(format!("party {} aborted: {reason}", env.sender)));
                 }
-                let theirs: PartialInputSignature = serde_json::from_slice(&env.payload)
-                    .map_err(|e| library(format!("party {} sent a malformed partial signature: {e}", env.sender)))?;
-                if theirs.signer != signers[env.sender as usize] {
-                    return Err(library(format!("party {} sent a partial signature as {:?}", env.sender, theirs.signer)));
+                let theirs: Vec<PartialInputSignature> = serde_json::from_slice(&env.payload)
+                    .map_err(|e| library(format!("party {} sent malformed partial signatures: {e}", env.sender)))?;
+                if theirs.len() != inputs.len() || theirs.iter().any(|p| p.signer != signers[env.sender as usize]) {
+                    return Err(library(format!("party {} sent partial signatures for other inputs or as another signer", env.sender)));
                 }
-                if partials.iter().any(|p| p.signer == theirs.signer) {
-                    return Err(library(format!("two partial signatures from {:?}", theirs.signer)));
+                if by_signer[env.sender as usize].replace(theirs).is_some() {
+                    return Err(library(format!("two sets of partial signatures from party {}", env.sender)));
                 }
-                partials.push(theirs);
             }
-            Ok(partials)
+            Ok(by_signer.into_iter().flatten().collect::<Vec<_>>())
         };
-        let partials = tokio::time::timeout(self.config.session_timeout, exchange)
+        let sets = tokio::time::timeout(self.config.session_timeout, exchange)
             .await
             .map_err(|_| CustodyError::Timeout { protocol: ProtocolKind::Sign, eid, after: self.config.session_timeout })??;
-        let signature = combine_partial_signatures(&key.public(), tx, input, &partials)?;
+        let signatures = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, (key, _, input))| {
+                let partials: Vec<PartialInputSignature> = sets.iter().map(|set| set[i].clone()).collect();
+                combine_partial_signatures(&key.public(), tx, *input, &partials)
+            })
+            .collect::<Result<Vec<_>>>()?;
         if let Some(finish) = finisher {
             finish();
         }
-        Ok(signature)
+        Ok(signatures)
     }
 }
 

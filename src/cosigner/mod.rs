@@ -471,22 +471,26 @@ impl Cosigner {
         let refuse = |code, detail: String| anyhow::Error::new(Refusal::new(me, code, detail));
         let intent = SpendIntent::from_json(&s["intent"].to_string()).map_err(|e| refuse(RefusalCode::BadIntent, e.to_string()))?;
         let members = self.members(s).map_err(|e| refuse(RefusalCode::WrongSigners, format!("{e:#}")))?;
+        // The co-signer signs interactively (it makes no presignatures): one input a session.
+        let [signing] = intent.inputs.as_slice() else {
+            return Err(refuse(RefusalCode::BadIntent, format!("{} inputs in one session; the co-signer signs one", intent.inputs.len())));
+        };
         let vault = self
             .index()?
             .vaults
             .into_iter()
-            .find(|v| v.group.id == intent.input.group)
-            .ok_or_else(|| refuse(RefusalCode::UnknownKey, format!("no vault {}", intent.input.group)))?;
+            .find(|v| v.group.id == signing.group)
+            .ok_or_else(|| refuse(RefusalCode::UnknownKey, format!("no vault {}", signing.group)))?;
         let keys = self.keys_of(&vault)?;
         let key = keys
             .iter()
             .find(|k| {
-                intent.psbt.inputs.get(intent.input.index as usize).and_then(|i| i.witness_utxo.as_ref()).map(|u| &u.script_pubkey)
+                intent.psbt.inputs.get(signing.index as usize).and_then(|i| i.witness_utxo.as_ref()).map(|u| &u.script_pubkey)
                     == Some(&k.script_pubkey())
             })
             .cloned()
             .ok_or_else(|| refuse(RefusalCode::UnknownKey, "the input spends none of this vault's keys".into()))?;
-        let input = intent.check_input(me, &key)?;
+        let input = intent.check_input(me, signing, &key)?;
         let user_scripts: HashSet<ScriptBuf> = keys.iter().map(|k| k.script_pubkey()).collect();
         // A recovery pays the one output that is not the vault's: the address the user named in
         // the session it opened with its device key.

@@ -20,12 +20,12 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use bitcoin::{Amount, ScriptBuf, SignedAmount};
-use tandem_custody::{PresignatureRef, PresignatureStore};
+use tandem_custody::PresignatureStore;
 use tandem_custody::policy::{
     parse_refusal, provider_batch_check, provider_check, BatchFacts, Payment, ProviderFacts, RefusalCode, SpendRequest,
 };
 use tandem_custody::{
-    ExecutionId, InputSignature, Party, PartyAuxInfo, PartyRole, Refusal, SessionMember, SignerGroup,
+    ExecutionId, InputSignature, IntentInput, Party, PartyAuxInfo, PartyRole, Refusal, SessionMember, SignerGroup,
     SpendIntent, SpendPurpose, VaultKey,
 };
 use tandem_gateway::relay::Role;
@@ -70,11 +70,24 @@ impl Drop for Reserved<'_> {
     }
 }
 
-/// What every attempt at signing one input shares.
+/// Ends a session on the relay when dropped while armed (`eid` set).
+struct Abandoned<'a> {
+    relay: &'a tandem_gateway::Relay,
+    me: bitcoin::secp256k1::XOnlyPublicKey,
+    eid: Option<tandem_gateway::relay::Eid>,
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if let Some(eid) = self.eid {
+            let _ = self.relay.abort(&self.me, eid, "the provider gave up the session");
+        }
+    }
+}
+
+/// What every session of one spend shares.
 struct SigningAttempt<'a> {
     vault: &'a VaultRecord,
-    key: &'a VaultKey,
-    input: tandem_custody::InputToSign,
     members: &'a [SessionMember],
     group_hex: &'a str,
 }
@@ -94,34 +107,35 @@ fn purpose_key(p: SpendPurpose) -> String {
 }
 
 impl VaultService {
-    /// Signs the intent's input with the intent's other signer, after the provider's checks.
-    /// Opens the session on the relay and waits for the partner (up to the custody session
-    /// timeout); answers the finished signature.
-    pub async fn sign(self: &Arc<Self>, intent: SpendIntent) -> Result<InputSignature, SignError> {
+    /// Signs every input the intent names with the intent's other signer, after the provider's
+    /// checks; answers their signatures in the intent's order. With the wallet, in one round:
+    /// every input the provider holds a presignature for goes into one session (the others,
+    /// and all of them if the wallet lost its halves, are signed interactively, one session
+    /// each). With the co-signer, interactively. Each session waits for the partner up to the
+    /// custody session timeout.
+    pub async fn sign(self: &Arc<Self>, intent: SpendIntent) -> Result<Vec<InputSignature>, SignError> {
         let eid = ExecutionId::random();
-        let group_hex = intent.input.group.to_string();
+        let group_hex = intent.input().group.to_string();
         let vault = self.store.vault(&group_hex).await.map_err(failed)?;
         let refuse = |code, detail: String| Refusal::new(PartyRole::Provider, code, detail);
         let checked = match vault {
             None => Err(refuse(RefusalCode::UnknownKey, format!("no vault {group_hex}"))),
             Some(vault) => self.check_spend(&intent, &vault).await.map(|key| (vault, key)),
         };
-        let (vault, key, partner) = match checked {
-            Ok((vault, (key, partner))) => (vault, key, partner),
+        let (vault, keys, partner) = match checked {
+            Ok((vault, (keys, partner))) => (vault, keys, partner),
             Err(refusal) => {
                 let account = self.store.vault(&group_hex).await.ok().flatten().map(|v| v.account_id);
                 self.record_refusal(&refusal, &intent, eid, account).await;
                 return Err(SignError::Refused(refusal));
             }
         };
-        let input = intent.check_input(PartyRole::Provider, &key).map_err(SignError::Refused)?;
         let me = self.identity.x_only_public_key().0;
         let mut members = vec![partner, SessionMember::new(PartyRole::Provider, me)];
         members.sort_by_key(|m| m.role);
 
         // Durable before the session: a crash after signing must still block a second,
-        // non-conflicting spend of the same obligation.
-        // Once per transaction: its other inputs spend the same outpoints.
+        // non-conflicting spend of the same obligation. Once per transaction.
         let tx = &intent.psbt.unsigned_tx;
         let (purpose, txid) = (purpose_key(intent.purpose), tx.compute_txid().to_string());
         let recorded = self.store.provider_signatures(&purpose).await.map_err(failed)?.iter().any(|(t, _)| *t == txid);
@@ -131,28 +145,51 @@ impl VaultService {
             self.store.record_provider_signature(&purpose, &txid, &outpoints, &eid.to_hex(), at).await.map_err(failed)?;
         }
 
-        // One round from a presignature made with the wallet, when there is one: the wallet
-        // then only checks and answers. If the wallet lost its half, sign interactively.
-        let presignature = match intent.signers.as_slice() {
-            [PartyRole::Wallet, PartyRole::Provider] if intent.presignature.is_none() => {
-                self.reserve_presignature(&key).map_err(failed)?
-            }
-            _ => None,
-        };
-        // Whatever happens below, the presignature is free again for another session (a used
-        // one is gone from the store, so it cannot be picked twice).
-        let _release = presignature.map(|id| Reserved(self, id));
-        let attempt = SigningAttempt { vault: &vault, key: &key, input, members: &members, group_hex: &group_hex };
-        match presignature {
-            Some(id) => match self.session(eid, intent.clone().with_presignature(id), &attempt).await {
-                Err(SignError::Failed(why)) if why.contains(NO_PRESIGNATURE) => {
-                    tracing::info!(presignature = %id.to_hex(), "the wallet lacks the presignature; signing interactively");
-                    self.session(ExecutionId::random(), intent, &attempt).await
+        // Presignatures held until this spend is done, whatever happens (a used one is gone
+        // from the store, so it cannot be picked twice).
+        let mut held = Vec::new();
+        let mut presigned: Vec<usize> = Vec::new();
+        let mut interactive: Vec<usize> = Vec::new();
+        for (n, key) in keys.iter().enumerate() {
+            let reserved = match intent.signers.as_slice() {
+                [PartyRole::Wallet, PartyRole::Provider] if !intent.presigned() => self.reserve_presignature(key).map_err(failed)?,
+                _ => None,
+            };
+            match reserved {
+                Some(id) => {
+                    held.push(Reserved(self, id));
+                    presigned.push(n);
                 }
-                other => other,
-            },
-            None => self.session(eid, intent, &attempt).await,
+                None => interactive.push(n),
+            }
         }
+        let attempt = SigningAttempt { vault: &vault, members: &members, group_hex: &group_hex };
+        let mut signatures: Vec<Option<InputSignature>> = vec![None; keys.len()];
+        if !presigned.is_empty() {
+            let inputs: Vec<IntentInput> = presigned.iter().map(|n| intent.inputs[*n]).collect();
+            let ids = held.iter().map(|r| r.1).collect();
+            let one_round = SpendIntent { inputs, presignatures: Vec::new(), ..intent.clone() }.with_presignatures(ids).map_err(failed)?;
+            let ks: Vec<VaultKey> = presigned.iter().map(|n| keys[*n].clone()).collect();
+            match self.session(eid, one_round, ks, &attempt).await {
+                Ok(sigs) => {
+                    for (n, sig) in presigned.iter().zip(sigs) {
+                        signatures[*n] = Some(sig);
+                    }
+                }
+                Err(SignError::Failed(why)) if why.contains(NO_PRESIGNATURE) => {
+                    tracing::info!("the wallet lacks presignatures; signing interactively");
+                    interactive.extend(presigned.iter().copied());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        interactive.sort_unstable();
+        for n in interactive {
+            let single = SpendIntent { inputs: vec![intent.inputs[n]], presignatures: Vec::new(), ..intent.clone() };
+            let sig = self.session(ExecutionId::random(), single, vec![keys[n].clone()], &attempt).await?;
+            signatures[n] = sig.into_iter().next();
+        }
+        signatures.into_iter().map(|s| s.ok_or_else(|| SignError::Failed("an input was left unsigned".into()))).collect()
     }
 
     /// A presignature for `key` that no session in flight holds, held until released.
@@ -179,15 +216,17 @@ impl VaultService {
     }
 
     /// One signing session on the relay with the partner: opened with the intent, joined in
-    /// process, interactive or (with the intent's presignature) one round.
+    /// process; one round from the intent's presignatures (any number of inputs), or
+    /// interactive (one input). `keys`: the intent's inputs' keys, in order.
     async fn session(
         self: &Arc<Self>,
         eid: ExecutionId,
         intent: SpendIntent,
+        keys: Vec<VaultKey>,
         a: &SigningAttempt<'_>,
-    ) -> Result<InputSignature, SignError> {
+    ) -> Result<Vec<InputSignature>, SignError> {
         let me = self.identity.x_only_public_key().0;
-        let group = SignerGroup { id: intent.input.group, policy: policy_of(a.vault).map_err(failed)? };
+        let group = SignerGroup { id: intent.input().group, policy: policy_of(a.vault).map_err(failed)? };
         let party = self.party(group).map_err(failed)?;
         open_session_in_process(
             &self.relay,
@@ -198,31 +237,43 @@ impl VaultService {
             Some(intent.to_json()),
         )
         .map_err(failed)?;
+        // If this future is dropped (the caller gave up, or was stopped), the session ends at
+        // once: the partner stops waiting and no work goes on for nothing.
+        let mut abandoned = Abandoned { relay: &self.relay, me, eid: Some(spec_eid(eid)) };
         let svc = self.clone();
         let members = a.members.to_vec();
         let roles: Vec<PartyRole> = members.iter().map(|m| m.role).collect();
-        let (key, input) = (a.key.clone(), a.input);
-        let (signers, psbt, presignature) = (intent.signers.clone(), intent.psbt.clone(), intent.presignature);
+        let inputs: Vec<tandem_custody::InputToSign> = intent
+            .inputs
+            .iter()
+            .zip(&keys)
+            .map(|(i, k)| intent.check_input(PartyRole::Provider, i, k))
+            .collect::<Result<_, _>>()
+            .map_err(SignError::Refused)?;
+        let (signers, psbt, presignatures) = (intent.signers.clone(), intent.psbt.clone(), intent.presignatures.clone());
         let result = run_on_thread(move || async move {
             let link = svc.join(eid, &roles, &members).await?;
-            Ok(match presignature {
-                Some(id) => party.sign_input_presigned(&key, PresignatureRef { store: &*svc.presignatures, id }, eid, &psbt, input, link).await?,
-                None => party.sign_input(&key, &signers, eid, &psbt, input, link).await?,
+            Ok(if presignatures.is_empty() {
+                vec![party.sign_input(&keys[0], &signers, eid, &psbt, inputs[0], link).await?]
+            } else {
+                let each: Vec<_> = keys.iter().zip(presignatures).zip(inputs).map(|((k, id), i)| (k, id, i)).collect();
+                party.sign_inputs_presigned(&each, &*svc.presignatures, eid, &psbt, link).await?
             })
         })
         .await;
+        abandoned.eid = None;
         let ended = self.relay.session(&me, spec_eid(eid)).ok().and_then(|v| v.ended);
         if result.is_err() {
             let _ = self.relay.abort(&me, spec_eid(eid), "done");
         }
         let partner = a.members.iter().find(|m| m.role != PartyRole::Provider).map_or(PartyRole::Wallet, |m| m.role);
         match result {
-            Ok(sig) => {
+            Ok(sigs) => {
                 tracing::info!(
-                    eid = %eid.to_hex(), purpose = ?intent.purpose, input = intent.input.index,
-                    presigned = presignature.is_some(), "input signed"
+                    eid = %eid.to_hex(), purpose = ?intent.purpose, inputs = sigs.len(), presigned = intent.presigned(),
+                    "inputs signed"
                 );
-                Ok(sig)
+                Ok(sigs)
             }
             Err(e) => {
                 let partner_role = relay_role(partner);
@@ -252,9 +303,9 @@ impl VaultService {
         }
     }
 
-    /// The provider's checks of a spend: its key share, the partner, its policy. Answers the
-    /// key and the partner.
-    async fn check_spend(&self, intent: &SpendIntent, vault: &VaultRecord) -> Result<(VaultKey, SessionMember), Refusal> {
+    /// The provider's checks of a spend: its key share of every input, the partner, its policy.
+    /// Answers the keys (in the intent's order) and the partner.
+    async fn check_spend(&self, intent: &SpendIntent, vault: &VaultRecord) -> Result<(Vec<VaultKey>, SessionMember), Refusal> {
         let me = PartyRole::Provider;
         let refuse = |code, detail: String| Refusal::new(me, code, detail);
         let internal = |e: &dyn std::fmt::Display| refuse(RefusalCode::BadIntent, format!("cannot check the spend: {e}"));
@@ -270,16 +321,14 @@ impl VaultService {
         let partner_key = partner_key
             .and_then(|k| k.parse().ok())
             .ok_or_else(|| refuse(RefusalCode::WrongSigners, format!("vault {} has no {partner_role:?}", vault.group_id)))?;
-        let key: VaultKey = match self.secrets.get(&key_record(intent.input.group, intent.input.key_index)) {
-            Ok(k) => k,
-            Err(_) => {
-                return Err(refuse(
-                    RefusalCode::UnknownKey,
-                    format!("no share of key {} of vault {}", intent.input.key_index, vault.group_id),
-                ))
-            }
-        };
-        intent.check_input(me, &key)?;
+        let mut keys = Vec::with_capacity(intent.inputs.len());
+        for input in &intent.inputs {
+            let key: VaultKey = self.secrets.get(&key_record(input.group, input.key_index)).map_err(|_| {
+                refuse(RefusalCode::UnknownKey, format!("no share of key {} of vault {}", input.key_index, vault.group_id))
+            })?;
+            intent.check_input(me, input, &key)?;
+            keys.push(key);
+        }
 
         let (scripts, obligations) = match intent.purpose {
             SpendPurpose::Withdrawal { withdrawal } => {
@@ -313,7 +362,7 @@ impl VaultService {
                 if let Some(refusal) = self.paid_before(intent).await.map_err(|e| internal(&e))? {
                     return Err(refusal);
                 }
-                return Ok((key, SessionMember::new(partner_role, partner_key)));
+                return Ok((keys, SessionMember::new(partner_role, partner_key)));
             }
             SpendPurpose::Recovery => (HashSet::new(), Vec::new()),
         };
@@ -324,7 +373,7 @@ impl VaultService {
         if let Some(refusal) = self.paid_before(intent).await.map_err(|e| internal(&e))? {
             return Err(refusal);
         }
-        Ok((key, SessionMember::new(partner_role, partner_key)))
+        Ok((keys, SessionMember::new(partner_role, partner_key)))
     }
 
     /// A second spend of the same obligation must conflict with every earlier one: the refusal
@@ -436,7 +485,7 @@ impl VaultService {
             detail: refusal.detail.clone(),
             purpose: serde_json::to_string(&intent.purpose).unwrap_or_default(),
             execution_id: eid.to_hex(),
-            group_id: Some(intent.input.group.to_string()),
+            group_id: Some(intent.input().group.to_string()),
             account_id: account,
         };
         if let Err(e) = self.store.insert_refusal(&record).await {

@@ -46,7 +46,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use futures::StreamExt as _;
 use base64::Engine as _;
 use bitcoin::consensus::encode::{deserialize, serialize_hex};
 use bitcoin::{Amount, Psbt, ScriptBuf, SignedAmount, Transaction, Witness};
@@ -633,16 +632,32 @@ impl SettlementService {
             _ => self.config.signing_deadline,
         };
         let until = tokio::time::Instant::now() + left.max(Duration::from_millis(100));
+        // Each wallet's inputs of one vault in one request (one session when its presignatures
+        // are ready), every wallet at once.
         let wallets = by_holder.into_iter().map(|(holder, inputs)| async move {
-            // A few of the wallet's inputs at a time: each session waits mostly on round trips.
-            let signed: Vec<anyhow::Result<bool>> = futures::stream::iter(inputs)
-                .map(|(index, group, key_index)| self.sign_vault_input(b, version, psbt, purpose, &signers, holder, until, (index, group, key_index)))
-                .buffer_unordered(INPUTS_IN_FLIGHT)
-                .collect()
-                .await;
-            for outcome in signed {
-                if !outcome? {
-                    return Ok::<_, anyhow::Error>(Some(holder));
+            let mut by_group: BTreeMap<String, Vec<IntentInput>> = BTreeMap::new();
+            for (index, group, key_index) in inputs {
+                let input = IntentInput { index: index as u32, group: group.parse::<GroupId>()?, key_index };
+                by_group.entry(group).or_default().push(input);
+            }
+            for (_, inputs) in by_group {
+                let indexes: Vec<u32> = inputs.iter().map(|i| i.index).collect();
+                let intent = SpendIntent::new(purpose, psbt.clone(), inputs, &signers)?;
+                // A wallet that never answers must not hold the batch past its deadline.
+                let signed = tokio::time::timeout_at(until, self.vaults.sign(intent))
+                    .await
+                    .unwrap_or_else(|_| Err(SignError::Failed("no answer before the signing deadline".into())));
+                match signed {
+                    Ok(sigs) => {
+                        for (index, sig) in indexes.iter().zip(sigs) {
+                            self.store.add_batch_signature(b.id, version, *index, &serialize_hex(&sig.witness())).await?;
+                            self.crash(CrashPoint::InputSigned)?;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(batch = b.id, version, inputs = indexes.len(), holder, error = %e, "batch inputs not signed yet");
+                        return Ok::<_, anyhow::Error>(Some(holder));
+                    }
                 }
             }
             Ok(None)
@@ -654,44 +669,6 @@ impl SettlementService {
             }
         }
         Ok(late)
-    }
-
-    /// Signs one vault input through custody and stores its signature; false if the partner
-    /// did not sign (yet).
-    #[allow(clippy::too_many_arguments)]
-    async fn sign_vault_input(
-        &self,
-        b: &BatchRecord,
-        version: u32,
-        psbt: &Psbt,
-        purpose: SpendPurpose,
-        signers: &[PartyRole],
-        holder: u64,
-        until: tokio::time::Instant,
-        (index, group, key_index): (usize, String, u64),
-    ) -> anyhow::Result<bool> {
-        let intent = SpendIntent {
-            purpose,
-            psbt: psbt.clone(),
-            input: IntentInput { index: index as u32, group: group.parse::<GroupId>()?, key_index },
-            signers: signers.to_vec(),
-            presignature: None,
-        };
-        // A wallet that never answers must not hold the batch past its deadline.
-        let signed = tokio::time::timeout_at(until, self.vaults.sign(intent))
-            .await
-            .unwrap_or_else(|_| Err(SignError::Failed("no answer before the signing deadline".into())));
-        match signed {
-            Ok(sig) => {
-                self.store.add_batch_signature(b.id, version, index as u32, &serialize_hex(&sig.witness())).await?;
-                self.crash(CrashPoint::InputSigned)?;
-                Ok(true)
-            }
-            Err(e) => {
-                tracing::warn!(batch = b.id, version, input = index, holder, error = %e, "batch input not signed yet");
-                Ok(false)
-            }
-        }
     }
 
     /// Puts the stored signatures of `version` into its transaction and stores that, before it
@@ -853,9 +830,6 @@ impl SettlementService {
         }
     }
 }
-
-/// Inputs of one wallet being signed at once (each its own session with the wallet).
-const INPUTS_IN_FLIGHT: usize = 8;
 
 /// Each RBF bump adds at least this per vbyte (Bitcoin Core's incremental relay fee, rounded up).
 const BUMP_INCREMENT_SAT_PER_VB: u64 = 1;

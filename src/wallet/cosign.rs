@@ -24,14 +24,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use futures::StreamExt as _;
 use bitcoin::{Amount, ScriptBuf, SignedAmount};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tandem_custody::policy::{wallet_check, Payment, RefusalCode, SpendRequest, WalletFacts};
 use tandem_custody::{
-    ExecutionId, FilePresignatureStore, InputSignature, Party, PartyRole, PresignatureRef, PresignatureStore, Refusal,
+    ExecutionId, FilePresignatureStore, InputSignature, Party, PartyRole, PresignatureStore, Refusal,
     SessionMember,
     SpendIntent, SpendPurpose, VaultKey,
 };
@@ -51,8 +50,8 @@ const SIGNED_PREFIX: &str = "signed-";
 /// How long one long-poll for new sessions waits.
 const POLL: Duration = Duration::from_secs(10);
 const JOIN: Duration = Duration::from_secs(30);
-/// Sessions signed at once (a batch's inputs come as sessions of their own).
-const SESSIONS_IN_FLIGHT: usize = 8;
+/// Sessions signed at once; more wait their turn.
+const SIGNING_AT_ONCE: usize = 4;
 
 /// A BTC withdrawal the user asked for from this wallet.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -171,27 +170,50 @@ pub async fn run(session: &mut Session, opts: &CosignOptions, report: &dyn Repor
     let provider = provider_info(session).await?;
     let me = session.device().keypair().x_only_public_key().0;
     report.status(&format!("waiting for signing sessions for device {me} at {}", session.file.provider_url));
-    let store = session.presignature_store()?;
+    let store = Arc::new(session.presignature_store()?);
     let mut cursor = 0u64;
     let mut answered = 0usize;
     let mut idle = true;
     let mut caches = Caches::default();
+    // Sessions being signed in the background, and their report lines: a partner that vanished
+    // mid-session holds only its own session (until the custody timeout), never the signer.
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let mut in_flight = 0usize;
+    let permits = Arc::new(tokio::sync::Semaphore::new(SIGNING_AT_ONCE));
     loop {
-        if idle && opts.presignatures > 0 {
+        while let Ok(line) = done_rx.try_recv() {
+            report.session(&line);
+            in_flight -= 1;
+            answered += 1;
+        }
+        if opts.sessions.is_some_and(|n| answered >= n) {
+            return Ok(());
+        }
+        if idle && in_flight == 0 && opts.presignatures > 0 {
             match top_up(session, &mut caches, &provider, &store, opts.presignatures).await {
                 Ok(Some(line)) => report.status(&line),
                 Ok(None) => {}
                 Err(e) => report.status(&format!("could not make a presignature ({e:#})")),
             }
         }
-        // Short polls while the stock is being topped up, long ones once it is full.
-        let wait = if idle && opts.presignatures > 0 && stock_low(session, &mut caches, &store, opts.presignatures) {
+        // No wait while the stock is being topped up, long ones otherwise.
+        let wait = if idle && in_flight == 0 && opts.presignatures > 0 && stock_low(session, &mut caches, &store, opts.presignatures) {
             Duration::ZERO
         } else {
             POLL
         };
         let path = format!("/v1/mpc/sessions?after={cursor}&wait_ms={}", wait.as_millis());
-        let reply = match session.call("GET", &path, None).await {
+        // A session signed in the background is reported as soon as it is done.
+        let polled = tokio::select! {
+            polled = session.call("GET", &path, None) => polled,
+            Some(line) = done_rx.recv() => {
+                report.session(&line);
+                in_flight -= 1;
+                answered += 1;
+                continue;
+            }
+        };
+        let reply = match polled {
             Ok(r) => r,
             Err(e) => {
                 report.status(&format!("cannot list sessions ({e:#}); retrying"));
@@ -202,42 +224,39 @@ pub async fn run(session: &mut Session, opts: &CosignOptions, report: &dyn Repor
         cursor = reply["last_seq"].as_u64().unwrap_or(cursor);
         let sessions: Vec<&Value> = reply["sessions"].as_array().into_iter().flatten().filter(|s| s["protocol"] == "sign").collect();
         idle = sessions.is_empty();
-        // Checked one by one (cheap: what a batch needs is checked once), then signed together:
-        // a batch's inputs arrive as sessions of their own, a few at a time.
-        let mut to_sign = Vec::new();
         for s in sessions {
             session.reload()?;
             let eid = s["execution_id"].as_str().unwrap_or("?").to_owned();
             match prepare(session, &mut caches, &provider.identity, s, opts, &store).await {
-                Ok(Prepared::Sign(id, checked)) => to_sign.push((eid, id, checked)),
-                Ok(Prepared::Answered(line)) => report.session(&format!("{eid} {line}")),
-                Err(e) => report.session(&format!("{eid} failed: {e:#}")),
-            }
-            answered += 1;
-        }
-        if !to_sign.is_empty() {
-            let party = caches.party(session)?;
-            let session: &Session = session;
-            let signed: Vec<(String, String)> = futures::stream::iter(to_sign)
-                .map(|(eid, id, checked)| {
-                    let (party, store) = (&party, &store);
-                    async move {
-                        let line = match sign(session, party, id, checked.clone(), store).await {
-                            Ok(sig) => describe(&checked, &sig),
+                Ok(Prepared::Sign(id, checked)) => {
+                    let signer = Signer {
+                        base: session.file.provider_url.clone(),
+                        auth: session.auth().clone(),
+                        identity: *session.device().keypair(),
+                        party: caches.party(session)?,
+                        store: store.clone(),
+                    };
+                    let (done, permits) = (done_tx.clone(), permits.clone());
+                    in_flight += 1;
+                    tokio::spawn(async move {
+                        // A few at a time: interactive signing is CPU-bound.
+                        let _permit = permits.acquire_owned().await;
+                        let line = match signer.sign(id, checked.clone()).await {
+                            Ok(sigs) => describe(&checked, &sigs),
                             Err(e) => format!("failed: {e:#}"),
                         };
-                        (eid, line)
-                    }
-                })
-                .buffer_unordered(SESSIONS_IN_FLIGHT)
-                .collect()
-                .await;
-            for (eid, line) in signed {
-                report.session(&format!("{eid} {line}"));
+                        let _ = done.send(format!("{eid} {line}"));
+                    });
+                }
+                Ok(Prepared::Answered(line)) => {
+                    report.session(&format!("{eid} {line}"));
+                    answered += 1;
+                }
+                Err(e) => {
+                    report.session(&format!("{eid} failed: {e:#}"));
+                    answered += 1;
+                }
             }
-        }
-        if opts.sessions.is_some_and(|n| answered >= n) {
-            return Ok(());
         }
     }
 }
@@ -269,8 +288,8 @@ async fn prepare(
             Ok(Prepared::Answered(format!("refused ({}): {}", refusal.code.as_str(), refusal.detail)))
         }
         Ok(checked) => {
-            if let Some(id) = checked.intent.presignature {
-                if !store.available(&checked.key.public_key)?.contains(&id) {
+            for (id, key) in checked.intent.presignatures.iter().zip(&checked.keys) {
+                if !store.available(&key.public_key)?.contains(id) {
                     let body = serde_json::json!({ "reason": format!("{NO_PRESIGNATURE} {}", id.to_hex()) });
                     session.call("POST", &format!("/v1/mpc/sessions/{}/abort", eid.to_hex()), Some(&body)).await.ok();
                     return Ok(Prepared::Answered(format!("{NO_PRESIGNATURE} {}: asked to sign interactively", id.to_hex())));
@@ -282,17 +301,21 @@ async fn prepare(
 }
 
 /// The report line of a signed session.
-fn describe(checked: &Checked, sig: &InputSignature) -> String {
+fn describe(checked: &Checked, sigs: &[InputSignature]) -> String {
     let what = match checked.intent.purpose {
         SpendPurpose::Withdrawal { withdrawal } => format!("withdrawal {withdrawal}"),
         p => format!("{p:?}"),
     };
+    let inputs: Vec<String> = checked.intent.inputs.iter().map(|i| i.index.to_string()).collect();
+    let keys: Vec<String> = sigs.iter().map(|s| s.public_key.to_string()).collect();
     format!(
-        "signed input {} of {} for {what} with key {}{}",
-        checked.intent.input.index,
+        "signed input{} {} of {} for {what} with key{} {}{}",
+        if inputs.len() == 1 { "" } else { "s" },
+        inputs.join(", "),
         checked.intent.psbt.unsigned_tx.compute_txid(),
-        sig.public_key,
-        if checked.intent.presignature.is_some() { " (one round, presigned)" } else { "" }
+        if keys.len() == 1 { "" } else { "s" },
+        keys.join(", "),
+        if checked.intent.presigned() { " (one round, presigned)" } else { "" }
     )
 }
 
@@ -303,7 +326,8 @@ fn purpose_of(s: &Value) -> SpendPurpose {
 #[derive(Clone)]
 struct Checked {
     intent: SpendIntent,
-    key: VaultKey,
+    /// The key of each of the intent's inputs, in order.
+    keys: Vec<VaultKey>,
     members: Vec<SessionMember>,
 }
 
@@ -331,14 +355,18 @@ async fn check(
         return Err(refuse(RefusalCode::WrongSigners, format!("session parties {roles:?}, intent signers {:?}", intent.signers)));
     }
     let keys = caches.keys(session).map_err(|e| refuse(RefusalCode::UnknownKey, format!("{e:#}")))?;
-    let input_script = intent.psbt.inputs.get(intent.input.index as usize).and_then(|i| i.witness_utxo.as_ref());
-    let key = keys
-        .iter()
-        .find(|k| input_script.is_some_and(|u| u.script_pubkey == k.script_pubkey()))
-        .cloned()
-        .ok_or_else(|| refuse(RefusalCode::UnknownKey, format!("input {} does not spend any key of this wallet", intent.input.index)))?;
-    intent.check_input(me, &key)?;
-    let own: HashSet<ScriptBuf> = keys.iter().map(|k| k.script_pubkey()).collect();
+    let by_script: HashMap<ScriptBuf, &VaultKey> = keys.iter().map(|k| (k.script_pubkey(), k)).collect();
+    let mut signing = Vec::with_capacity(intent.inputs.len());
+    for input in &intent.inputs {
+        let script = intent.psbt.inputs.get(input.index as usize).and_then(|i| i.witness_utxo.as_ref()).map(|u| &u.script_pubkey);
+        let key = script
+            .and_then(|s| by_script.get(s))
+            .map(|k| (*k).clone())
+            .ok_or_else(|| refuse(RefusalCode::UnknownKey, format!("input {} does not spend any key of this wallet", input.index)))?;
+        intent.check_input(me, input, &key)?;
+        signing.push(key);
+    }
+    let own: HashSet<ScriptBuf> = by_script.keys().cloned().collect();
 
     let (requested, request_name) = match intent.purpose {
         SpendPurpose::Withdrawal { withdrawal } => {
@@ -394,7 +422,7 @@ async fn check(
             list.push(signed);
         }
     }
-    Ok(Checked { intent, key, members })
+    Ok(Checked { intent, keys: signing, members })
 }
 
 /// What this account's part in batch `batch` may take from its vault, and the part the ledger
@@ -590,25 +618,32 @@ async fn top_up(
     Ok(Some(format!("presignature made for key {} ({have} ready)", key.public_key)))
 }
 
-/// Joins the session over the relay and signs: in one round from the intent's presignature,
-/// or interactively.
-async fn sign(
-    session: &Session,
-    party: &Party,
-    eid: ExecutionId,
-    c: Checked,
-    store: &FilePresignatureStore,
-) -> anyhow::Result<InputSignature> {
-    let roles: Vec<PartyRole> = c.members.iter().map(|m| m.role).collect();
-    let base = session.file.provider_url.clone();
-    let link = HttpRelayLink::connect(&base, session.auth().clone(), eid, PartyRole::Wallet, &roles, JOIN)
-        .await?
-        .secure(session.device().keypair(), &c.members)?;
-    let input = c.intent.check_input(PartyRole::Wallet, &c.key)?;
-    Ok(match c.intent.presignature {
-        Some(id) => party.sign_input_presigned(&c.key, PresignatureRef { store, id }, eid, &c.intent.psbt, input, link).await?,
-        None => party.sign_input(&c.key, &c.intent.signers, eid, &c.intent.psbt, input, link).await?,
-    })
+/// What signing a checked session needs, owned, so it runs beside the signer's loop.
+struct Signer {
+    base: String,
+    auth: crate::client::Auth,
+    identity: bitcoin::secp256k1::Keypair,
+    party: Arc<Party>,
+    store: Arc<FilePresignatureStore>,
+}
+
+impl Signer {
+    /// Joins the session over the relay and signs: every input in one round from the intent's
+    /// presignatures, or its one input interactively.
+    async fn sign(&self, eid: ExecutionId, c: Checked) -> anyhow::Result<Vec<InputSignature>> {
+        let roles: Vec<PartyRole> = c.members.iter().map(|m| m.role).collect();
+        let link = HttpRelayLink::connect(&self.base, self.auth.clone(), eid, PartyRole::Wallet, &roles, JOIN)
+            .await?
+            .secure(&self.identity, &c.members)?;
+        let inputs: Vec<_> =
+            c.intent.inputs.iter().zip(&c.keys).map(|(i, k)| c.intent.check_input(PartyRole::Wallet, i, k)).collect::<Result<_, _>>()?;
+        Ok(if c.intent.presigned() {
+            let each: Vec<_> = c.keys.iter().zip(c.intent.presignatures.iter().copied()).zip(inputs).map(|((k, id), i)| (k, id, i)).collect();
+            self.party.sign_inputs_presigned(&each, &*self.store, eid, &c.intent.psbt, link).await?
+        } else {
+            vec![self.party.sign_input(&c.keys[0], &c.intent.signers, eid, &c.intent.psbt, inputs[0], link).await?]
+        })
+    }
 }
 
 #[cfg(test)]

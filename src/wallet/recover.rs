@@ -145,7 +145,7 @@ pub async fn recover(session: &Session, opts: &RecoverOptions) -> anyhow::Result
             .context("an output of the scan pays none of the wallet's keys")?;
         let key_index = keys.iter().position(|k| k.script_pubkey() == u.txout.script_pubkey).unwrap_or(0) as u64;
         let input = IntentInput { index: i as u32, group: vault.group.id, key_index };
-        let intent = SpendIntent::new(SpendPurpose::Recovery, psbt.clone(), input, &signers)?;
+        let intent = SpendIntent::new(SpendPurpose::Recovery, psbt.clone(), vec![input], &signers)?;
         let eid = ExecutionId::random();
         let intent_json: Value = serde_json::from_str(&intent.to_json())?;
         open_session_http(&mut c, &auth, eid, tandem_custody::ProtocolKind::Sign, &members, Some(&intent_json))
@@ -154,7 +154,7 @@ pub async fn recover(session: &Session, opts: &RecoverOptions) -> anyhow::Result
         let link = HttpRelayLink::connect(&base, auth.clone(), eid, PartyRole::Wallet, &signers, JOIN)
             .await?
             .secure(session.device().keypair(), &members)?;
-        let to_sign = intent.check_input(PartyRole::Wallet, key)?;
+        let to_sign = intent.check_input(PartyRole::Wallet, &input, key)?;
         let sig = match party.sign_input(key, &signers, eid, &psbt, to_sign, link).await {
             Ok(sig) => sig,
             Err(e) => {
