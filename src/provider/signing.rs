@@ -61,6 +61,9 @@ struct BookedBatchFacts {
 /// names; the provider then signs interactively.
 pub const NO_PRESIGNATURE: &str = "no presignature";
 
+/// Sessions tried in one round before the inputs left are signed interactively.
+const MAX_PRESIGNED_ATTEMPTS: usize = 4;
+
 /// A presignature held by a session in flight; released when dropped.
 struct Reserved<'a>(&'a VaultService, tandem_custody::PresignatureId);
 
@@ -145,44 +148,63 @@ impl VaultService {
             self.store.record_provider_signature(&purpose, &txid, &outpoints, &eid.to_hex(), at).await.map_err(failed)?;
         }
 
-        // Presignatures held until this spend is done, whatever happens (a used one is gone
-        // from the store, so it cannot be picked twice).
-        let mut held = Vec::new();
-        let mut presigned: Vec<usize> = Vec::new();
-        let mut interactive: Vec<usize> = Vec::new();
-        for (n, key) in keys.iter().enumerate() {
-            let reserved = match intent.signers.as_slice() {
-                [PartyRole::Wallet, PartyRole::Provider] if !intent.presigned() => self.reserve_presignature(key).map_err(failed)?,
-                _ => None,
-            };
-            match reserved {
-                Some(id) => {
-                    held.push(Reserved(self, id));
-                    presigned.push(n);
-                }
-                None => interactive.push(n),
-            }
-        }
+        // One round for every input the provider holds a presignature for. A presignature the
+        // wallet says it lacks (its half was lost: a crash mid-presign) can never be used: it is
+        // burned, and the session tried again with the others.
         let attempt = SigningAttempt { vault: &vault, members: &members, group_hex: &group_hex };
         let mut signatures: Vec<Option<InputSignature>> = vec![None; keys.len()];
-        if !presigned.is_empty() {
+        let one_round = matches!(intent.signers.as_slice(), [PartyRole::Wallet, PartyRole::Provider]) && !intent.presigned();
+        let mut interactive: Vec<usize> = if one_round { Vec::new() } else { (0..keys.len()).collect() };
+        let mut pending: Vec<usize> = if one_round { (0..keys.len()).collect() } else { Vec::new() };
+        for _ in 0..MAX_PRESIGNED_ATTEMPTS {
+            if pending.is_empty() {
+                break;
+            }
+            // Held until this attempt is over, whatever happens (a used one is gone from the
+            // store, so it cannot be picked twice).
+            let mut held = Vec::new();
+            let mut presigned = Vec::new();
+            for n in std::mem::take(&mut pending) {
+                match self.reserve_presignature(&keys[n]).map_err(failed)? {
+                    Some(id) => {
+                        held.push(Reserved(self, id));
+                        presigned.push(n);
+                    }
+                    None => interactive.push(n),
+                }
+            }
+            if presigned.is_empty() {
+                break;
+            }
+            let ids: Vec<tandem_custody::PresignatureId> = held.iter().map(|r| r.1).collect();
             let inputs: Vec<IntentInput> = presigned.iter().map(|n| intent.inputs[*n]).collect();
-            let ids = held.iter().map(|r| r.1).collect();
-            let one_round = SpendIntent { inputs, presignatures: Vec::new(), ..intent.clone() }.with_presignatures(ids).map_err(failed)?;
+            let session_intent =
+                SpendIntent { inputs, presignatures: Vec::new(), ..intent.clone() }.with_presignatures(ids.clone()).map_err(failed)?;
             let ks: Vec<VaultKey> = presigned.iter().map(|n| keys[*n].clone()).collect();
-            match self.session(eid, one_round, ks, &attempt).await {
+            match self.session(ExecutionId::random(), session_intent, ks, &attempt).await {
                 Ok(sigs) => {
                     for (n, sig) in presigned.iter().zip(sigs) {
                         signatures[*n] = Some(sig);
                     }
                 }
                 Err(SignError::Failed(why)) if why.contains(NO_PRESIGNATURE) => {
-                    tracing::info!("the wallet lacks presignatures; signing interactively");
-                    interactive.extend(presigned.iter().copied());
+                    let lost: Vec<_> = ids.iter().filter(|id| why.contains(&id.to_hex())).copied().collect();
+                    tracing::info!(lost = lost.len(), "the wallet lacks presignatures; burning those and trying again");
+                    for id in &lost {
+                        if let Err(e) = self.presignatures.consume(id) {
+                            tracing::warn!(presignature = %id.to_hex(), error = %e, "could not burn a presignature");
+                        }
+                    }
+                    if lost.is_empty() {
+                        interactive.extend(presigned);
+                    } else {
+                        pending = presigned;
+                    }
                 }
                 Err(e) => return Err(e),
             }
         }
+        interactive.extend(pending);
         interactive.sort_unstable();
         for n in interactive {
             let single = SpendIntent { inputs: vec![intent.inputs[n]], presignatures: Vec::new(), ..intent.clone() };

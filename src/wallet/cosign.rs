@@ -288,12 +288,18 @@ async fn prepare(
             Ok(Prepared::Answered(format!("refused ({}): {}", refusal.code.as_str(), refusal.detail)))
         }
         Ok(checked) => {
+            let mut missing = Vec::new();
             for (id, key) in checked.intent.presignatures.iter().zip(&checked.keys) {
                 if !store.available(&key.public_key)?.contains(id) {
-                    let body = serde_json::json!({ "reason": format!("{NO_PRESIGNATURE} {}", id.to_hex()) });
-                    session.call("POST", &format!("/v1/mpc/sessions/{}/abort", eid.to_hex()), Some(&body)).await.ok();
-                    return Ok(Prepared::Answered(format!("{NO_PRESIGNATURE} {}: asked to sign interactively", id.to_hex())));
+                    missing.push(id.to_hex());
                 }
+            }
+            if !missing.is_empty() {
+                // As many as the abort reason holds; the provider asks again for the rest.
+                let named: Vec<String> = missing.iter().take(2).cloned().collect();
+                let body = serde_json::json!({ "reason": format!("{NO_PRESIGNATURE} {}", named.join(" ")) });
+                session.call("POST", &format!("/v1/mpc/sessions/{}/abort", eid.to_hex()), Some(&body)).await.ok();
+                return Ok(Prepared::Answered(format!("{NO_PRESIGNATURE} {}: asked to sign without it", named.join(", "))));
             }
             Ok(Prepared::Sign(eid, checked))
         }
