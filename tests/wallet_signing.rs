@@ -145,6 +145,13 @@ async fn the_provider_and_the_wallet_sign_only_the_withdrawal_the_user_asked_for
     // A fee bump of the same spend (it conflicts: same input) is signed too. The wallet lost
     // its presignatures meanwhile (a new device, say): the provider falls back to interactive
     // signing when the wallet says it lacks the one named.
+    // The wallet combines after the provider (it sends its partial first): let it finish and
+    // say so before it goes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::fs::read_to_string(tmp.path().join("cosign.log")).unwrap_or_default().contains("(one round, presigned)") {
+        assert!(std::time::Instant::now() < deadline, "the wallet never reported its signature; see cosign.log");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     drop(cosign);
     std::fs::remove_dir_all(tmp.path().join("wallet.json.presignatures")).unwrap();
     let log = std::fs::File::options().append(true).open(tmp.path().join("cosign.log")).unwrap();

@@ -121,28 +121,33 @@ pub struct PresignatureRef<'s> {
 impl Party {
     /// Signs input `input.index` of `tx` in one round from presignature `presignature`: see
     /// [`Party::sign_inputs_presigned`], for one input.
+    #[allow(clippy::too_many_arguments)]
     pub async fn sign_input_presigned<'a, L: Link>(
         &self,
         key: &VaultKey,
         presignature: PresignatureRef<'_>,
+        signers: &[PartyRole],
         eid: ExecutionId,
         tx: impl Into<SpendTx<'a>>,
         input: InputToSign,
         link: L,
     ) -> Result<InputSignature> {
-        let signed = self.sign_inputs_presigned(&[(key, presignature.id, input)], presignature.store, eid, tx, link).await?;
+        let signed = self.sign_inputs_presigned(&[(key, presignature.id, input)], signers, presignature.store, eid, tx, link).await?;
         signed.into_iter().next().ok_or_else(|| CustodyError::Combine("no signature".into()))
     }
 
     /// Signs several inputs of `tx` in one round, each with its key from its presignature, over
     /// a link among exactly the presignatures' signers (session `eid`, a fresh execution id; the
-    /// link's indices are the sorted signer roles). This party burns each presignature and
-    /// issues its partial signature ([`Party::issue_partial_signature`]), sends them all to
-    /// every other signer in one message, takes theirs, and combines: every signer ends with
+    /// link's indices are the sorted signer roles). Every signer burns its presignatures and
+    /// issues its partial signatures ([`Party::issue_partial_signature`]) only once it has the
+    /// partials of every signer before it in role order, and sends them all to every other
+    /// signer in one message; then combines. So a session the first signer refuses, or cannot
+    /// join (it lacks a presignature), costs the others none of theirs. Every signer ends with
     /// every input's verified signature, in the order given.
     pub async fn sign_inputs_presigned<'a, L: Link>(
         &self,
         inputs: &[(&VaultKey, PresignatureId, InputToSign)],
+        signers: &[PartyRole],
         store: &dyn PresignatureStore,
         eid: ExecutionId,
         tx: impl Into<SpendTx<'a>>,
@@ -155,32 +160,45 @@ impl Party {
             eid,
             reason: crate::error::ProtocolFailure::Library(why),
         };
-        let mine: Vec<PartialInputSignature> = inputs
-            .iter()
-            .map(|(key, id, input)| self.issue_partial_signature(key, store, *id, tx, *input))
-            .collect::<Result<_>>()?;
-        let signers = mine.first().ok_or_else(|| library("no input to sign".into()))?.signers.clone();
-        if mine.iter().any(|p| p.signers != signers) {
-            return Err(library("the presignatures were made by different signer sets".into()));
-        }
-        let (info, _) = self.open_session(ProtocolKind::Sign, eid, &signers)?;
         let failed = |e: crate::error::TransportError| CustodyError::Protocol {
             protocol: ProtocolKind::Sign,
             eid,
             reason: crate::error::ProtocolFailure::Transport(e),
         };
-        let payload = serde_json::to_vec(&mine).map_err(|e| library(format!("encoding the partial signatures: {e}")))?;
+        if inputs.is_empty() {
+            return Err(library("no input to sign".into()));
+        }
+        // The presignatures' signer set (each is checked against it when it is burned).
+        let signers = self.group.check_signers(signers, Some(self.role))?;
+        let (info, _) = self.open_session(ProtocolKind::Sign, eid, &signers)?;
         let finisher = link.finish_notice();
+        let aborter = link.abort_sender();
         let (mut rx, mut tx_sink) = link.split();
         let exchange = async {
-            for peer in (0..info.n).filter(|i| *i != info.me) {
-                let env = Envelope { eid, sender: info.me, recipient: peer, broadcast: true, seq: 0, payload: payload.clone(), abort: None };
-                tx_sink.send(env).await.map_err(failed)?;
-            }
             // Each signer's partials, by signer index.
             let mut by_signer: Vec<Option<Vec<PartialInputSignature>>> = vec![None; info.n as usize];
-            by_signer[info.me as usize] = Some(mine.clone());
-            while by_signer.iter().any(Option::is_none) {
+            let mut sent = false;
+            loop {
+                if !sent && by_signer[..info.me as usize].iter().all(Option::is_some) {
+                    let mine: Vec<PartialInputSignature> = inputs
+                        .iter()
+                        .map(|(key, id, input)| self.issue_partial_signature(key, store, *id, tx, *input))
+                        .collect::<Result<_>>()?;
+                    if mine.iter().any(|p| p.signers != signers) {
+                        return Err(library("the presignatures were made by different signer sets".into()));
+                    }
+                    let payload =
+                        serde_json::to_vec(&mine).map_err(|e| library(format!("encoding the partial signatures: {e}")))?;
+                    for peer in (0..info.n).filter(|i| *i != info.me) {
+                        let env = Envelope { eid, sender: info.me, recipient: peer, broadcast: true, seq: 0, payload: payload.clone(), abort: None };
+                        tx_sink.send(env).await.map_err(failed)?;
+                    }
+                    by_signer[info.me as usize] = Some(mine);
+                    sent = true;
+                }
+                if by_signer.iter().all(Option::is_some) {
+                    break;
+                }
                 let env = rx
                     .next()
                     .await
@@ -214,9 +232,24 @@ impl Party {
             }
             Ok(by_signer.into_iter().flatten().collect::<Vec<_>>())
         };
-        let sets = tokio::time::timeout(self.config.session_timeout, exchange)
-            .await
-            .map_err(|_| CustodyError::Timeout { protocol: ProtocolKind::Sign, eid, after: self.config.session_timeout })??;
+        let sets = match tokio::time::timeout(self.config.session_timeout, exchange).await {
+            Ok(Ok(sets)) => sets,
+            failure => {
+                let err = match failure {
+                    Ok(Err(e)) => e,
+                    _ => CustodyError::Timeout { protocol: ProtocolKind::Sign, eid, after: self.config.session_timeout },
+                };
+                // The others need not wait for their deadline (unless they are the ones who
+                // gave up).
+                let peer_aborted = matches!(&err, CustodyError::Protocol { reason: crate::error::ProtocolFailure::Library(why), .. } if why.contains("aborted"));
+                if let (Some(send), false) = (aborter, peer_aborted) {
+                    for peer in (0..info.n).filter(|j| *j != info.me) {
+                        send(Envelope { eid, sender: info.me, recipient: peer, broadcast: false, seq: 0, payload: Vec::new(), abort: Some("signing failed".into()) });
+                    }
+                }
+                return Err(err);
+            }
+        };
         let signatures = inputs
             .iter()
             .enumerate()

@@ -279,7 +279,7 @@ impl VaultService {
                 vec![party.sign_input(&keys[0], &signers, eid, &psbt, inputs[0], link).await?]
             } else {
                 let each: Vec<_> = keys.iter().zip(presignatures).zip(inputs).map(|((k, id), i)| (k, id, i)).collect();
-                party.sign_inputs_presigned(&each, &*svc.presignatures, eid, &psbt, link).await?
+                party.sign_inputs_presigned(&each, &signers, &*svc.presignatures, eid, &psbt, link).await?
             })
         })
         .await;

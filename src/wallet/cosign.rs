@@ -645,7 +645,7 @@ impl Signer {
             c.intent.inputs.iter().zip(&c.keys).map(|(i, k)| c.intent.check_input(PartyRole::Wallet, i, k)).collect::<Result<_, _>>()?;
         Ok(if c.intent.presigned() {
             let each: Vec<_> = c.keys.iter().zip(c.intent.presignatures.iter().copied()).zip(inputs).map(|((k, id), i)| (k, id, i)).collect();
-            self.party.sign_inputs_presigned(&each, &*self.store, eid, &c.intent.psbt, link).await?
+            self.party.sign_inputs_presigned(&each, &c.intent.signers, &*self.store, eid, &c.intent.psbt, link).await?
         } else {
             vec![self.party.sign_input(&c.keys[0], &c.intent.signers, eid, &c.intent.psbt, inputs[0], link).await?]
         })

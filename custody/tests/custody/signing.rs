@@ -185,7 +185,8 @@ fn presigned_signing_over_a_link_gives_every_signer_the_signature() {
             .into_iter()
             .map(|(role, ep)| {
                 let i = role.index() as usize;
-                Box::pin(g.party(role).sign_input_presigned(&keys[i], PresignatureRef { store: &stores[i], id: pid }, eid, &spend, input0(), ep))
+                let store = PresignatureRef { store: &stores[i], id: pid };
+                Box::pin(g.party(role).sign_input_presigned(&keys[i], store, &signers, eid, &spend, input0(), ep))
                     as BoxFut<'_, _>
             })
             .collect();
@@ -194,7 +195,9 @@ fn presigned_signing_over_a_link_gives_every_signer_the_signature() {
     let sigs: Vec<InputSignature> = sign(ExecutionId::random()).into_iter().map(|r| r.expect("one round")).collect();
     assert_eq!(sigs[0], sigs[1]);
     verify_spend(&keys[0], &funding, &spend, &sigs[0]);
-    for r in sign(ExecutionId::random()) {
-        assert!(matches!(r, Err(CustodyError::PresignatureAlreadyUsed(_))), "{r:?}");
-    }
+    // Again with the same presignature: the first signer finds it used and says so; the other
+    // never gets to burn anything.
+    let again = sign(ExecutionId::random());
+    assert!(matches!(again[0], Err(CustodyError::PresignatureAlreadyUsed(_))), "{:?}", again[0]);
+    assert!(matches!(&again[1], Err(CustodyError::Protocol { .. })), "{:?}", again[1]);
 }
