@@ -86,21 +86,12 @@ pub async fn run(opts: SettlementBenchOptions) -> anyhow::Result<Vec<RoundReport
     })
     .await?;
     let vaults = node.vaults.clone().context("the node has no custody")?;
-    let btc = node::btc_asset(&node.engine_config)?;
     let devnet = Devnet::new(DevnetConfig::default())?;
     let chain: Arc<dyn Chain> = devnet.clone();
-    let deposits = crate::deposits::DepositService {
-        chain: chain.clone(),
-        sequencer: node.sequencer.clone(),
-        store: node.store.clone(),
-        btc,
-        policy: tandem_settlement::deposits::DepositPolicy { confirmations: 1 },
-        start_height: 0,
-        interval: Duration::from_millis(100),
-        reversals_pending: Default::default(),
-        pool: Some(vaults.pool.clone()),
-    }
-    .spawn();
+    let policy = tandem_settlement::deposits::DepositPolicy { confirmations: 1 };
+    let deposits =
+        crate::deposits::DepositService { interval: Duration::from_millis(100), ..crate::deposits::DepositService::for_node(&node, chain.clone(), policy)? }
+            .spawn();
 
     let url = node.base_url();
     let operator = Auth::Operator(token.clone());
@@ -150,20 +141,14 @@ pub async fn run(opts: SettlementBenchOptions) -> anyhow::Result<Vec<RoundReport
     devnet.faucet(&vaults.pool.deposit_script(SETTLEMENT_POOL)?, Amount::from_sat(10_000_000))?;
     devnet.mine(1, None)?;
 
-    let service = Arc::new(SettlementService {
-        chain: chain.clone(),
-        sequencer: node.sequencer.clone(),
-        store: node.store.clone(),
-        vaults: vaults.clone(),
-        btc,
-        config: SettlementConfig {
-            window: Duration::ZERO,
-            confirmations: 1,
-            tick: Duration::from_millis(20),
-            signing_deadline: Duration::from_secs(600),
-            ..SettlementConfig::default()
-        },
-    });
+    let config = SettlementConfig {
+        window: Duration::ZERO,
+        confirmations: 1,
+        tick: Duration::from_millis(20),
+        signing_deadline: Duration::from_secs(600),
+        ..SettlementConfig::default()
+    };
+    let service = SettlementService::for_node(&node, chain.clone(), config)?;
     let settlement = service.spawn(&node.reconciler);
 
     let mut reports = Vec::new();

@@ -167,36 +167,17 @@ type Task = tokio::task::JoinHandle<()>;
 fn start_chain(node: &Node, data_dir: &Path) -> anyhow::Result<(std::sync::Arc<tandem_settlement::Devnet>, Task, Task, Task)> {
     let devnet = tandem_settlement::Devnet::open(&data_dir.join("devnet.chain"), tandem_settlement::DevnetConfig::default())?;
     let miner = devnet.spawn_miner(DEMO_BLOCK_INTERVAL);
-    let vaults = node.vaults.clone().context("the demo runs with custody")?;
-    let btc = crate::node::btc_asset(&node.engine_config)?;
-    let deposits = crate::deposits::DepositService {
-        chain: devnet.clone(),
-        sequencer: node.sequencer.clone(),
-        store: node.store.clone(),
-        btc,
-        policy: tandem_settlement::deposits::DepositPolicy { confirmations: 1 },
-        // A fresh devnet: its first blocks are the faucet's, cheap to scan.
-        start_height: 0,
-        interval: Duration::from_secs(1),
-        reversals_pending: Default::default(),
-        pool: Some(vaults.pool.clone()),
-    }
-    .spawn();
-    let settlement = std::sync::Arc::new(crate::settlement::SettlementService {
-        chain: devnet.clone(),
-        sequencer: node.sequencer.clone(),
-        store: node.store.clone(),
-        vaults,
-        btc,
-        config: crate::settlement::SettlementConfig {
-            window: DEMO_SETTLEMENT_WINDOW,
-            late_penalty: DEMO_LATE_PENALTY,
-            force_after: DEMO_FORCE_AFTER,
-            bump_after: Duration::from_secs(60),
-            ..Default::default()
-        },
-    })
-    .spawn(&node.reconciler);
+    let policy = tandem_settlement::deposits::DepositPolicy { confirmations: 1 };
+    // A fresh devnet: its first blocks are the faucet's, cheap to scan from 0.
+    let deposits = crate::deposits::DepositService::for_node(node, devnet.clone(), policy)?.spawn();
+    let config = crate::settlement::SettlementConfig {
+        window: DEMO_SETTLEMENT_WINDOW,
+        late_penalty: DEMO_LATE_PENALTY,
+        force_after: DEMO_FORCE_AFTER,
+        bump_after: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let settlement = crate::settlement::SettlementService::for_node(node, devnet.clone(), config)?.spawn(&node.reconciler);
     Ok((devnet, miner, deposits, settlement))
 }
 

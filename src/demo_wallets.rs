@@ -99,7 +99,7 @@ const TRADE_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
 /// Trades a little now and then (a market order against the demo's market maker, buying and
 /// selling in turn), so each settlement window has vault flows to net and a batch to sign.
 async fn trade(session: Session, name: &str) {
-    let mut buy = name.len() % 2 == 0;
+    let mut buy = name.len().is_multiple_of(2);
     loop {
         tokio::time::sleep(TRADE_EVERY).await;
         let side = if buy { "buy" } else { "sell" };

@@ -49,6 +49,22 @@ pub fn deposit_reference(outpoint: &bitcoin::OutPoint) -> String {
 }
 
 impl DepositService {
+    /// A deposit service for `node` on `chain`: the node's ledger, store, BTC asset and pool;
+    /// scanning from height 0 every second (set the fields to change that).
+    pub fn for_node(node: &crate::node::Node, chain: Arc<dyn Chain>, policy: DepositPolicy) -> anyhow::Result<DepositService> {
+        Ok(DepositService {
+            chain,
+            sequencer: node.sequencer.clone(),
+            store: node.store.clone(),
+            btc: crate::node::btc_asset(&node.engine_config)?,
+            policy,
+            start_height: 0,
+            interval: Duration::from_secs(1),
+            reversals_pending: Default::default(),
+            pool: node.vaults.as_ref().map(|v| v.pool.clone()),
+        })
+    }
+
     /// Scans until the task is dropped.
     pub fn spawn(self) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move { self.run().await })

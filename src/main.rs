@@ -356,40 +356,25 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
                         .await
                         .context("connecting to bitcoind")?;
                     let chain: std::sync::Arc<dyn tandem_settlement::Chain> = std::sync::Arc::new(chain);
-                    let btc = node::btc_asset(&n.engine_config)?;
+                    let policy = tandem_settlement::deposits::DepositPolicy { confirmations: deposit_confirmations };
                     let deposits = tandem::deposits::DepositService {
-                        chain: chain.clone(),
-                        sequencer: n.sequencer.clone(),
-                        store: n.store.clone(),
-                        btc,
-                        policy: tandem_settlement::deposits::DepositPolicy { confirmations: deposit_confirmations },
                         start_height: chain_start_height,
                         interval: Duration::from_secs(2),
-                        reversals_pending: Default::default(),
-                        pool: n.vaults.as_ref().map(|v| v.pool.clone()),
+                        ..tandem::deposits::DepositService::for_node(&n, chain.clone(), policy)?
                     }
                     .spawn();
+                    let config = tandem::settlement::SettlementConfig {
+                        window: Duration::from_secs(settlement_window_secs),
+                        max_movements: settlement_max_movements,
+                        confirmations: settlement_confirmations,
+                        signing_deadline: Duration::from_secs(signing_deadline_secs),
+                        bump_after: Duration::from_secs(settlement_bump_after_secs),
+                        late_penalty: Duration::from_secs(settlement_late_penalty_secs),
+                        force_after: Duration::from_secs(settlement_force_after_secs),
+                        ..Default::default()
+                    };
                     let settlement = match &n.vaults {
-                        Some(vaults) => Some(
-                            std::sync::Arc::new(tandem::settlement::SettlementService {
-                                chain,
-                                sequencer: n.sequencer.clone(),
-                                store: n.store.clone(),
-                                vaults: vaults.clone(),
-                                btc,
-                                config: tandem::settlement::SettlementConfig {
-                                    window: Duration::from_secs(settlement_window_secs),
-                                    max_movements: settlement_max_movements,
-                                    confirmations: settlement_confirmations,
-                                    signing_deadline: Duration::from_secs(signing_deadline_secs),
-                                    bump_after: Duration::from_secs(settlement_bump_after_secs),
-                                    late_penalty: Duration::from_secs(settlement_late_penalty_secs),
-                                    force_after: Duration::from_secs(settlement_force_after_secs),
-                                    ..Default::default()
-                                },
-                            })
-                            .spawn(&n.reconciler),
-                        ),
+                        Some(_) => Some(tandem::settlement::SettlementService::for_node(&n, chain, config)?.spawn(&n.reconciler)),
                         None => {
                             tracing::warn!("no custody: nothing is settled on chain");
                             None

@@ -31,18 +31,9 @@ async fn btc_and_deposits(session: &Session) -> (String, Vec<Value>) {
 }
 
 fn service(node: &node::Node, chain: Arc<dyn tandem_settlement::Chain>) -> tokio::task::JoinHandle<()> {
-    DepositService {
-        chain,
-        sequencer: node.sequencer.clone(),
-        store: node.store.clone(),
-        btc: tandem::node::btc_asset(&node.engine_config).unwrap(),
-        policy: DepositPolicy { confirmations: 2 },
-        start_height: 0,
-        interval: Duration::from_millis(100),
-        reversals_pending: Default::default(),
-        pool: None,
-    }
-    .spawn()
+    let policy = DepositPolicy { confirmations: 2 };
+    // Vault addresses only: no pool deposit addresses watched.
+    DepositService { interval: Duration::from_millis(100), pool: None, ..DepositService::for_node(node, chain, policy).unwrap() }.spawn()
 }
 
 /// A node with custody and a wallet with one vault address (2-of-2, fixture primes).

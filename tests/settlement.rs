@@ -202,18 +202,10 @@ async fn world_with(test_chain: TestChain, opts: Options) -> World {
     let vaults = node.vaults.clone().unwrap();
     let url = node.base_url();
     let mut c = Client::connect(&url).await.unwrap();
-    let deposits = DepositService {
-        chain: test_chain.chain(),
-        sequencer: node.sequencer.clone(),
-        store: node.store.clone(),
-        btc: tandem::node::btc_asset(&node.engine_config).unwrap(),
-        policy: DepositPolicy { confirmations: 1 },
-        start_height: 0,
-        interval: Duration::from_millis(200),
-        reversals_pending: Default::default(),
-        pool: Some(vaults.pool.clone()),
-    }
-    .spawn();
+    let policy = DepositPolicy { confirmations: 1 };
+    let deposits =
+        DepositService { interval: Duration::from_millis(200), ..DepositService::for_node(&node, test_chain.chain(), policy).unwrap() }
+            .spawn();
 
     let mut processes = Vec::new();
     if opts.carol_cosigned {
@@ -259,19 +251,8 @@ impl World {
 
     /// A settlement service on `chain` with test windows and ticks, else as `config`.
     fn settlement_on(&self, chain: Arc<dyn Chain>, config: SettlementConfig) -> Arc<SettlementService> {
-        Arc::new(SettlementService {
-            chain,
-            sequencer: self.node.sequencer.clone(),
-            store: self.node.store.clone(),
-            vaults: self.node.vaults.clone().unwrap(),
-            btc: tandem::node::btc_asset(&self.node.engine_config).unwrap(),
-            config: SettlementConfig {
-                window: Duration::from_secs(2),
-                confirmations: 1,
-                tick: Duration::from_millis(200),
-                ..config
-            },
-        })
+        let config = SettlementConfig { window: Duration::from_secs(2), confirmations: 1, tick: Duration::from_millis(200), ..config };
+        SettlementService::for_node(&self.node, chain, config).unwrap()
     }
 
     /// Carol sells 0.1 BTC to dave and withdraws 0.05 BTC to an outside address.

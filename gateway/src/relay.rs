@@ -723,26 +723,12 @@ impl Relay {
     /// Ends the session for every party; their next post or fetch answers `session_ended` with
     /// this reason. Ending an ended session again changes nothing.
     pub fn abort(&self, caller: &XOnlyPublicKey, eid: Eid, reason: &str) -> Result<(), RelayError> {
-        let now = Instant::now();
-        let mut guard = self.state();
-        let st = &mut *guard;
-        st.sweep(now);
-        let known = st.used.contains_key(&eid);
-        let s = st.sessions.get_mut(&eid).ok_or(if known {
-            RelayError::SessionEnded { eid, reason: "expired".into() }
-        } else {
-            RelayError::UnknownSession(eid)
-        })?;
-        let me = s.party(caller).ok_or(RelayError::NotAParty(eid))?;
-        if s.ended.is_some() {
-            return Ok(());
-        }
         let reason: String = reason.chars().filter(|c| !c.is_control()).take(200).collect();
-        let role = s.parties[me].role;
-        tracing::info!(eid = %eid, by = %role, %reason, "mpc session aborted");
-        let freed = s.end(format!("aborted by the {role}: {reason}"));
-        st.total_bytes -= freed;
-        Ok(())
+        self.end_if(caller, eid, |s, me| {
+            let role = s.parties[me].role;
+            tracing::info!(eid = %eid, by = %role, %reason, "mpc session aborted");
+            Some(format!("aborted by the {role}: {reason}"))
+        })
     }
 
     /// The caller is done with the session (its protocol succeeded): it no longer counts
@@ -750,6 +736,23 @@ impl Relay {
     /// ("finished") and its queues are freed. The others may still fetch what is queued for them
     /// until then; a finished party may still post (its last messages may trail its notice).
     pub fn finish(&self, caller: &XOnlyPublicKey, eid: Eid) -> Result<(), RelayError> {
+        self.end_if(caller, eid, |s, me| {
+            s.finished[me] = true;
+            s.finished.iter().all(|f| *f).then(|| {
+                tracing::debug!(eid = %eid, "mpc session finished");
+                "finished".to_owned()
+            })
+        })
+    }
+
+    /// Applies `change` (given the caller's party index) to the caller's session unless it has
+    /// ended, and ends it with the reason `change` answers, if any.
+    fn end_if(
+        &self,
+        caller: &XOnlyPublicKey,
+        eid: Eid,
+        change: impl FnOnce(&mut Session, usize) -> Option<String>,
+    ) -> Result<(), RelayError> {
         let now = Instant::now();
         let mut guard = self.state();
         let st = &mut *guard;
@@ -764,10 +767,8 @@ impl Relay {
         if s.ended.is_some() {
             return Ok(());
         }
-        s.finished[me] = true;
-        if s.finished.iter().all(|f| *f) {
-            tracing::debug!(eid = %eid, "mpc session finished");
-            let freed = s.end("finished".into());
+        if let Some(reason) = change(s, me) {
+            let freed = s.end(reason);
             st.total_bytes -= freed;
         }
         Ok(())

@@ -190,6 +190,18 @@ impl tandem_gateway::Reconciler for SettlementService {
 }
 
 impl SettlementService {
+    /// The settlement service of `node` (which must run custody) on `chain`.
+    pub fn for_node(node: &crate::node::Node, chain: Arc<dyn Chain>, config: SettlementConfig) -> anyhow::Result<Arc<Self>> {
+        Ok(Arc::new(SettlementService {
+            chain,
+            sequencer: node.sequencer.clone(),
+            store: node.store.clone(),
+            vaults: node.vaults.clone().context("settlement needs the node's custody")?,
+            btc: crate::node::btc_asset(&node.engine_config)?,
+            config,
+        }))
+    }
+
     /// Runs until the task is dropped; serves reconciliation at the node's API from now on.
     pub fn spawn(self: Arc<Self>, reconciler: &tandem_gateway::ReconcilerSlot) -> tokio::task::JoinHandle<()> {
         let _ = reconciler.set(self.clone());

@@ -241,7 +241,7 @@ pub async fn run(session: &mut Session, opts: &CosignOptions, report: &dyn Repor
                     tokio::spawn(async move {
                         // A few at a time: interactive signing is CPU-bound.
                         let _permit = permits.acquire_owned().await;
-                        let line = match signer.sign(id, checked.clone()).await {
+                        let line = match signer.sign(id, (*checked).clone()).await {
                             Ok(sigs) => describe(&checked, &sigs),
                             Err(e) => format!("failed: {e:#}"),
                         };
@@ -264,7 +264,7 @@ pub async fn run(session: &mut Session, opts: &CosignOptions, report: &dyn Repor
 /// What a session needs after its check.
 enum Prepared {
     /// Checked: sign it.
-    Sign(ExecutionId, Checked),
+    Sign(ExecutionId, Box<Checked>),
     /// Refused or sent back (the line says why).
     Answered(String),
 }
@@ -301,7 +301,7 @@ async fn prepare(
                 session.call("POST", &format!("/v1/mpc/sessions/{}/abort", eid.to_hex()), Some(&body)).await.ok();
                 return Ok(Prepared::Answered(format!("{NO_PRESIGNATURE} {}: asked to sign without it", named.join(", "))));
             }
-            Ok(Prepared::Sign(eid, checked))
+            Ok(Prepared::Sign(eid, Box::new(checked)))
         }
     }
 }
