@@ -210,7 +210,9 @@ async fn run(seed: u64, steps: usize) {
             }
         }
         assert_eq!(ledger, live(&scanner), "step {step}: events and live credits differ");
-        assert_eq!(scanner.tip(), Some(devnet.tip().await.unwrap()), "step {step}");
+        // A reorg may take the chain back below the start height: then nothing is scanned.
+        let tip = devnet.tip().await.unwrap();
+        assert_eq!(scanner.tip(), (tip.height >= start).then_some(tip), "step {step}");
 
         let (tip, txs) = snapshot(&devnet, start).await;
         let expected = reference(tip, &txs, &accounts);
