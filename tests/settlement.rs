@@ -514,11 +514,9 @@ async fn a_stuck_batch_is_replaced_by_fee_on_bitcoind() {
 /// pool while carol's debt stays as exposure; once she has been late long enough, the provider
 /// and her co-signer force her debt to the pool, the co-signer having checked her own signed
 /// sell order first. Ledger and chain agree to the satoshi, and carol owes nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_late_sellers_debt_is_fronted_by_the_pool_then_forced_with_the_cosigner() {
-    let devnet = Devnet::new(DevnetConfig::default()).unwrap();
+async fn late_seller_scenario(test_chain: TestChain) {
     let opts = Options { carol_cosigned: true, carol_online: false, pool_sat: 50_000_000 };
-    let mut w = world_with(TestChain::Devnet(devnet.clone()), opts).await;
+    let mut w = world_with(test_chain, opts).await;
     let config = SettlementConfig {
         signing_deadline: Duration::from_secs(3),
         late_penalty: Duration::from_secs(600),
@@ -541,7 +539,7 @@ async fn a_late_sellers_debt_is_fronted_by_the_pool_then_forced_with_the_cosigne
     // Then the pool pays dave; carol's debt stays with her as exposure.
     let fronted = wait_for("the batch without carol", 60, async || w.newest_batch().await.filter(|b| b["status"] == "broadcast")).await;
     assert!(fronted["legs"].as_array().unwrap().iter().all(|l| l["holder"] != w.carol.account), "{fronted}");
-    devnet.mine(1, None).unwrap();
+    w.chain.mine(1).await;
     let id = fronted["batch"].as_u64().unwrap();
     wait_for("the pool's batch confirmed", 30, async || {
         w.newest_batch().await.filter(|b| b["batch"].as_u64() > Some(id) || b["status"] == "confirmed").map(|_| ())
@@ -557,7 +555,7 @@ async fn a_late_sellers_debt_is_fronted_by_the_pool_then_forced_with_the_cosigne
     .await;
     let inputs = forced["inputs"].as_array().unwrap();
     assert!(inputs.iter().all(|i| i["holder"] == w.carol.account), "only carol's vault pays: {forced}");
-    devnet.mine(1, None).unwrap();
+    w.chain.mine(1).await;
     let id = forced["batch"].as_u64().unwrap();
     wait_for("the forced settlement confirmed", 30, async || {
         operator(&mut w.c, "/v1/operator/batches?status=confirmed").await["batches"]
@@ -585,6 +583,18 @@ async fn a_late_sellers_debt_is_fronted_by_the_pool_then_forced_with_the_cosigne
     task.abort();
     w.deposits.abort();
     w.node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_sellers_debt_is_fronted_by_the_pool_then_forced_with_the_cosigner() {
+    late_seller_scenario(TestChain::Devnet(Devnet::new(DevnetConfig::default()).unwrap())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_sellers_debt_is_forced_with_the_cosigner_on_bitcoind() {
+    let node = RegtestNode::start(false).await.unwrap_or_else(|e| panic!("{e}"));
+    let rpc = Arc::new(node.client().await.unwrap());
+    late_seller_scenario(TestChain::Bitcoind(node, rpc)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
