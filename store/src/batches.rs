@@ -2,10 +2,11 @@
 //! migrations/sqlite/0006), its signed transaction versions and the input signatures collected
 //! so far. Not projections: they survive [`Store::reset_projections`].
 
+use crate::stmt::stmt;
 use crate::records::{from_sql, small_from_sql, to_sql};
 use crate::{Store, StoreError};
 use serde::Serialize;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 use tandem_matching::{AccountId, Seq, Timestamp};
 
@@ -72,9 +73,9 @@ impl Store {
     /// taken is a [`StoreError::Conflict`] and changes nothing.
     pub async fn insert_batch(&self, b: &BatchRecord, cut: Seq, legs: &[BatchLegRecord]) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        let result = sqlx::query(&format!(
+        let result = sqlx::query(stmt(self.backend, &format!(
             "INSERT INTO settlement_batches ({BATCH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
+        )))
         .bind(to_sql(b.id, "batch id")?)
         .bind(b.status.as_str())
         .bind(to_sql(b.created_at.0, "timestamp")?)
@@ -101,7 +102,7 @@ impl Store {
             Err(e) => return Err(e.into()),
         }
         for leg in legs {
-            sqlx::query("INSERT INTO settlement_legs (batch, holder, delta, fee, cut_seq) VALUES (?, ?, ?, ?, ?)")
+            sqlx::query(stmt(self.backend, "INSERT INTO settlement_legs (batch, holder, delta, fee, cut_seq) VALUES (?, ?, ?, ?, ?)"))
                 .bind(to_sql(b.id, "batch id")?)
                 .bind(to_sql(leg.holder.0, "account id")?)
                 .bind(leg.delta)
@@ -117,7 +118,7 @@ impl Store {
     /// The sequence number a batch's window was cut at (`None` for an unknown batch, or one
     /// recorded without legs).
     pub async fn batch_cut(&self, batch: u64) -> Result<Option<Seq>, StoreError> {
-        let cut: Option<i64> = sqlx::query_scalar("SELECT MAX(cut_seq) FROM settlement_legs WHERE batch = ?")
+        let cut: Option<i64> = sqlx::query_scalar(stmt(self.backend, "SELECT MAX(cut_seq) FROM settlement_legs WHERE batch = ?"))
             .bind(to_sql(batch, "batch id")?)
             .fetch_one(&self.pool)
             .await?;
@@ -127,10 +128,10 @@ impl Store {
     /// Where `holder`'s last confirmed leg was cut: everything it did up to there is settled on
     /// chain. `Seq(0)` if it never had a confirmed leg.
     pub async fn settled_through(&self, holder: AccountId) -> Result<Seq, StoreError> {
-        let cut: Option<i64> = sqlx::query_scalar(
+        let cut: Option<i64> = sqlx::query_scalar(stmt(self.backend, 
             "SELECT MAX(l.cut_seq) FROM settlement_legs l JOIN settlement_batches b ON b.id = l.batch \
              WHERE l.holder = ? AND b.status = 'confirmed'",
-        )
+        ))
         .bind(to_sql(holder.0, "account id")?)
         .fetch_one(&self.pool)
         .await?;
@@ -138,7 +139,7 @@ impl Store {
     }
 
     pub async fn batch(&self, id: u64) -> Result<Option<BatchRecord>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {BATCH_COLUMNS} FROM settlement_batches WHERE id = ?"))
+        let row = sqlx::query(stmt(self.backend, &format!("SELECT {BATCH_COLUMNS} FROM settlement_batches WHERE id = ?")))
             .bind(to_sql(id, "batch id")?)
             .fetch_optional(&self.pool)
             .await?;
@@ -150,16 +151,16 @@ impl Store {
         let limit = i64::from(limit.clamp(1, MAX_BATCHES));
         let rows = match status {
             Some(status) => {
-                sqlx::query(&format!(
+                sqlx::query(stmt(self.backend, &format!(
                     "SELECT {BATCH_COLUMNS} FROM settlement_batches WHERE status = ? ORDER BY id DESC LIMIT ?"
-                ))
+                )))
                 .bind(status)
                 .bind(limit)
                 .fetch_all(&self.pool)
                 .await?
             }
             None => {
-                sqlx::query(&format!("SELECT {BATCH_COLUMNS} FROM settlement_batches ORDER BY id DESC LIMIT ?"))
+                sqlx::query(stmt(self.backend, &format!("SELECT {BATCH_COLUMNS} FROM settlement_batches ORDER BY id DESC LIMIT ?")))
                     .bind(limit)
                     .fetch_all(&self.pool)
                     .await?
@@ -171,9 +172,9 @@ impl Store {
     /// Every batch whose status is not 'confirmed' or 'cancelled', oldest first: what the
     /// service resumes after a restart.
     pub async fn unfinished_batches(&self) -> Result<Vec<BatchRecord>, StoreError> {
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(stmt(self.backend, &format!(
             "SELECT {BATCH_COLUMNS} FROM settlement_batches WHERE status NOT IN ('confirmed', 'cancelled') ORDER BY id"
-        ))
+        )))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(batch_record).collect()
@@ -182,7 +183,7 @@ impl Store {
     /// The highest batch id recorded, 0 if none.
     pub async fn last_batch_id(&self) -> Result<u64, StoreError> {
         let id: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM settlement_batches").fetch_one(&self.pool).await?;
+            sqlx::query_scalar(stmt(self.backend, "SELECT COALESCE(MAX(id), 0) FROM settlement_batches")).fetch_one(&self.pool).await?;
         from_sql(id, "batch id")
     }
 
@@ -191,7 +192,7 @@ impl Store {
     /// two writers cannot both move it.
     pub async fn set_batch_status(&self, id: u64, from: &str, to: &str, at: Timestamp) -> Result<bool, StoreError> {
         let result =
-            sqlx::query("UPDATE settlement_batches SET status = ?, updated_at = ? WHERE id = ? AND status = ?")
+            sqlx::query(stmt(self.backend, "UPDATE settlement_batches SET status = ?, updated_at = ? WHERE id = ? AND status = ?"))
                 .bind(to)
                 .bind(to_sql(at.0, "timestamp")?)
                 .bind(to_sql(id, "batch id")?)
@@ -203,7 +204,7 @@ impl Store {
 
     /// Sets (or with `None` clears) a batch's last error. An unknown batch changes nothing.
     pub async fn set_batch_error(&self, id: u64, error: Option<&str>, at: Timestamp) -> Result<(), StoreError> {
-        sqlx::query("UPDATE settlement_batches SET last_error = ?, updated_at = ? WHERE id = ?")
+        sqlx::query(stmt(self.backend, "UPDATE settlement_batches SET last_error = ?, updated_at = ? WHERE id = ?"))
             .bind(error)
             .bind(to_sql(at.0, "timestamp")?)
             .bind(to_sql(id, "batch id")?)
@@ -222,10 +223,10 @@ impl Store {
         version: Option<u32>,
         at: Timestamp,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        sqlx::query(stmt(self.backend, 
             "UPDATE settlement_batches SET confirmations = ?, confirmed_height = ?, confirmed_version = ?, updated_at = ? \
              WHERE id = ?",
-        )
+        ))
         .bind(i64::from(confirmations))
         .bind(height.map(i64::from))
         .bind(version.map(i64::from))
@@ -244,7 +245,7 @@ impl Store {
         let created_at = to_sql(v.created_at.0, "timestamp")?;
         let broadcast_at = v.broadcast_at.map(|t| to_sql(t.0, "timestamp")).transpose()?;
         let mut tx = self.begin_write().await?;
-        let updated = sqlx::query("UPDATE settlement_batches SET bumps = ?, updated_at = ? WHERE id = ?")
+        let updated = sqlx::query(stmt(self.backend, "UPDATE settlement_batches SET bumps = ?, updated_at = ? WHERE id = ?"))
             .bind(i64::from(v.version))
             .bind(created_at)
             .bind(batch)
@@ -254,9 +255,9 @@ impl Store {
             tx.rollback().await?;
             return Err(StoreError::Conflict(format!("no batch {} to add version {} to", v.batch, v.version)));
         }
-        let result = sqlx::query(&format!(
+        let result = sqlx::query(stmt(self.backend, &format!(
             "INSERT INTO settlement_batch_versions ({VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
-        ))
+        )))
         .bind(batch)
         .bind(i64::from(v.version))
         .bind(v.txid.as_str())
@@ -283,9 +284,9 @@ impl Store {
 
     /// A batch's signed versions, by version.
     pub async fn batch_versions(&self, batch: u64) -> Result<Vec<BatchVersionRecord>, StoreError> {
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(stmt(self.backend, &format!(
             "SELECT {VERSION_COLUMNS} FROM settlement_batch_versions WHERE batch = ? ORDER BY version"
-        ))
+        )))
         .bind(to_sql(batch, "batch id")?)
         .fetch_all(&self.pool)
         .await?;
@@ -295,7 +296,7 @@ impl Store {
     /// The batch and version whose transaction has this txid, if any: the settlement service's
     /// own transactions, which are never deposits.
     pub async fn batch_of_txid(&self, txid: &str) -> Result<Option<(u64, u32)>, StoreError> {
-        let row = sqlx::query("SELECT batch, version FROM settlement_batch_versions WHERE txid = ? LIMIT 1")
+        let row = sqlx::query(stmt(self.backend, "SELECT batch, version FROM settlement_batch_versions WHERE txid = ? LIMIT 1"))
             .bind(txid)
             .fetch_optional(&self.pool)
             .await?;
@@ -308,10 +309,10 @@ impl Store {
     /// Whether `txid` is the version of a confirmed batch that the chain confirmed: its outputs
     /// are coins the ledger counts.
     pub async fn confirmed_batch_txid(&self, txid: &str) -> Result<bool, StoreError> {
-        let row = sqlx::query(
+        let row = sqlx::query(stmt(self.backend, 
             "SELECT 1 FROM settlement_batch_versions v JOIN settlement_batches b ON b.id = v.batch \
              WHERE v.txid = ? AND b.status = 'confirmed' AND b.confirmed_version = v.version LIMIT 1",
-        )
+        ))
         .bind(txid)
         .fetch_optional(&self.pool)
         .await?;
@@ -320,10 +321,10 @@ impl Store {
 
     /// The fees of every confirmed batch, as its confirmed version paid them (bumps included).
     pub async fn confirmed_fees_total(&self) -> Result<u64, StoreError> {
-        let total: Option<i64> = sqlx::query_scalar(
-            "SELECT SUM(v.fee) FROM settlement_batch_versions v JOIN settlement_batches b ON b.id = v.batch \
+        let total: Option<i64> = sqlx::query_scalar(stmt(self.backend, 
+            "SELECT CAST(SUM(v.fee) AS BIGINT) FROM settlement_batch_versions v JOIN settlement_batches b ON b.id = v.batch \
              WHERE b.status = 'confirmed' AND b.confirmed_version = v.version",
-        )
+        ))
         .fetch_one(&self.pool)
         .await?;
         from_sql(total.unwrap_or(0), "fees total")
@@ -331,7 +332,7 @@ impl Store {
 
     /// Notes that a version was (re)sent to the chain at `at`. An unknown version changes nothing.
     pub async fn mark_batch_broadcast(&self, batch: u64, version: u32, at: Timestamp) -> Result<(), StoreError> {
-        sqlx::query("UPDATE settlement_batch_versions SET broadcast_at = ? WHERE batch = ? AND version = ?")
+        sqlx::query(stmt(self.backend, "UPDATE settlement_batch_versions SET broadcast_at = ? WHERE batch = ? AND version = ?"))
             .bind(to_sql(at.0, "timestamp")?)
             .bind(to_sql(batch, "batch id")?)
             .bind(i64::from(version))
@@ -350,10 +351,10 @@ impl Store {
         input: u32,
         witness_hex: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        sqlx::query(stmt(self.backend, 
             "INSERT INTO settlement_batch_signatures (batch, version, input, witness) VALUES (?, ?, ?, ?) \
              ON CONFLICT (batch, version, input) DO NOTHING",
-        )
+        ))
         .bind(to_sql(batch, "batch id")?)
         .bind(i64::from(version))
         .bind(i64::from(input))
@@ -365,9 +366,9 @@ impl Store {
 
     /// The witnesses collected for a version so far: (input, witness hex), by input.
     pub async fn batch_signatures(&self, batch: u64, version: u32) -> Result<Vec<(u32, String)>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(stmt(self.backend, 
             "SELECT input, witness FROM settlement_batch_signatures WHERE batch = ? AND version = ? ORDER BY input",
-        )
+        ))
         .bind(to_sql(batch, "batch id")?)
         .bind(i64::from(version))
         .fetch_all(&self.pool)
@@ -380,7 +381,7 @@ fn u32_from_sql(value: i64, what: &'static str) -> Result<u32, StoreError> {
     u32::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value} is out of range")))
 }
 
-fn batch_record(r: &SqliteRow) -> Result<BatchRecord, StoreError> {
+fn batch_record(r: &AnyRow) -> Result<BatchRecord, StoreError> {
     let height: Option<i64> = r.try_get(12)?;
     let version: Option<i64> = r.try_get(13)?;
     Ok(BatchRecord {
@@ -402,7 +403,7 @@ fn batch_record(r: &SqliteRow) -> Result<BatchRecord, StoreError> {
     })
 }
 
-fn version_record(r: &SqliteRow) -> Result<BatchVersionRecord, StoreError> {
+fn version_record(r: &AnyRow) -> Result<BatchVersionRecord, StoreError> {
     let broadcast_at: Option<i64> = r.try_get(6)?;
     Ok(BatchVersionRecord {
         batch: from_sql(r.try_get(0)?, "batch id")?,
@@ -455,210 +456,218 @@ mod tests {
 
     #[tokio::test]
     async fn every_field_round_trips_and_ids_are_unique() {
-        let store = Store::open_in_memory().await.unwrap();
-        assert_eq!(store.batch(1).await.unwrap(), None);
-        let full = BatchRecord {
-            id: 7,
-            status: "broadcast".into(),
-            created_at: Timestamp(T0),
-            updated_at: Timestamp(T0 + 5),
-            asset: u16::MAX,
-            fee_rate: 12_345,
-            vbytes: 678,
-            fee: 8_370,
-            plan: r#"{"inputs":["a:0"],"outputs":[{"address":"bc1q","value":1}],"legs":[3,4],"deferred":[5]}"#.into(),
-            psbt: "cHNidP8BAHECAAAAAQ==".into(),
-            bumps: 2,
-            confirmations: u32::MAX,
-            confirmed_height: Some(u32::MAX),
-            confirmed_version: Some(1),
-            last_error: Some("mempool min fee not met".into()),
-        };
-        store.insert_batch(&full, Seq(0), &[]).await.unwrap();
-        store.insert_batch(&batch(8, "planned"), Seq(0), &[]).await.unwrap();
-        assert_eq!(store.batch(7).await.unwrap(), Some(full.clone()));
-        assert_eq!(store.batch(8).await.unwrap(), Some(batch(8, "planned")));
-        let again = store.insert_batch(&batch(7, "planned"), Seq(0), &[]).await;
-        assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
-        assert_eq!(store.batch(7).await.unwrap(), Some(full));
-        // Values a column cannot hold are errors, not panics.
-        let huge = BatchRecord { id: u64::MAX, ..batch(9, "planned") };
-        assert!(matches!(store.insert_batch(&huge, Seq(0), &[]).await, Err(StoreError::Corrupt(_))));
-        assert!(matches!(store.batch(u64::MAX).await, Err(StoreError::Corrupt(_))));
-        sqlx::query("UPDATE settlement_batches SET bumps = -1 WHERE id = 8").execute(&store.pool).await.unwrap();
-        assert!(matches!(store.batch(8).await, Err(StoreError::Corrupt(_))));
+        for store in crate::test_stores().await {
+            assert_eq!(store.batch(1).await.unwrap(), None);
+            let full = BatchRecord {
+                id: 7,
+                status: "broadcast".into(),
+                created_at: Timestamp(T0),
+                updated_at: Timestamp(T0 + 5),
+                asset: u16::MAX,
+                fee_rate: 12_345,
+                vbytes: 678,
+                fee: 8_370,
+                plan: r#"{"inputs":["a:0"],"outputs":[{"address":"bc1q","value":1}],"legs":[3,4],"deferred":[5]}"#.into(),
+                psbt: "cHNidP8BAHECAAAAAQ==".into(),
+                bumps: 2,
+                confirmations: u32::MAX,
+                confirmed_height: Some(u32::MAX),
+                confirmed_version: Some(1),
+                last_error: Some("mempool min fee not met".into()),
+            };
+            store.insert_batch(&full, Seq(0), &[]).await.unwrap();
+            store.insert_batch(&batch(8, "planned"), Seq(0), &[]).await.unwrap();
+            assert_eq!(store.batch(7).await.unwrap(), Some(full.clone()));
+            assert_eq!(store.batch(8).await.unwrap(), Some(batch(8, "planned")));
+            let again = store.insert_batch(&batch(7, "planned"), Seq(0), &[]).await;
+            assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+            assert_eq!(store.batch(7).await.unwrap(), Some(full));
+            // Values a column cannot hold are errors, not panics.
+            let huge = BatchRecord { id: u64::MAX, ..batch(9, "planned") };
+            assert!(matches!(store.insert_batch(&huge, Seq(0), &[]).await, Err(StoreError::Corrupt(_))));
+            assert!(matches!(store.batch(u64::MAX).await, Err(StoreError::Corrupt(_))));
+            sqlx::query(stmt(store.backend, "UPDATE settlement_batches SET bumps = -1 WHERE id = 8")).execute(&store.pool).await.unwrap();
+            assert!(matches!(store.batch(8).await, Err(StoreError::Corrupt(_))));
+        }
     }
 
     #[tokio::test]
     async fn listing_and_last_batch_id() {
-        let store = Store::open_in_memory().await.unwrap();
-        assert_eq!(store.last_batch_id().await.unwrap(), 0);
-        assert!(store.batches(None, 10).await.unwrap().is_empty());
-        for (id, status) in
-            [(1, "confirmed"), (2, "cancelled"), (3, "broadcast"), (5, "planned"), (9, "signed"), (12, "confirmed")]
-        {
-            store.insert_batch(&batch(id, status), Seq(0), &[]).await.unwrap();
+        for store in crate::test_stores().await {
+            assert_eq!(store.last_batch_id().await.unwrap(), 0);
+            assert!(store.batches(None, 10).await.unwrap().is_empty());
+            for (id, status) in
+                [(1, "confirmed"), (2, "cancelled"), (3, "broadcast"), (5, "planned"), (9, "signed"), (12, "confirmed")]
+            {
+                store.insert_batch(&batch(id, status), Seq(0), &[]).await.unwrap();
+            }
+            assert_eq!(store.last_batch_id().await.unwrap(), 12);
+            let ids = |v: Vec<BatchRecord>| v.into_iter().map(|b| b.id).collect::<Vec<_>>();
+            assert_eq!(ids(store.batches(None, 1000).await.unwrap()), vec![12, 9, 5, 3, 2, 1]);
+            assert_eq!(ids(store.batches(None, 2).await.unwrap()), vec![12, 9]);
+            assert_eq!(ids(store.batches(None, 0).await.unwrap()), vec![12], "a limit of 0 is clamped to 1");
+            assert_eq!(ids(store.batches(Some("confirmed"), 10).await.unwrap()), vec![12, 1]);
+            assert_eq!(ids(store.batches(Some("booked"), 10).await.unwrap()), Vec::<u64>::new());
+            assert_eq!(ids(store.unfinished_batches().await.unwrap()), vec![3, 5, 9]);
         }
-        assert_eq!(store.last_batch_id().await.unwrap(), 12);
-        let ids = |v: Vec<BatchRecord>| v.into_iter().map(|b| b.id).collect::<Vec<_>>();
-        assert_eq!(ids(store.batches(None, 1000).await.unwrap()), vec![12, 9, 5, 3, 2, 1]);
-        assert_eq!(ids(store.batches(None, 2).await.unwrap()), vec![12, 9]);
-        assert_eq!(ids(store.batches(None, 0).await.unwrap()), vec![12], "a limit of 0 is clamped to 1");
-        assert_eq!(ids(store.batches(Some("confirmed"), 10).await.unwrap()), vec![12, 1]);
-        assert_eq!(ids(store.batches(Some("booked"), 10).await.unwrap()), Vec::<u64>::new());
-        assert_eq!(ids(store.unfinished_batches().await.unwrap()), vec![3, 5, 9]);
     }
 
     #[tokio::test]
     async fn legs_tell_where_a_holder_is_settled_through_and_fees_follow_the_confirmed_version() {
-        let store = Store::open_in_memory().await.unwrap();
-        let leg = |holder, delta| BatchLegRecord { holder: AccountId(holder), delta, fee: 100 };
-        store.insert_batch(&batch(1, "planned"), Seq(40), &[leg(7, -500), leg(2, 400)]).await.unwrap();
-        store.insert_batch(&batch(2, "planned"), Seq(90), &[leg(7, 300), leg(2, -400)]).await.unwrap();
-        // A conflicting id records no legs either.
-        assert!(store.insert_batch(&batch(2, "planned"), Seq(99), &[leg(8, 1)]).await.is_err());
-        assert_eq!(store.batch_cut(2).await.unwrap(), Some(Seq(90)));
-        assert_eq!(store.batch_cut(3).await.unwrap(), None);
-        assert_eq!(store.settled_through(AccountId(7)).await.unwrap(), Seq(0), "nothing confirmed yet");
-        store.set_batch_status(1, "planned", "confirmed", Timestamp(T0)).await.unwrap();
-        assert_eq!(store.settled_through(AccountId(7)).await.unwrap(), Seq(40));
-        store.set_batch_status(2, "planned", "confirmed", Timestamp(T0)).await.unwrap();
-        assert_eq!(store.settled_through(AccountId(7)).await.unwrap(), Seq(90));
-        assert_eq!(store.settled_through(AccountId(8)).await.unwrap(), Seq(0));
+        for store in crate::test_stores().await {
+            let leg = |holder, delta| BatchLegRecord { holder: AccountId(holder), delta, fee: 100 };
+            store.insert_batch(&batch(1, "planned"), Seq(40), &[leg(7, -500), leg(2, 400)]).await.unwrap();
+            store.insert_batch(&batch(2, "planned"), Seq(90), &[leg(7, 300), leg(2, -400)]).await.unwrap();
+            // A conflicting id records no legs either.
+            assert!(store.insert_batch(&batch(2, "planned"), Seq(99), &[leg(8, 1)]).await.is_err());
+            assert_eq!(store.batch_cut(2).await.unwrap(), Some(Seq(90)));
+            assert_eq!(store.batch_cut(3).await.unwrap(), None);
+            assert_eq!(store.settled_through(AccountId(7)).await.unwrap(), Seq(0), "nothing confirmed yet");
+            store.set_batch_status(1, "planned", "confirmed", Timestamp(T0)).await.unwrap();
+            assert_eq!(store.settled_through(AccountId(7)).await.unwrap(), Seq(40));
+            store.set_batch_status(2, "planned", "confirmed", Timestamp(T0)).await.unwrap();
+            assert_eq!(store.settled_through(AccountId(7)).await.unwrap(), Seq(90));
+            assert_eq!(store.settled_through(AccountId(8)).await.unwrap(), Seq(0));
 
-        // Fees paid: the confirmed version's, bump included.
-        for (version, fee) in [(0, 1_000), (1, 2_500)] {
-            let v = BatchVersionRecord {
-                batch: 1,
-                version,
-                txid: format!("{version:064}"),
-                tx_hex: "00".into(),
-                fee,
-                created_at: Timestamp(T0),
-                broadcast_at: None,
-            };
-            store.insert_batch_version(&v).await.unwrap();
+            // Fees paid: the confirmed version's, bump included.
+            for (version, fee) in [(0, 1_000), (1, 2_500)] {
+                let v = BatchVersionRecord {
+                    batch: 1,
+                    version,
+                    txid: format!("{version:064}"),
+                    tx_hex: "00".into(),
+                    fee,
+                    created_at: Timestamp(T0),
+                    broadcast_at: None,
+                };
+                store.insert_batch_version(&v).await.unwrap();
+            }
+            assert_eq!(store.confirmed_fees_total().await.unwrap(), 0, "no version confirmed yet");
+            store.set_batch_confirmations(1, 1, Some(500), Some(1), Timestamp(T0)).await.unwrap();
+            assert_eq!(store.confirmed_fees_total().await.unwrap(), 2_500);
         }
-        assert_eq!(store.confirmed_fees_total().await.unwrap(), 0, "no version confirmed yet");
-        store.set_batch_confirmations(1, 1, Some(500), Some(1), Timestamp(T0)).await.unwrap();
-        assert_eq!(store.confirmed_fees_total().await.unwrap(), 2_500);
     }
 
     #[tokio::test]
     async fn status_is_a_compare_and_set() {
-        let store = Store::open_in_memory().await.unwrap();
-        store.insert_batch(&batch(1, "planned"), Seq(0), &[]).await.unwrap();
-        assert!(!store.set_batch_status(1, "booked", "signed", Timestamp(T0 + 10)).await.unwrap());
-        assert_eq!(store.batch(1).await.unwrap(), Some(batch(1, "planned")), "a wrong `from` changes nothing");
-        assert!(!store.set_batch_status(2, "planned", "booked", Timestamp(T0 + 10)).await.unwrap(), "no such batch");
-        assert!(store.set_batch_status(1, "planned", "booked", Timestamp(T0 + 10)).await.unwrap());
-        assert!(
-            !store.set_batch_status(1, "planned", "cancelled", Timestamp(T0 + 11)).await.unwrap(),
-            "moved once only"
-        );
-        let b = store.batch(1).await.unwrap().unwrap();
-        assert_eq!((b.status.as_str(), b.updated_at), ("booked", Timestamp(T0 + 10)));
+        for store in crate::test_stores().await {
+            store.insert_batch(&batch(1, "planned"), Seq(0), &[]).await.unwrap();
+            assert!(!store.set_batch_status(1, "booked", "signed", Timestamp(T0 + 10)).await.unwrap());
+            assert_eq!(store.batch(1).await.unwrap(), Some(batch(1, "planned")), "a wrong `from` changes nothing");
+            assert!(!store.set_batch_status(2, "planned", "booked", Timestamp(T0 + 10)).await.unwrap(), "no such batch");
+            assert!(store.set_batch_status(1, "planned", "booked", Timestamp(T0 + 10)).await.unwrap());
+            assert!(
+                !store.set_batch_status(1, "planned", "cancelled", Timestamp(T0 + 11)).await.unwrap(),
+                "moved once only"
+            );
+            let b = store.batch(1).await.unwrap().unwrap();
+            assert_eq!((b.status.as_str(), b.updated_at), ("booked", Timestamp(T0 + 10)));
 
-        store.set_batch_error(1, Some("electrum timed out"), Timestamp(T0 + 12)).await.unwrap();
-        let b = store.batch(1).await.unwrap().unwrap();
-        assert_eq!((b.last_error.as_deref(), b.updated_at), (Some("electrum timed out"), Timestamp(T0 + 12)));
-        store.set_batch_error(1, None, Timestamp(T0 + 13)).await.unwrap();
-        assert_eq!(store.batch(1).await.unwrap().unwrap().last_error, None);
+            store.set_batch_error(1, Some("electrum timed out"), Timestamp(T0 + 12)).await.unwrap();
+            let b = store.batch(1).await.unwrap().unwrap();
+            assert_eq!((b.last_error.as_deref(), b.updated_at), (Some("electrum timed out"), Timestamp(T0 + 12)));
+            store.set_batch_error(1, None, Timestamp(T0 + 13)).await.unwrap();
+            assert_eq!(store.batch(1).await.unwrap().unwrap().last_error, None);
 
-        store.set_batch_confirmations(1, 3, Some(840_000), Some(1), Timestamp(T0 + 14)).await.unwrap();
-        let b = store.batch(1).await.unwrap().unwrap();
-        assert_eq!(
-            (b.confirmations, b.confirmed_height, b.confirmed_version, b.updated_at),
-            (3, Some(840_000), Some(1), Timestamp(T0 + 14))
-        );
-        store.set_batch_confirmations(1, 0, None, None, Timestamp(T0 + 15)).await.unwrap();
-        let b = store.batch(1).await.unwrap().unwrap();
-        assert_eq!((b.confirmations, b.confirmed_height, b.confirmed_version), (0, None, None));
+            store.set_batch_confirmations(1, 3, Some(840_000), Some(1), Timestamp(T0 + 14)).await.unwrap();
+            let b = store.batch(1).await.unwrap().unwrap();
+            assert_eq!(
+                (b.confirmations, b.confirmed_height, b.confirmed_version, b.updated_at),
+                (3, Some(840_000), Some(1), Timestamp(T0 + 14))
+            );
+            store.set_batch_confirmations(1, 0, None, None, Timestamp(T0 + 15)).await.unwrap();
+            let b = store.batch(1).await.unwrap().unwrap();
+            assert_eq!((b.confirmations, b.confirmed_height, b.confirmed_version), (0, None, None));
+        }
     }
 
     #[tokio::test]
     async fn versions_and_signatures_round_trip() {
-        let store = Store::open_in_memory().await.unwrap();
-        store.insert_batch(&batch(4, "signed"), Seq(0), &[]).await.unwrap();
-        store.insert_batch(&batch(5, "signed"), Seq(0), &[]).await.unwrap();
+        for store in crate::test_stores().await {
+            store.insert_batch(&batch(4, "signed"), Seq(0), &[]).await.unwrap();
+            store.insert_batch(&batch(5, "signed"), Seq(0), &[]).await.unwrap();
 
-        let orphan = store.insert_batch_version(&version(6, 0)).await;
-        assert!(matches!(orphan, Err(StoreError::Conflict(_))), "{orphan:?}");
-        assert!(store.batch_versions(6).await.unwrap().is_empty());
+            let orphan = store.insert_batch_version(&version(6, 0)).await;
+            assert!(matches!(orphan, Err(StoreError::Conflict(_))), "{orphan:?}");
+            assert!(store.batch_versions(6).await.unwrap().is_empty());
 
-        store.insert_batch_version(&version(4, 0)).await.unwrap();
-        assert_eq!(store.batch(4).await.unwrap().unwrap().bumps, 0);
-        let v1 = BatchVersionRecord { broadcast_at: Some(Timestamp(T0 + 2_000)), ..version(4, 1) };
-        store.insert_batch_version(&v1).await.unwrap();
-        let b = store.batch(4).await.unwrap().unwrap();
-        assert_eq!((b.bumps, b.updated_at), (1, v1.created_at));
-        assert_eq!(store.batch(5).await.unwrap().unwrap().bumps, 0, "other batches untouched");
+            store.insert_batch_version(&version(4, 0)).await.unwrap();
+            assert_eq!(store.batch(4).await.unwrap().unwrap().bumps, 0);
+            let v1 = BatchVersionRecord { broadcast_at: Some(Timestamp(T0 + 2_000)), ..version(4, 1) };
+            store.insert_batch_version(&v1).await.unwrap();
+            let b = store.batch(4).await.unwrap().unwrap();
+            assert_eq!((b.bumps, b.updated_at), (1, v1.created_at));
+            assert_eq!(store.batch(5).await.unwrap().unwrap().bumps, 0, "other batches untouched");
 
-        let twice = store.insert_batch_version(&BatchVersionRecord { txid: "other".into(), ..version(4, 0) }).await;
-        assert!(matches!(twice, Err(StoreError::Conflict(_))), "{twice:?}");
-        assert_eq!(store.batch(4).await.unwrap().unwrap().bumps, 1, "a refused version changes nothing");
-        assert_eq!(store.batch_versions(4).await.unwrap(), vec![version(4, 0), v1.clone()]);
+            let twice = store.insert_batch_version(&BatchVersionRecord { txid: "other".into(), ..version(4, 0) }).await;
+            assert!(matches!(twice, Err(StoreError::Conflict(_))), "{twice:?}");
+            assert_eq!(store.batch(4).await.unwrap().unwrap().bumps, 1, "a refused version changes nothing");
+            assert_eq!(store.batch_versions(4).await.unwrap(), vec![version(4, 0), v1.clone()]);
 
-        store.mark_batch_broadcast(4, 0, Timestamp(T0 + 3_000)).await.unwrap();
-        store.mark_batch_broadcast(4, 9, Timestamp(T0 + 3_000)).await.unwrap();
-        let versions = store.batch_versions(4).await.unwrap();
-        assert_eq!(versions[0].broadcast_at, Some(Timestamp(T0 + 3_000)));
-        assert_eq!(versions[1], v1);
+            store.mark_batch_broadcast(4, 0, Timestamp(T0 + 3_000)).await.unwrap();
+            store.mark_batch_broadcast(4, 9, Timestamp(T0 + 3_000)).await.unwrap();
+            let versions = store.batch_versions(4).await.unwrap();
+            assert_eq!(versions[0].broadcast_at, Some(Timestamp(T0 + 3_000)));
+            assert_eq!(versions[1], v1);
 
-        store.add_batch_signature(4, 1, 2, "0140aa").await.unwrap();
-        store.add_batch_signature(4, 1, 0, "0140bb").await.unwrap();
-        store.add_batch_signature(4, 1, 0, "0140bb").await.unwrap();
-        store.add_batch_signature(4, 1, 0, "0140cc").await.unwrap();
-        store.add_batch_signature(4, 0, 0, "0140dd").await.unwrap();
-        store.add_batch_signature(5, 1, 1, "0140ee").await.unwrap();
-        assert_eq!(
-            store.batch_signatures(4, 1).await.unwrap(),
-            vec![(0, "0140bb".to_string()), (2, "0140aa".to_string())],
-            "the first witness of an input is kept"
-        );
-        assert_eq!(store.batch_signatures(4, 0).await.unwrap(), vec![(0, "0140dd".to_string())]);
-        assert!(store.batch_signatures(4, 2).await.unwrap().is_empty());
+            store.add_batch_signature(4, 1, 2, "0140aa").await.unwrap();
+            store.add_batch_signature(4, 1, 0, "0140bb").await.unwrap();
+            store.add_batch_signature(4, 1, 0, "0140bb").await.unwrap();
+            store.add_batch_signature(4, 1, 0, "0140cc").await.unwrap();
+            store.add_batch_signature(4, 0, 0, "0140dd").await.unwrap();
+            store.add_batch_signature(5, 1, 1, "0140ee").await.unwrap();
+            assert_eq!(
+                store.batch_signatures(4, 1).await.unwrap(),
+                vec![(0, "0140bb".to_string()), (2, "0140aa".to_string())],
+                "the first witness of an input is kept"
+            );
+            assert_eq!(store.batch_signatures(4, 0).await.unwrap(), vec![(0, "0140dd".to_string())]);
+            assert!(store.batch_signatures(4, 2).await.unwrap().is_empty());
+        }
     }
 
     #[tokio::test]
     async fn batches_survive_a_projection_reset() {
-        let store = Store::open_in_memory().await.unwrap();
-        store.insert_batch(&batch(1, "broadcast"), Seq(0), &[]).await.unwrap();
-        store.insert_batch_version(&version(1, 0)).await.unwrap();
-        store.add_batch_signature(1, 0, 0, "0140aa").await.unwrap();
-        store.reset_projections().await.unwrap();
-        assert_eq!(
-            store.batch(1).await.unwrap(),
-            Some(BatchRecord { updated_at: version(1, 0).created_at, ..batch(1, "broadcast") })
-        );
-        assert_eq!(store.batch_versions(1).await.unwrap(), vec![version(1, 0)]);
-        assert_eq!(store.batch_signatures(1, 0).await.unwrap(), vec![(0, "0140aa".to_string())]);
-        assert_eq!(store.last_batch_id().await.unwrap(), 1);
+        for store in crate::test_stores().await {
+            store.insert_batch(&batch(1, "broadcast"), Seq(0), &[]).await.unwrap();
+            store.insert_batch_version(&version(1, 0)).await.unwrap();
+            store.add_batch_signature(1, 0, 0, "0140aa").await.unwrap();
+            store.reset_projections().await.unwrap();
+            assert_eq!(
+                store.batch(1).await.unwrap(),
+                Some(BatchRecord { updated_at: version(1, 0).created_at, ..batch(1, "broadcast") })
+            );
+            assert_eq!(store.batch_versions(1).await.unwrap(), vec![version(1, 0)]);
+            assert_eq!(store.batch_signatures(1, 0).await.unwrap(), vec![(0, "0140aa".to_string())]);
+            assert_eq!(store.last_batch_id().await.unwrap(), 1);
+        }
     }
 
     #[tokio::test]
     async fn batch_queries_use_the_indexes() {
-        let store = Store::open_in_memory().await.unwrap();
-        let plans = [
-            (
-                "SELECT * FROM settlement_batches WHERE status = 'planned' ORDER BY id DESC LIMIT 5",
-                "settlement_batches_by_status",
-            ),
-            ("SELECT * FROM settlement_batches WHERE id = 3", "INTEGER PRIMARY KEY"),
-            (
-                "SELECT * FROM settlement_batch_versions WHERE batch = 3 ORDER BY version",
-                "sqlite_autoindex_settlement_batch_versions_1",
-            ),
-            (
-                "SELECT * FROM settlement_batch_signatures WHERE batch = 3 AND version = 1 ORDER BY input",
-                "sqlite_autoindex_settlement_batch_signatures_1",
-            ),
-        ];
-        for (sql, index) in plans {
-            let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}")).fetch_all(&store.pool).await.unwrap();
-            let plan: Vec<String> = rows.iter().map(|r| r.get::<String, _>(3)).collect();
-            assert!(plan.iter().any(|p| p.contains(index)), "{sql}: {plan:?}");
-            assert!(!plan.iter().any(|p| p.contains("TEMP B-TREE")), "{sql}: {plan:?}");
+        // EXPLAIN QUERY PLAN is SQLite's: PostgreSQL plans by its statistics.
+        for store in crate::test_stores().await.into_iter().filter(|s| s.backend() == crate::Backend::Sqlite) {
+            let plans = [
+                (
+                    "SELECT * FROM settlement_batches WHERE status = 'planned' ORDER BY id DESC LIMIT 5",
+                    "settlement_batches_by_status",
+                ),
+                ("SELECT * FROM settlement_batches WHERE id = 3", "INTEGER PRIMARY KEY"),
+                (
+                    "SELECT * FROM settlement_batch_versions WHERE batch = 3 ORDER BY version",
+                    "sqlite_autoindex_settlement_batch_versions_1",
+                ),
+                (
+                    "SELECT * FROM settlement_batch_signatures WHERE batch = 3 AND version = 1 ORDER BY input",
+                    "sqlite_autoindex_settlement_batch_signatures_1",
+                ),
+            ];
+            for (sql, index) in plans {
+                let rows = sqlx::query(stmt(store.backend, &format!("EXPLAIN QUERY PLAN {sql}"))).fetch_all(&store.pool).await.unwrap();
+                let plan: Vec<String> = rows.iter().map(|r| r.get::<String, _>(3)).collect();
+                assert!(plan.iter().any(|p| p.contains(index)), "{sql}: {plan:?}");
+                assert!(!plan.iter().any(|p| p.contains("TEMP B-TREE")), "{sql}: {plan:?}");
+            }
         }
     }
 }

@@ -3,9 +3,10 @@
 //! [`Store::reset_projections`]. Never deleted (a co-signer is never revoked here, so caches of
 //! this table cannot go stale).
 
+use crate::stmt::stmt;
 use crate::records::{from_sql, to_sql, CosignerRecord};
 use crate::{Store, StoreError};
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 use tandem_matching::Timestamp;
 
@@ -13,7 +14,7 @@ impl Store {
     /// Registers a co-signer; an already registered `identity_pubkey` is a
     /// [`StoreError::Conflict`].
     pub async fn insert_cosigner(&self, cosigner: &CosignerRecord) -> Result<(), StoreError> {
-        let result = sqlx::query("INSERT INTO cosigners (identity_pubkey, label, created_at) VALUES (?, ?, ?)")
+        let result = sqlx::query(stmt(self.backend, "INSERT INTO cosigners (identity_pubkey, label, created_at) VALUES (?, ?, ?)"))
             .bind(cosigner.identity_pubkey.as_str())
             .bind(cosigner.label.as_str())
             .bind(to_sql(cosigner.created_at.0, "timestamp")?)
@@ -29,7 +30,7 @@ impl Store {
     }
 
     pub async fn cosigner(&self, identity_pubkey: &str) -> Result<Option<CosignerRecord>, StoreError> {
-        let row = sqlx::query("SELECT identity_pubkey, label, created_at FROM cosigners WHERE identity_pubkey = ?")
+        let row = sqlx::query(stmt(self.backend, "SELECT identity_pubkey, label, created_at FROM cosigners WHERE identity_pubkey = ?"))
             .bind(identity_pubkey)
             .fetch_optional(&self.pool)
             .await?;
@@ -38,16 +39,16 @@ impl Store {
 
     /// Every co-signer, oldest first.
     pub async fn cosigners(&self) -> Result<Vec<CosignerRecord>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(stmt(self.backend, 
             "SELECT identity_pubkey, label, created_at FROM cosigners ORDER BY created_at, identity_pubkey",
-        )
+        ))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(cosigner_record).collect()
     }
 }
 
-fn cosigner_record(r: &SqliteRow) -> Result<CosignerRecord, StoreError> {
+fn cosigner_record(r: &AnyRow) -> Result<CosignerRecord, StoreError> {
     Ok(CosignerRecord {
         identity_pubkey: r.try_get(0)?,
         label: r.try_get(1)?,

@@ -6,9 +6,10 @@
 //! in the engine, then register the device key and bind the code to the account in one
 //! transaction. If the middle step fails, [`Store::release_enrolment_code`] hands the code back.
 
+use crate::stmt::stmt;
 use crate::records::{from_sql, to_sql, DeviceKeyRecord, EnrolmentCodeRecord};
 use crate::{Store, StoreError};
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 use tandem_matching::{AccountId, Timestamp};
 
@@ -21,7 +22,7 @@ impl Store {
         let account = to_sql(key.account_id.0, "account id")?;
         let mut tx = self.begin_write().await?;
         let inserted =
-            sqlx::query("INSERT INTO device_keys (device_pubkey, account_id, label, created_at) VALUES (?, ?, ?, ?)")
+            sqlx::query(stmt(self.backend, "INSERT INTO device_keys (device_pubkey, account_id, label, created_at) VALUES (?, ?, ?, ?)"))
                 .bind(key.device_pubkey.as_str())
                 .bind(account)
                 .bind(key.label.as_str())
@@ -36,10 +37,10 @@ impl Store {
             Err(e) => return Err(e.into()),
         }
         if let Some(code_hash) = code_hash {
-            let bound = sqlx::query(
+            let bound = sqlx::query(stmt(self.backend, 
                 "UPDATE enrolment_codes SET account_id = ? \
                  WHERE code_hash = ? AND used_at IS NOT NULL AND account_id IS NULL",
-            )
+            ))
             .bind(account)
             .bind(code_hash)
             .execute(&mut *tx)
@@ -54,7 +55,7 @@ impl Store {
 
     pub async fn device_key(&self, device_pubkey: &str) -> Result<Option<DeviceKeyRecord>, StoreError> {
         let row =
-            sqlx::query("SELECT device_pubkey, account_id, label, created_at FROM device_keys WHERE device_pubkey = ?")
+            sqlx::query(stmt(self.backend, "SELECT device_pubkey, account_id, label, created_at FROM device_keys WHERE device_pubkey = ?"))
                 .bind(device_pubkey)
                 .fetch_optional(&self.pool)
                 .await?;
@@ -63,10 +64,10 @@ impl Store {
 
     /// The account's device keys, oldest first.
     pub async fn device_keys_for(&self, account: AccountId) -> Result<Vec<DeviceKeyRecord>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(stmt(self.backend, 
             "SELECT device_pubkey, account_id, label, created_at FROM device_keys WHERE account_id = ? \
              ORDER BY created_at, device_pubkey",
-        )
+        ))
         .bind(to_sql(account.0, "account id")?)
         .fetch_all(&self.pool)
         .await?;
@@ -76,9 +77,9 @@ impl Store {
     /// Stores a fresh code (its `used_at` and `account_id` are ignored: a new code is unused).
     /// An existing hash is a [`StoreError::Conflict`].
     pub async fn insert_enrolment_code(&self, code: &EnrolmentCodeRecord) -> Result<(), StoreError> {
-        let result = sqlx::query(
+        let result = sqlx::query(stmt(self.backend, 
             "INSERT INTO enrolment_codes (code_hash, label, created_at, used_at, account_id) VALUES (?, ?, ?, NULL, NULL)",
-        )
+        ))
         .bind(code.code_hash.as_str())
         .bind(code.label.as_str())
         .bind(to_sql(code.created_at.0, "timestamp")?)
@@ -94,9 +95,9 @@ impl Store {
     }
 
     pub async fn enrolment_code(&self, code_hash: &str) -> Result<Option<EnrolmentCodeRecord>, StoreError> {
-        let row = sqlx::query(
+        let row = sqlx::query(stmt(self.backend, 
             "SELECT code_hash, label, created_at, used_at, account_id FROM enrolment_codes WHERE code_hash = ?",
-        )
+        ))
         .bind(code_hash)
         .fetch_optional(&self.pool)
         .await?;
@@ -106,7 +107,7 @@ impl Store {
     /// Marks an unused code used, atomically: true for exactly one caller, false if the code
     /// does not exist or was already used.
     pub async fn consume_enrolment_code(&self, code_hash: &str, used_at: Timestamp) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE enrolment_codes SET used_at = ? WHERE code_hash = ? AND used_at IS NULL")
+        let done = sqlx::query(stmt(self.backend, "UPDATE enrolment_codes SET used_at = ? WHERE code_hash = ? AND used_at IS NULL"))
             .bind(to_sql(used_at.0, "timestamp")?)
             .bind(code_hash)
             .execute(&self.pool)
@@ -118,9 +119,9 @@ impl Store {
     /// bound to the code; `used_at` must be the consuming call's, so only that caller releases
     /// it. True if the code is usable again.
     pub async fn release_enrolment_code(&self, code_hash: &str, used_at: Timestamp) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        let done = sqlx::query(stmt(self.backend, 
             "UPDATE enrolment_codes SET used_at = NULL WHERE code_hash = ? AND used_at = ? AND account_id IS NULL",
-        )
+        ))
         .bind(code_hash)
         .bind(to_sql(used_at.0, "timestamp")?)
         .execute(&self.pool)
@@ -129,7 +130,7 @@ impl Store {
     }
 }
 
-fn device_key_record(r: &SqliteRow) -> Result<DeviceKeyRecord, StoreError> {
+fn device_key_record(r: &AnyRow) -> Result<DeviceKeyRecord, StoreError> {
     Ok(DeviceKeyRecord {
         device_pubkey: r.try_get(0)?,
         account_id: AccountId(from_sql(r.try_get(1)?, "account id")?),
@@ -138,7 +139,7 @@ fn device_key_record(r: &SqliteRow) -> Result<DeviceKeyRecord, StoreError> {
     })
 }
 
-fn enrolment_code_record(r: &SqliteRow) -> Result<EnrolmentCodeRecord, StoreError> {
+fn enrolment_code_record(r: &AnyRow) -> Result<EnrolmentCodeRecord, StoreError> {
     let used_at: Option<i64> = r.try_get(3)?;
     let account: Option<i64> = r.try_get(4)?;
     Ok(EnrolmentCodeRecord {

@@ -2,18 +2,19 @@
 //! and enrolment codes are in `devices`).
 //! They survive [`Store::reset_projections`].
 
+use crate::stmt::stmt;
 use crate::records::{from_sql, to_sql, ApiKeyRecord};
 use crate::{Store, StoreError};
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 use tandem_matching::{AccountId, Timestamp};
 
 impl Store {
     /// Stores a new key; an existing `api_key` is a [`StoreError::Conflict`].
     pub async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
-        let result = sqlx::query(
+        let result = sqlx::query(stmt(self.backend, 
             "INSERT INTO api_keys (api_key, secret, account_id, label, created_at) VALUES (?, ?, ?, ?, ?)",
-        )
+        ))
         .bind(key.api_key.as_str())
         .bind(key.secret.as_str())
         .bind(to_sql(key.account_id.0, "account id")?)
@@ -31,7 +32,7 @@ impl Store {
     }
 
     pub async fn api_key(&self, api_key: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let row = sqlx::query("SELECT api_key, secret, account_id, label, created_at FROM api_keys WHERE api_key = ?")
+        let row = sqlx::query(stmt(self.backend, "SELECT api_key, secret, account_id, label, created_at FROM api_keys WHERE api_key = ?"))
             .bind(api_key)
             .fetch_optional(&self.pool)
             .await?;
@@ -40,10 +41,10 @@ impl Store {
 
     /// The account's keys, oldest first.
     pub async fn api_keys_for(&self, account: AccountId) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(stmt(self.backend, 
             "SELECT api_key, secret, account_id, label, created_at FROM api_keys WHERE account_id = ? \
              ORDER BY created_at, api_key",
-        )
+        ))
         .bind(to_sql(account.0, "account id")?)
         .fetch_all(&self.pool)
         .await?;
@@ -51,12 +52,12 @@ impl Store {
     }
 
     pub async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE name = ?").bind(key).fetch_optional(&self.pool).await?)
+        Ok(sqlx::query_scalar(stmt(self.backend, "SELECT value FROM meta WHERE name = ?")).bind(key).fetch_optional(&self.pool).await?)
     }
 
     /// Inserts or replaces.
     pub async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value")
+        sqlx::query(stmt(self.backend, "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value"))
             .bind(key)
             .bind(value)
             .execute(&self.pool)
@@ -65,7 +66,7 @@ impl Store {
     }
 }
 
-fn api_key_record(r: &SqliteRow) -> Result<ApiKeyRecord, StoreError> {
+fn api_key_record(r: &AnyRow) -> Result<ApiKeyRecord, StoreError> {
     Ok(ApiKeyRecord {
         api_key: r.try_get(0)?,
         secret: r.try_get(1)?,

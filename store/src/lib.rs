@@ -1,7 +1,7 @@
 //! tandem-store: query projections of the engine's events, for the API's history queries.
 //!
-//! The crate owns the SQL database (SQLite by default, PostgreSQL later) and the tables in
-//! `migrations/sqlite`: orders, trades, balances, ledger entries, accounts, deposits and
+//! The crate owns the SQL database (SQLite by default, or PostgreSQL) and the tables in
+//! `migrations/sqlite` (and their twins in `migrations/postgres`): orders, trades, balances, ledger entries, accounts, deposits and
 //! withdrawals, all *derived* from [`Applied`] commands, plus small tables that are not
 //! derived (API keys, wallet device keys and their enrolment codes, co-signer identity keys, and a
 //! key-value `meta`).
@@ -30,12 +30,16 @@ mod queries;
 mod records;
 mod refusals;
 mod signed_requests;
+mod stmt;
 mod vaults;
 
 #[cfg(test)]
 mod tests;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::AnyPool;
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions as _, Executor as _};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -69,57 +73,145 @@ pub enum StoreError {
 /// The projection database. Cheap to clone (a connection pool inside).
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// Which engine a store runs on. The SQL is the same for both (see `stmt`); what differs is how
+/// a connection is set up, how a write transaction starts, and the migrations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
 }
 
 /// Readers run while the projector writes (WAL); a small pool is plenty on a 2-core machine.
 const FILE_POOL_CONNECTIONS: u32 = 4;
+/// PostgreSQL connections per process.
+const PG_POOL_CONNECTIONS: u32 = 8;
 /// A writer waits this long for another writer (the projector, an API-key insert) to commit.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Multi-row statements come in a few fixed shapes per table (see `projection`); keep them all.
-const STATEMENT_CACHE: usize = 256;
 
 impl Store {
     /// Opens (creating if missing) the database file: WAL journal, `synchronous=NORMAL` (a
     /// crash may lose the last batches, which the journal replays), foreign keys on, a busy
     /// timeout, and all migrations applied.
     pub async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT)
-            .statement_cache_capacity(STATEMENT_CACHE);
-        let pool = SqlitePoolOptions::new().max_connections(FILE_POOL_CONNECTIONS).connect_with(options).await?;
-        Store::migrated(pool).await
+        let url = SqliteConnectOptions::new().filename(path).create_if_missing(true).to_url_lossy();
+        Store::open_sqlite_url(url.as_str(), FILE_POOL_CONNECTIONS, true).await
     }
 
     /// A private in-memory database for tests. One connection that never expires: an
     /// in-memory database lives exactly as long as its connection.
     pub async fn open_in_memory() -> Result<Store, StoreError> {
-        let options = SqliteConnectOptions::from_str("sqlite::memory:")?
-            .foreign_keys(true)
-            .statement_cache_capacity(STATEMENT_CACHE);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
+        Store::open_sqlite_url("sqlite::memory:", 1, false).await
+    }
+
+    async fn open_sqlite_url(url: &str, connections: u32, wal: bool) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let options = AnyConnectOptions::from_str(url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(connections)
+            .min_connections(if wal { 0 } else { 1 })
+            .idle_timeout(if wal { Some(Duration::from_secs(600)) } else { None })
+            .max_lifetime(if wal { Some(Duration::from_secs(1800)) } else { None })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if wal {
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    }
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    conn.execute(format!("PRAGMA busy_timeout = {}", BUSY_TIMEOUT.as_millis()).as_str()).await?;
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await?;
-        Store::migrated(pool).await
-    }
-
-    async fn migrated(pool: SqlitePool) -> Result<Store, StoreError> {
         sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
-        Ok(Store { pool })
+        Ok(Store { pool, backend: Backend::Sqlite })
     }
 
-    /// Write transactions take the write lock up front (`BEGIN IMMEDIATE`): a deferred one
-    /// that reads first could fail to upgrade with SQLITE_BUSY, which no busy timeout retries.
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    /// Opens a PostgreSQL database (`postgres://user@host:port/db`) and applies its migrations
+    /// (`migrations/postgres`). With `schema`, everything lives in that schema (created if
+    /// missing): one database can hold several stores (tests, several exchanges).
+    pub async fn open_postgres(url: &str, schema: Option<&str>) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let schema = schema.map(str::to_owned);
+        if let Some(s) = &schema {
+            if s.is_empty() || !s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+                return Err(StoreError::Corrupt(format!("schema name {s:?}: lowercase letters, digits and _ only")));
+            }
+            let pool = AnyPoolOptions::new().max_connections(1).connect(url).await?;
+            pool.execute(format!("CREATE SCHEMA IF NOT EXISTS {s}").as_str()).await?;
+            pool.close().await;
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(PG_POOL_CONNECTIONS)
+            .after_connect(move |conn, _| {
+                let schema = schema.clone();
+                Box::pin(async move {
+                    if let Some(s) = schema {
+                        conn.execute(format!("SET search_path TO {s}").as_str()).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await?;
+        sqlx::migrate!("../migrations/postgres").run(&pool).await?;
+        Ok(Store { pool, backend: Backend::Postgres })
     }
+
+    /// The engine this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// A write transaction. SQLite takes the write lock up front (`BEGIN IMMEDIATE`): a deferred
+    /// one that reads first could fail to upgrade with SQLITE_BUSY, which no busy timeout
+    /// retries.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+}
+
+/// Where tests find PostgreSQL: `TANDEM_TEST_POSTGRES`, else the test machine's
+/// `postgres://postgres@127.0.0.1:5432/test` (the test command starts it).
+#[cfg(test)]
+pub(crate) fn test_postgres_url() -> String {
+    std::env::var("TANDEM_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A fresh store on each engine: SQLite in memory, and PostgreSQL in a schema of its own (schemas
+/// of test runs over an hour old are dropped on the way).
+#[cfg(test)]
+pub(crate) async fn test_stores() -> Vec<Store> {
+    use rand::Rng as _;
+    let sqlite = Store::open_in_memory().await.unwrap();
+    let url = test_postgres_url();
+    sqlx::any::install_default_drivers();
+    let admin = AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {url} (start it, or set TANDEM_TEST_POSTGRES): {e}"));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let old: Vec<String> = sqlx::query_scalar("SELECT schema_name::text FROM information_schema.schemata WHERE schema_name LIKE 'tandem_test_%'")
+        .fetch_all(&admin)
+        .await
+        .unwrap();
+    for schema in old {
+        let made: u64 = schema.split('_').nth(2).and_then(|t| t.parse().ok()).unwrap_or(0);
+        if now.saturating_sub(made) > 3600 {
+            let _ = admin.execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE").as_str()).await;
+        }
+    }
+    admin.close().await;
+    let schema = format!("tandem_test_{now}_{:08x}", rand::thread_rng().gen::<u32>());
+    let postgres = Store::open_postgres(&url, Some(&schema)).await.unwrap();
+    vec![sqlite, postgres]
 }

@@ -6,17 +6,18 @@
 //! to one order (accepted, filled, closed) or one balance into a single row write, and the rows
 //! go out in multi-row statements. Only ledger entries and trades stay one row per event.
 
+use crate::stmt::{backend_of, stmt};
 use crate::records::{tif_str, to_sql, OrderStatus, OrderType, WithdrawalStatus};
 use crate::{Store, StoreError};
 use sqlx::query::Query;
-use sqlx::sqlite::SqliteArguments;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::any::AnyArguments;
+use sqlx::{Any, Row, Transaction};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tandem_matching::{AccountKind, Applied, CloseReason, Event, Seq, Side, TimeInForce};
 
-type Tx = Transaction<'static, Sqlite>;
-type SqlQuery<'q> = Query<'q, Sqlite, SqliteArguments<'q>>;
+type Tx = Transaction<'static, Any>;
+type SqlQuery<'q> = Query<'q, Any, AnyArguments<'q>>;
 
 /// The tables [`Store::reset_projections`] empties (api_keys and meta are not projections).
 const PROJECTION_TABLES: [&str; 7] =
@@ -29,7 +30,7 @@ const GENESIS_ACCOUNTS: &str =
 impl Store {
     /// Last seq whose events are fully projected (0 when empty).
     pub async fn projected_seq(&self) -> Result<Seq, StoreError> {
-        let seq: i64 = sqlx::query_scalar("SELECT seq FROM projection_cursor WHERE id = 1").fetch_one(&self.pool).await?;
+        let seq: i64 = sqlx::query_scalar(stmt(self.backend, "SELECT seq FROM projection_cursor WHERE id = 1")).fetch_one(&self.pool).await?;
         Ok(Seq(crate::records::from_sql(seq, "projected seq")?))
     }
 
@@ -41,7 +42,7 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.begin_write().await?;
-        let cursor: i64 = sqlx::query_scalar("SELECT seq FROM projection_cursor WHERE id = 1").fetch_one(&mut *tx).await?;
+        let cursor: i64 = sqlx::query_scalar(stmt(self.backend, "SELECT seq FROM projection_cursor WHERE id = 1")).fetch_one(&mut *tx).await?;
         let mut last = crate::records::from_sql(cursor, "projected seq")?;
         let mut items = Vec::with_capacity(batch.len());
         for a in batch {
@@ -60,7 +61,7 @@ impl Store {
             fold.apply(a)?;
         }
         fold.write(&mut tx).await?;
-        sqlx::query("UPDATE projection_cursor SET seq = ? WHERE id = 1")
+        sqlx::query(stmt(self.backend, "UPDATE projection_cursor SET seq = ? WHERE id = 1"))
             .bind(to_sql(last, "seq")?)
             .execute(&mut *tx)
             .await?;
@@ -73,10 +74,10 @@ impl Store {
     pub async fn reset_projections(&self) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         for table in PROJECTION_TABLES {
-            sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *tx).await?;
+            sqlx::query(stmt(self.backend, &format!("DELETE FROM {table}"))).execute(&mut *tx).await?;
         }
-        sqlx::query(GENESIS_ACCOUNTS).execute(&mut *tx).await?;
-        sqlx::query("UPDATE projection_cursor SET seq = 0 WHERE id = 1").execute(&mut *tx).await?;
+        sqlx::query(stmt(self.backend, GENESIS_ACCOUNTS)).execute(&mut *tx).await?;
+        sqlx::query(stmt(self.backend, "UPDATE projection_cursor SET seq = 0 WHERE id = 1")).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -132,7 +133,7 @@ async fn write_rows<T: SqlRow>(tx: &mut Tx, rows: &[T], head: &str, tail: &str) 
     let mut start = 0;
     for size in chunk_sizes(rows.len()) {
         let sql = values_sql(head, T::COLS, size, tail);
-        let mut q = sqlx::query(&sql);
+        let mut q = sqlx::query(stmt(backend_of(tx), &sql));
         for row in &rows[start..start + size] {
             q = row.bind(q)?;
         }
@@ -165,7 +166,7 @@ async fn load_balances(tx: &mut Tx, items: &[&Applied]) -> Result<HashMap<(u64, 
             1,
             "",
         );
-        let mut q = sqlx::query(&sql);
+        let mut q = sqlx::query(stmt(backend_of(tx), &sql));
         for a in &accounts[start..start + size] {
             q = q.bind(*a);
         }
@@ -659,7 +660,7 @@ impl SqlRow for OrderRow {
             .bind(to_sql(self.quote_filled, "filled notional")?)
             .bind(self.status.as_str())
             .bind(tif_str(self.time_in_force))
-            .bind(self.post_only)
+            .bind(i64::from(self.post_only))
             .bind(self.client_order_id.as_deref())
             .bind(to_sql(self.created_seq, "seq")?)
             .bind(to_sql(self.created_at, "timestamp")?)

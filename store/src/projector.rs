@@ -61,7 +61,7 @@ impl ProjectorHandle {
 }
 
 fn run(store: Store, rx: Receiver<Arc<Applied>>, published: watch::Sender<Seq>) {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the projector runtime; history queries will be stale");

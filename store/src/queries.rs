@@ -1,18 +1,19 @@
 //! Reading projections: the API's history queries. Newest first wherever there is a history.
 
+use crate::stmt::stmt;
 use crate::records::{
     from_sql, parse_account_kind, parse_side, parse_tif, small_from_sql, to_sql, AccountRecord, BalanceRecord,
     DepositRecord, LedgerEntry, OrderRecord, OrderStatus, OrderType, TradeRecord, WithdrawalRecord, WithdrawalStatus,
 };
 use crate::{Store, StoreError};
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 use tandem_matching::{
     AccountId, Amount, AssetId, MarketId, OrderId, Price, Quantity, Seq, Timestamp, TradeId, WithdrawalId,
 };
 
 const ORDER_COLUMNS: &str = "order_id, account_id, market_id, side, order_type, price, quantity, filled, quote_filled, \
-     status, time_in_force, post_only, client_order_id, created_seq, created_at, updated_seq, updated_at";
+     status, time_in_force, CAST(post_only AS BIGINT), client_order_id, created_seq, created_at, updated_seq, updated_at";
 
 const TRADE_COLUMNS: &str = "trade_id, market_id, price, quantity, notional, maker_order, maker_account, taker_order, \
      taker_account, taker_side, maker_fee, taker_fee, seq, ts";
@@ -20,7 +21,7 @@ const TRADE_COLUMNS: &str = "trade_id, market_id, price, quantity, notional, mak
 impl Store {
     pub async fn order(&self, id: OrderId) -> Result<Option<OrderRecord>, StoreError> {
         let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = ?");
-        let row = sqlx::query(&sql).bind(to_sql(id.0, "order id")?).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(stmt(self.backend, &sql)).bind(to_sql(id.0, "order id")?).fetch_optional(&self.pool).await?;
         row.as_ref().map(order_record).transpose()
     }
 
@@ -30,7 +31,7 @@ impl Store {
         client_order_id: &str,
     ) -> Result<Option<OrderRecord>, StoreError> {
         let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE account_id = ? AND client_order_id = ?");
-        let row = sqlx::query(&sql)
+        let row = sqlx::query(stmt(self.backend, &sql))
             .bind(to_sql(account.0, "account id")?)
             .bind(client_order_id)
             .fetch_optional(&self.pool)
@@ -61,7 +62,7 @@ impl Store {
             Some(id) => to_sql(id.0, "order id")?,
             None => i64::MAX,
         };
-        let mut q = sqlx::query(&sql).bind(to_sql(account.0, "account id")?).bind(before);
+        let mut q = sqlx::query(stmt(self.backend, &sql)).bind(to_sql(account.0, "account id")?).bind(before);
         if let Some(m) = market {
             q = q.bind(i64::from(m.0));
         }
@@ -72,7 +73,7 @@ impl Store {
     /// A market's trades, newest first.
     pub async fn trades(&self, market: MarketId, limit: u32) -> Result<Vec<TradeRecord>, StoreError> {
         let sql = format!("SELECT {TRADE_COLUMNS} FROM trades WHERE market_id = ? ORDER BY trade_id DESC LIMIT ?");
-        let rows = sqlx::query(&sql).bind(i64::from(market.0)).bind(i64::from(limit)).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(stmt(self.backend, &sql)).bind(i64::from(market.0)).bind(i64::from(limit)).fetch_all(&self.pool).await?;
         rows.iter().map(trade_record).collect()
     }
 
@@ -99,7 +100,7 @@ impl Store {
         );
         let account = to_sql(account.0, "account id")?;
         let limit = i64::from(limit);
-        let mut q = sqlx::query(&sql);
+        let mut q = sqlx::query(stmt(self.backend, &sql));
         for _ in 0..2 {
             q = q.bind(account);
             if let Some(m) = market {
@@ -113,9 +114,9 @@ impl Store {
 
     /// Every asset the account ever held, by asset id.
     pub async fn balances(&self, account: AccountId) -> Result<Vec<BalanceRecord>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(stmt(self.backend, 
             "SELECT account_id, asset_id, available, locked, seq FROM balances WHERE account_id = ? ORDER BY asset_id",
-        )
+        ))
         .bind(to_sql(account.0, "account id")?)
         .fetch_all(&self.pool)
         .await?;
@@ -134,10 +135,10 @@ impl Store {
 
     /// Newest first.
     pub async fn ledger_entries(&self, account: AccountId, limit: u32) -> Result<Vec<LedgerEntry>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(stmt(self.backend, 
             "SELECT seq, ts, account_id, asset_id, available_delta, locked_delta, available, locked, cause \
              FROM ledger_entries WHERE account_id = ? ORDER BY seq DESC, asset_id DESC LIMIT ?",
-        )
+        ))
         .bind(to_sql(account.0, "account id")?)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
@@ -161,9 +162,9 @@ impl Store {
 
     /// Newest first.
     pub async fn withdrawals(&self, account: AccountId, limit: u32) -> Result<Vec<WithdrawalRecord>, StoreError> {
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(stmt(self.backend, &format!(
             "SELECT {WITHDRAWAL_COLUMNS} FROM withdrawals WHERE account_id = ? ORDER BY withdrawal_id DESC LIMIT ?"
-        ))
+        )))
         .bind(to_sql(account.0, "account id")?)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
@@ -172,7 +173,7 @@ impl Store {
     }
 
     pub async fn withdrawal(&self, id: WithdrawalId) -> Result<Option<WithdrawalRecord>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {WITHDRAWAL_COLUMNS} FROM withdrawals WHERE withdrawal_id = ?"))
+        let row = sqlx::query(stmt(self.backend, &format!("SELECT {WITHDRAWAL_COLUMNS} FROM withdrawals WHERE withdrawal_id = ?")))
             .bind(to_sql(id.0, "withdrawal id")?)
             .fetch_optional(&self.pool)
             .await?;
@@ -187,7 +188,7 @@ impl Store {
              UNION ALL SELECT {TRADE_COLUMNS} FROM trades WHERE taker_account = ? AND seq > ? AND seq <= ? ORDER BY trade_id"
         );
         let (account, after, through) = (to_sql(account.0, "account id")?, to_sql(after.0, "seq")?, to_sql(through.0, "seq")?);
-        let rows = sqlx::query(&sql)
+        let rows = sqlx::query(stmt(self.backend, &sql))
             .bind(account)
             .bind(after)
             .bind(through)
@@ -201,10 +202,10 @@ impl Store {
 
     /// Newest first.
     pub async fn deposits(&self, account: AccountId, limit: u32) -> Result<Vec<DepositRecord>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(stmt(self.backend, 
             "SELECT account_id, asset_id, amount, reference, seq, ts FROM deposits WHERE account_id = ? \
              ORDER BY seq DESC LIMIT ?",
-        )
+        ))
         .bind(to_sql(account.0, "account id")?)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
@@ -225,7 +226,7 @@ impl Store {
 
     /// Every account, by id (including the fee account and the settlement pool).
     pub async fn accounts(&self) -> Result<Vec<AccountRecord>, StoreError> {
-        let rows = sqlx::query("SELECT account_id, kind, created_seq FROM accounts ORDER BY account_id")
+        let rows = sqlx::query(stmt(self.backend, "SELECT account_id, kind, created_seq FROM accounts ORDER BY account_id"))
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
@@ -240,7 +241,7 @@ impl Store {
     }
 }
 
-fn order_record(r: &SqliteRow) -> Result<OrderRecord, StoreError> {
+fn order_record(r: &AnyRow) -> Result<OrderRecord, StoreError> {
     Ok(OrderRecord {
         order_id: OrderId(from_sql(r.try_get(0)?, "order id")?),
         account_id: AccountId(from_sql(r.try_get(1)?, "account id")?),
@@ -253,7 +254,8 @@ fn order_record(r: &SqliteRow) -> Result<OrderRecord, StoreError> {
         quote_filled: Amount(from_sql(r.try_get(8)?, "quote filled")?),
         status: OrderStatus::parse(r.try_get(9)?)?,
         time_in_force: parse_tif(r.try_get(10)?)?,
-        post_only: r.try_get(11)?,
+        // 0 or 1 (a SQLite BOOLEAN column, a PostgreSQL BIGINT one).
+        post_only: r.try_get::<i64, _>(11)? != 0,
         client_order_id: r.try_get(12)?,
         created_seq: Seq(from_sql(r.try_get(13)?, "seq")?),
         created_at: Timestamp(from_sql(r.try_get(14)?, "timestamp")?),
@@ -265,7 +267,7 @@ fn order_record(r: &SqliteRow) -> Result<OrderRecord, StoreError> {
 const WITHDRAWAL_COLUMNS: &str =
     "withdrawal_id, account_id, asset_id, amount, destination, status, requested_at, updated_at";
 
-fn withdrawal_record(r: &SqliteRow) -> Result<WithdrawalRecord, StoreError> {
+fn withdrawal_record(r: &AnyRow) -> Result<WithdrawalRecord, StoreError> {
     Ok(WithdrawalRecord {
         withdrawal_id: WithdrawalId(from_sql(r.try_get(0)?, "withdrawal id")?),
         account_id: AccountId(from_sql(r.try_get(1)?, "account id")?),
@@ -278,7 +280,7 @@ fn withdrawal_record(r: &SqliteRow) -> Result<WithdrawalRecord, StoreError> {
     })
 }
 
-fn trade_record(r: &SqliteRow) -> Result<TradeRecord, StoreError> {
+fn trade_record(r: &AnyRow) -> Result<TradeRecord, StoreError> {
     Ok(TradeRecord {
         trade_id: TradeId(from_sql(r.try_get(0)?, "trade id")?),
         market_id: MarketId(small_from_sql(r.try_get(1)?, "market id")?),

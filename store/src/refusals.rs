@@ -1,6 +1,7 @@
 //! Signing refusals, for operators: who refused which spend, and why. Not projections: they
 //! survive [`Store::reset_projections`].
 
+use crate::stmt::stmt;
 use crate::records::{from_sql, to_sql, RefusalRecord};
 use crate::{Store, StoreError};
 use sqlx::Row;
@@ -10,10 +11,10 @@ impl Store {
     /// Records a refusal (its `id` is ignored and given by the store); answers the id.
     pub async fn insert_refusal(&self, r: &RefusalRecord) -> Result<u64, StoreError> {
         let account = r.account_id.map(|a| to_sql(a.0, "account id")).transpose()?;
-        let row = sqlx::query(
+        let row = sqlx::query(stmt(self.backend, 
             "INSERT INTO signing_refusals (at, signer, code, detail, purpose, execution_id, group_id, account_id) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        )
+        ))
         .bind(to_sql(r.at.0, "timestamp")?)
         .bind(r.signer.as_str())
         .bind(r.code.as_str())
@@ -30,10 +31,10 @@ impl Store {
     /// The newest refusals first, at most `limit`, optionally of one account only.
     pub async fn refusals(&self, account: Option<AccountId>, limit: u32) -> Result<Vec<RefusalRecord>, StoreError> {
         let account = account.map(|a| to_sql(a.0, "account id")).transpose()?;
-        let rows = sqlx::query(
+        let rows = sqlx::query(stmt(self.backend, 
             "SELECT id, at, signer, code, detail, purpose, execution_id, group_id, account_id FROM signing_refusals \
              WHERE (? IS NULL OR account_id = ?) ORDER BY id DESC LIMIT ?",
-        )
+        ))
         .bind(account)
         .bind(account)
         .bind(i64::from(limit))
@@ -70,9 +71,10 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for outpoint in outpoints {
-            sqlx::query(
-                "INSERT OR IGNORE INTO provider_signatures (purpose, txid, outpoint, execution_id, at) VALUES (?, ?, ?, ?, ?)",
-            )
+            sqlx::query(stmt(self.backend, 
+                "INSERT INTO provider_signatures (purpose, txid, outpoint, execution_id, at) VALUES (?, ?, ?, ?, ?) \
+                 ON CONFLICT DO NOTHING",
+            ))
             .bind(purpose)
             .bind(txid)
             .bind(outpoint.as_str())
@@ -87,7 +89,7 @@ impl Store {
 
     /// The signed spends of `purpose`: (txid, the outpoints it spends).
     pub async fn provider_signatures(&self, purpose: &str) -> Result<Vec<(String, Vec<String>)>, StoreError> {
-        let rows = sqlx::query("SELECT txid, outpoint FROM provider_signatures WHERE purpose = ? ORDER BY txid, outpoint")
+        let rows = sqlx::query(stmt(self.backend, "SELECT txid, outpoint FROM provider_signatures WHERE purpose = ? ORDER BY txid, outpoint"))
             .bind(purpose)
             .fetch_all(&self.pool)
             .await?;

@@ -3,6 +3,7 @@
 // Amounts are written dollars_cents (60_000_00 is $60,000.00) on purpose.
 #![allow(clippy::inconsistent_digit_grouping)]
 
+use crate::stmt::stmt;
 use crate::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -179,39 +180,40 @@ async fn project(store: &Store, log: &[Arc<Applied>], size: usize) {
 
 #[tokio::test]
 async fn orders_follow_fills_amends_and_cancels() {
-    let mut h = Harness::new();
-    let seller = h.account(COIN, 0);
-    let buyer = h.account(0, 100_000_00);
-    let ask = order_id(&h.limit(seller, Side::Sell, 60_000, COIN));
-    let store = Store::open_in_memory().await.unwrap();
-    project(&store, &h.log, 1000).await;
-    let o = store.order(ask).await.unwrap().unwrap();
-    assert_eq!((o.status, o.filled, o.quote_filled), (OrderStatus::New, Quantity(0), Amount(0)));
-    assert_eq!((o.account_id, o.market_id, o.side, o.order_type), (seller, MKT, Side::Sell, OrderType::Limit));
-    assert_eq!((o.price, o.quantity, o.time_in_force, o.post_only), (Price(60_000_00), Quantity(COIN), TimeInForce::Gtc, false));
-    assert_eq!((o.created_seq, o.created_at), (o.updated_seq, o.updated_at));
+    for store in crate::test_stores().await {
+        let mut h = Harness::new();
+        let seller = h.account(COIN, 0);
+        let buyer = h.account(0, 100_000_00);
+        let ask = order_id(&h.limit(seller, Side::Sell, 60_000, COIN));
+        project(&store, &h.log, 1000).await;
+        let o = store.order(ask).await.unwrap().unwrap();
+        assert_eq!((o.status, o.filled, o.quote_filled), (OrderStatus::New, Quantity(0), Amount(0)));
+        assert_eq!((o.account_id, o.market_id, o.side, o.order_type), (seller, MKT, Side::Sell, OrderType::Limit));
+        assert_eq!((o.price, o.quantity, o.time_in_force, o.post_only), (Price(60_000_00), Quantity(COIN), TimeInForce::Gtc, false));
+        assert_eq!((o.created_seq, o.created_at), (o.updated_seq, o.updated_at));
 
-    // Partial fill of the resting ask, in a later batch (the update path).
-    let taken = h.limit(buyer, Side::Buy, 61_000, COIN / 4);
-    let bid = order_id(&taken);
-    store.apply_batch(std::slice::from_ref(&taken)).await.unwrap();
-    let o = store.order(ask).await.unwrap().unwrap();
-    assert_eq!((o.status, o.filled, o.quote_filled), (OrderStatus::PartiallyFilled, Quantity(COIN / 4), Amount(15_000_00)));
-    assert_eq!((o.updated_seq, o.updated_at), (taken.seq, taken.timestamp));
-    let b = store.order(bid).await.unwrap().unwrap();
-    assert_eq!((b.status, b.filled, b.quote_filled), (OrderStatus::Filled, Quantity(COIN / 4), Amount(15_000_00)));
-    assert_eq!(b.created_seq, taken.seq);
+        // Partial fill of the resting ask, in a later batch (the update path).
+        let taken = h.limit(buyer, Side::Buy, 61_000, COIN / 4);
+        let bid = order_id(&taken);
+        store.apply_batch(std::slice::from_ref(&taken)).await.unwrap();
+        let o = store.order(ask).await.unwrap().unwrap();
+        assert_eq!((o.status, o.filled, o.quote_filled), (OrderStatus::PartiallyFilled, Quantity(COIN / 4), Amount(15_000_00)));
+        assert_eq!((o.updated_seq, o.updated_at), (taken.seq, taken.timestamp));
+        let b = store.order(bid).await.unwrap().unwrap();
+        assert_eq!((b.status, b.filled, b.quote_filled), (OrderStatus::Filled, Quantity(COIN / 4), Amount(15_000_00)));
+        assert_eq!(b.created_seq, taken.seq);
 
-    // Amend down keeps the row, then cancel closes it with what was filled.
-    let amend = h.run(Command::AmendOrder { account: seller, order: OrderRef::Id(ask), price: Some(Price(60_500_00)), quantity: Some(Quantity(COIN / 2)) });
-    let cancel = h.run(Command::CancelOrder { account: seller, order: OrderRef::Id(ask) });
-    store.apply_batch(&[amend]).await.unwrap();
-    let o = store.order(ask).await.unwrap().unwrap();
-    assert_eq!((o.price, o.quantity, o.status), (Price(60_500_00), Quantity(COIN / 2), OrderStatus::PartiallyFilled));
-    store.apply_batch(std::slice::from_ref(&cancel)).await.unwrap();
-    let o = store.order(ask).await.unwrap().unwrap();
-    assert_eq!((o.status, o.filled, o.updated_seq), (OrderStatus::Canceled, Quantity(COIN / 4), cancel.seq));
-    assert_eq!(store.order(OrderId(12345)).await.unwrap(), None);
+        // Amend down keeps the row, then cancel closes it with what was filled.
+        let amend = h.run(Command::AmendOrder { account: seller, order: OrderRef::Id(ask), price: Some(Price(60_500_00)), quantity: Some(Quantity(COIN / 2)) });
+        let cancel = h.run(Command::CancelOrder { account: seller, order: OrderRef::Id(ask) });
+        store.apply_batch(&[amend]).await.unwrap();
+        let o = store.order(ask).await.unwrap().unwrap();
+        assert_eq!((o.price, o.quantity, o.status), (Price(60_500_00), Quantity(COIN / 2), OrderStatus::PartiallyFilled));
+        store.apply_batch(std::slice::from_ref(&cancel)).await.unwrap();
+        let o = store.order(ask).await.unwrap().unwrap();
+        assert_eq!((o.status, o.filled, o.updated_seq), (OrderStatus::Canceled, Quantity(COIN / 4), cancel.seq));
+        assert_eq!(store.order(OrderId(12345)).await.unwrap(), None);
+    }
 }
 
 #[tokio::test]
@@ -223,43 +225,45 @@ async fn batch_size_does_not_change_the_projection() {
     let expected = dump(&whole).await;
     assert_eq!(expected.cursor, Seq(h.seq));
     for size in [1, 2, 3, 7] {
-        let store = Store::open_in_memory().await.unwrap();
-        project(&store, &h.log, size).await;
-        assert_eq!(dump(&store).await, expected, "batch size {size}");
+        for store in crate::test_stores().await {
+            project(&store, &h.log, size).await;
+            assert_eq!(dump(&store).await, expected, "batch size {size}");
+        }
+        }
     }
-}
 
 #[tokio::test]
 async fn statuses_types_and_client_ids() {
     let h = scenario();
-    let store = Store::open_in_memory().await.unwrap();
-    project(&store, &h.log, 5).await;
-    let (seller, buyer) = (AccountId(3), AccountId(4));
-    let all: Vec<OrderRecord> = store.orders(buyer, None, false, 100, None).await.unwrap();
-    // Every order matches the engine's view while open, and is closed otherwise.
-    for o in all.iter().chain(store.orders(seller, None, false, 100, None).await.unwrap().iter()) {
-        match h.engine.order(o.order_id) {
-            Some(v) => {
-                assert!(o.status.is_open(), "{o:?}");
-                assert_eq!((v.price, v.quantity, v.filled), (o.price, o.quantity, o.filled));
+    for store in crate::test_stores().await {
+        project(&store, &h.log, 5).await;
+        let (seller, buyer) = (AccountId(3), AccountId(4));
+        let all: Vec<OrderRecord> = store.orders(buyer, None, false, 100, None).await.unwrap();
+        // Every order matches the engine's view while open, and is closed otherwise.
+        for o in all.iter().chain(store.orders(seller, None, false, 100, None).await.unwrap().iter()) {
+            match h.engine.order(o.order_id) {
+                Some(v) => {
+                    assert!(o.status.is_open(), "{o:?}");
+                    assert_eq!((v.price, v.quantity, v.filled), (o.price, o.quantity, o.filled));
+                }
+                None => assert!(!o.status.is_open(), "{o:?}"),
             }
-            None => assert!(!o.status.is_open(), "{o:?}"),
         }
+        let market = all.iter().find(|o| o.order_type == OrderType::Market).unwrap();
+        // It ate the rest of the (amended) ask, then the rest of it expired.
+        assert_eq!((market.time_in_force, market.status), (TimeInForce::Ioc, OrderStatus::Expired));
+        assert_eq!((market.filled, market.quote_filled), (Quantity(COIN / 4), Amount(15_000_00)));
+        let ioc = store.orders(seller, Some(MKT), false, 100, None).await.unwrap();
+        assert_eq!(ioc[0].time_in_force, TimeInForce::Ioc);
+        assert_eq!((ioc[0].status, ioc[0].filled), (OrderStatus::Filled, Quantity(COIN / 4)));
+        let stp = store.order_by_client_id(buyer, "stp-1").await.unwrap().unwrap();
+        assert_eq!(stp.client_order_id.as_deref(), Some("stp-1"));
+        let bid = store.orders(buyer, Some(MKT), false, 100, None).await.unwrap();
+        assert!(bid.iter().any(|o| o.status == OrderStatus::SelfTradePrevented), "{bid:?}");
+        assert_eq!(store.order_by_client_id(seller, "stp-1").await.unwrap(), None);
+        // Everything of the seller was canceled at the end.
+        assert!(store.orders(seller, None, true, 100, None).await.unwrap().is_empty());
     }
-    let market = all.iter().find(|o| o.order_type == OrderType::Market).unwrap();
-    // It ate the rest of the (amended) ask, then the rest of it expired.
-    assert_eq!((market.time_in_force, market.status), (TimeInForce::Ioc, OrderStatus::Expired));
-    assert_eq!((market.filled, market.quote_filled), (Quantity(COIN / 4), Amount(15_000_00)));
-    let ioc = store.orders(seller, Some(MKT), false, 100, None).await.unwrap();
-    assert_eq!(ioc[0].time_in_force, TimeInForce::Ioc);
-    assert_eq!((ioc[0].status, ioc[0].filled), (OrderStatus::Filled, Quantity(COIN / 4)));
-    let stp = store.order_by_client_id(buyer, "stp-1").await.unwrap().unwrap();
-    assert_eq!(stp.client_order_id.as_deref(), Some("stp-1"));
-    let bid = store.orders(buyer, Some(MKT), false, 100, None).await.unwrap();
-    assert!(bid.iter().any(|o| o.status == OrderStatus::SelfTradePrevented), "{bid:?}");
-    assert_eq!(store.order_by_client_id(seller, "stp-1").await.unwrap(), None);
-    // Everything of the seller was canceled at the end.
-    assert!(store.orders(seller, None, true, 100, None).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -273,19 +277,20 @@ async fn order_queries_filter_and_page() {
     }
     h.run(Command::CancelOrder { account: a, order: OrderRef::Id(ids[8]) });
     h.run(Command::CancelOrder { account: a, order: OrderRef::Id(ids[9]) });
-    let store = Store::open_in_memory().await.unwrap();
-    project(&store, &h.log, 4).await;
-    let page1 = store.orders(a, None, false, 4, None).await.unwrap();
-    assert_eq!(page1.iter().map(|o| o.order_id).collect::<Vec<_>>(), vec![ids[9], ids[8], ids[7], ids[6]]);
-    let page2 = store.orders(a, None, false, 4, Some(ids[6])).await.unwrap();
-    assert_eq!(page2.iter().map(|o| o.order_id).collect::<Vec<_>>(), vec![ids[5], ids[4], ids[3], ids[2]]);
-    let open = store.orders(a, None, true, 100, None).await.unwrap();
-    assert_eq!(open.len(), 8);
-    assert_eq!(open[0].order_id, ids[7]);
-    let open_m2 = store.orders(a, Some(MKT2), true, 100, Some(ids[7])).await.unwrap();
-    assert_eq!(open_m2.iter().map(|o| o.order_id).collect::<Vec<_>>(), vec![ids[5], ids[3], ids[1]]);
-    assert!(store.orders(AccountId(99), None, false, 10, None).await.unwrap().is_empty());
-    assert!(store.orders(a, None, false, 0, None).await.unwrap().is_empty());
+    for store in crate::test_stores().await {
+        project(&store, &h.log, 4).await;
+        let page1 = store.orders(a, None, false, 4, None).await.unwrap();
+        assert_eq!(page1.iter().map(|o| o.order_id).collect::<Vec<_>>(), vec![ids[9], ids[8], ids[7], ids[6]]);
+        let page2 = store.orders(a, None, false, 4, Some(ids[6])).await.unwrap();
+        assert_eq!(page2.iter().map(|o| o.order_id).collect::<Vec<_>>(), vec![ids[5], ids[4], ids[3], ids[2]]);
+        let open = store.orders(a, None, true, 100, None).await.unwrap();
+        assert_eq!(open.len(), 8);
+        assert_eq!(open[0].order_id, ids[7]);
+        let open_m2 = store.orders(a, Some(MKT2), true, 100, Some(ids[7])).await.unwrap();
+        assert_eq!(open_m2.iter().map(|o| o.order_id).collect::<Vec<_>>(), vec![ids[5], ids[3], ids[1]]);
+        assert!(store.orders(AccountId(99), None, false, 10, None).await.unwrap().is_empty());
+        assert!(store.orders(a, None, false, 0, None).await.unwrap().is_empty());
+    }
 }
 
 #[tokio::test]
@@ -300,71 +305,73 @@ async fn trades_are_newest_first_and_per_account() {
     h.limit(taker, Side::Buy, 61_000, COIN / 2); // trades 2 (maker), 3 (other)
     h.place(maker, MKT2, Side::Sell, gtc(60_000), COIN / 4);
     h.place(taker, MKT2, Side::Buy, gtc(60_000), COIN / 4); // trade 4 on MKT2
-    let store = Store::open_in_memory().await.unwrap();
-    project(&store, &h.log, 3).await;
+    for store in crate::test_stores().await {
+        project(&store, &h.log, 3).await;
 
-    let t = store.trades(MKT, 100).await.unwrap();
-    assert_eq!(t.iter().map(|t| t.trade_id.0).collect::<Vec<_>>(), vec![3, 2, 1]);
-    assert_eq!((t[0].maker_account, t[0].taker_account, t[0].taker_side), (other, taker, Side::Buy));
-    assert_eq!((t[0].price, t[0].quantity), (Price(60_100_00), Quantity(COIN / 4)));
-    assert_eq!(t[2].notional, Amount(15_000_00));
-    assert_eq!(t[2].maker_fee, Amount(15_000_00 * 10 / 10_000));
-    assert_eq!(t[2].taker_fee, Amount(COIN / 4 * 20 / 10_000));
-    assert_eq!(store.trades(MKT, 2).await.unwrap().len(), 2);
-    assert_eq!(store.trades(MKT2, 100).await.unwrap().len(), 1);
+        let t = store.trades(MKT, 100).await.unwrap();
+        assert_eq!(t.iter().map(|t| t.trade_id.0).collect::<Vec<_>>(), vec![3, 2, 1]);
+        assert_eq!((t[0].maker_account, t[0].taker_account, t[0].taker_side), (other, taker, Side::Buy));
+        assert_eq!((t[0].price, t[0].quantity), (Price(60_100_00), Quantity(COIN / 4)));
+        assert_eq!(t[2].notional, Amount(15_000_00));
+        assert_eq!(t[2].maker_fee, Amount(15_000_00 * 10 / 10_000));
+        assert_eq!(t[2].taker_fee, Amount(COIN / 4 * 20 / 10_000));
+        assert_eq!(store.trades(MKT, 2).await.unwrap().len(), 2);
+        assert_eq!(store.trades(MKT2, 100).await.unwrap().len(), 1);
 
-    let mine = store.account_trades(taker, None, 100).await.unwrap();
-    assert_eq!(mine.iter().map(|t| t.trade_id.0).collect::<Vec<_>>(), vec![4, 3, 2, 1]);
-    let mine = store.account_trades(maker, None, 100).await.unwrap();
-    assert_eq!(mine.iter().map(|t| t.trade_id.0).collect::<Vec<_>>(), vec![4, 2, 1]);
-    let mine = store.account_trades(maker, Some(MKT), 2).await.unwrap();
-    assert_eq!(mine.iter().map(|t| t.trade_id.0).collect::<Vec<_>>(), vec![2, 1]);
-    let mine = store.account_trades(taker, Some(MKT2), 100).await.unwrap();
-    assert_eq!(mine.iter().map(|t| t.trade_id.0).collect::<Vec<_>>(), vec![4]);
-    // The seq and time are the command's.
-    let last = h.log.last().unwrap();
-    assert_eq!((mine[0].seq, mine[0].timestamp), (last.seq, last.timestamp));
+        let mine = store.account_trades(taker, None, 100).await.unwrap();
+        assert_eq!(mine.iter().map(|t| t.trade_id.0).collect::<Vec<_>>(), vec![4, 3, 2, 1]);
+        let mine = store.account_trades(maker, None, 100).await.unwrap();
+        assert_eq!(mine.iter().map(|t| t.trade_id.0).collect::<Vec<_>>(), vec![4, 2, 1]);
+        let mine = store.account_trades(maker, Some(MKT), 2).await.unwrap();
+        assert_eq!(mine.iter().map(|t| t.trade_id.0).collect::<Vec<_>>(), vec![2, 1]);
+        let mine = store.account_trades(taker, Some(MKT2), 100).await.unwrap();
+        assert_eq!(mine.iter().map(|t| t.trade_id.0).collect::<Vec<_>>(), vec![4]);
+        // The seq and time are the command's.
+        let last = h.log.last().unwrap();
+        assert_eq!((mine[0].seq, mine[0].timestamp), (last.seq, last.timestamp));
+    }
 }
 
 #[tokio::test]
 async fn balances_match_the_engine_and_ledger_deltas_add_up() {
     let h = scenario();
-    let store = Store::open_in_memory().await.unwrap();
-    project(&store, &h.log, 4).await;
-    let accounts = store.accounts().await.unwrap();
-    assert_eq!(accounts.len() as u64, h.engine.account_count());
-    for a in &accounts {
-        let balances = store.balances(a.account_id).await.unwrap();
-        for asset in [BTC, USD] {
-            let engine = h.engine.balance(a.account_id, asset).unwrap();
-            let stored = balances.iter().find(|b| b.asset_id == asset);
-            let (available, locked) = stored.map(|b| (b.available, b.locked)).unwrap_or_default();
-            assert_eq!((available, locked), (engine.available, engine.locked), "{a:?} {asset:?}");
-            let entries: Vec<_> = store
-                .ledger_entries(a.account_id, 10_000)
-                .await
-                .unwrap()
-                .into_iter()
-                .filter(|e| e.asset_id == asset)
-                .collect();
-            let sum = entries.iter().fold((0i64, 0i64), |s, e| (s.0 + e.available_delta, s.1 + e.locked_delta));
-            assert_eq!(sum, (engine.available.0 as i64, engine.locked.0 as i64), "{a:?} {asset:?}");
-            if let (Some(newest), Some(b)) = (entries.first(), stored) {
-                assert_eq!((newest.available, newest.locked, newest.seq), (b.available, b.locked, b.seq));
+    for store in crate::test_stores().await {
+        project(&store, &h.log, 4).await;
+        let accounts = store.accounts().await.unwrap();
+        assert_eq!(accounts.len() as u64, h.engine.account_count());
+        for a in &accounts {
+            let balances = store.balances(a.account_id).await.unwrap();
+            for asset in [BTC, USD] {
+                let engine = h.engine.balance(a.account_id, asset).unwrap();
+                let stored = balances.iter().find(|b| b.asset_id == asset);
+                let (available, locked) = stored.map(|b| (b.available, b.locked)).unwrap_or_default();
+                assert_eq!((available, locked), (engine.available, engine.locked), "{a:?} {asset:?}");
+                let entries: Vec<_> = store
+                    .ledger_entries(a.account_id, 10_000)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .filter(|e| e.asset_id == asset)
+                    .collect();
+                let sum = entries.iter().fold((0i64, 0i64), |s, e| (s.0 + e.available_delta, s.1 + e.locked_delta));
+                assert_eq!(sum, (engine.available.0 as i64, engine.locked.0 as i64), "{a:?} {asset:?}");
+                if let (Some(newest), Some(b)) = (entries.first(), stored) {
+                    assert_eq!((newest.available, newest.locked, newest.seq), (b.available, b.locked, b.seq));
+                }
             }
         }
+        // Fees land in the fee account, and its entries are caused by orders.
+        let fees = store.ledger_entries(FEE_ACCOUNT, 100).await.unwrap();
+        assert!(!fees.is_empty());
+        assert!(fees.iter().all(|e| e.cause == "place_order" || e.cause == "amend_order"), "{fees:?}");
+        assert!(store.balances(SETTLEMENT_POOL).await.unwrap().is_empty());
+        // Newest first, and each entry carries the command's name.
+        let seller = store.ledger_entries(AccountId(3), 100).await.unwrap();
+        assert!(seller.windows(2).all(|w| w[0].seq >= w[1].seq));
+        assert_eq!(seller[0].cause, "cancel_all");
+        assert_eq!(seller.last().unwrap().cause, "credit_deposit");
+        assert_eq!(store.ledger_entries(AccountId(3), 2).await.unwrap().len(), 2);
     }
-    // Fees land in the fee account, and its entries are caused by orders.
-    let fees = store.ledger_entries(FEE_ACCOUNT, 100).await.unwrap();
-    assert!(!fees.is_empty());
-    assert!(fees.iter().all(|e| e.cause == "place_order" || e.cause == "amend_order"), "{fees:?}");
-    assert!(store.balances(SETTLEMENT_POOL).await.unwrap().is_empty());
-    // Newest first, and each entry carries the command's name.
-    let seller = store.ledger_entries(AccountId(3), 100).await.unwrap();
-    assert!(seller.windows(2).all(|w| w[0].seq >= w[1].seq));
-    assert_eq!(seller[0].cause, "cancel_all");
-    assert_eq!(seller.last().unwrap().cause, "credit_deposit");
-    assert_eq!(store.ledger_entries(AccountId(3), 2).await.unwrap().len(), 2);
 }
 
 #[tokio::test]
@@ -374,109 +381,113 @@ async fn accounts_and_deposits() {
     let p = h.run(Command::OpenAccount { kind: AccountKind::Partner });
     let dup = h.run(Command::CreditDeposit { account: a, asset: BTC, amount: Amount(1), reference: format!("fund-{a}-{BTC}") });
     assert!(matches!(dup.events[..], [Event::Rejected { .. }]));
-    let store = Store::open_in_memory().await.unwrap();
-    project(&store, &h.log, 2).await;
-    let accounts = store.accounts().await.unwrap();
-    let kinds: Vec<_> = accounts.iter().map(|r| (r.account_id.0, r.kind, r.created_seq.0)).collect();
-    assert_eq!(
-        kinds,
-        vec![(1, AccountKind::Fee, 0), (2, AccountKind::SettlementPool, 0), (3, AccountKind::User, 2), (4, AccountKind::Partner, p.seq.0)]
-    );
-    let d = store.deposits(a, 10).await.unwrap();
-    assert_eq!(d.len(), 2);
-    assert_eq!((d[0].asset_id, d[0].amount, d[0].reference.as_str()), (USD, Amount(5_00), "fund-3-1"));
-    assert_eq!((d[1].asset_id, d[1].amount, d[1].seq), (BTC, Amount(COIN), Seq(3)));
-    assert_eq!(d[1].timestamp, Timestamp(T0 + 3));
-    // The rejection still advanced the cursor.
-    assert_eq!(store.projected_seq().await.unwrap(), dup.seq);
+    for store in crate::test_stores().await {
+        project(&store, &h.log, 2).await;
+        let accounts = store.accounts().await.unwrap();
+        let kinds: Vec<_> = accounts.iter().map(|r| (r.account_id.0, r.kind, r.created_seq.0)).collect();
+        assert_eq!(
+            kinds,
+            vec![(1, AccountKind::Fee, 0), (2, AccountKind::SettlementPool, 0), (3, AccountKind::User, 2), (4, AccountKind::Partner, p.seq.0)]
+        );
+        let d = store.deposits(a, 10).await.unwrap();
+        assert_eq!(d.len(), 2);
+        assert_eq!((d[0].asset_id, d[0].amount, d[0].reference.as_str()), (USD, Amount(5_00), "fund-3-1"));
+        assert_eq!((d[1].asset_id, d[1].amount, d[1].seq), (BTC, Amount(COIN), Seq(3)));
+        assert_eq!(d[1].timestamp, Timestamp(T0 + 3));
+        // The rejection still advanced the cursor.
+        assert_eq!(store.projected_seq().await.unwrap(), dup.seq);
+    }
 }
 
 #[tokio::test]
 async fn withdrawals_go_from_pending_to_completed_or_failed() {
-    let mut h = Harness::new();
-    let a = h.account(0, 1_000_00);
-    let store = Store::open_in_memory().await.unwrap();
-    let w1 = h.run(Command::RequestWithdrawal { account: a, asset: USD, amount: Amount(100_00), destination: "bank:a".into() });
-    let w2 = h.run(Command::RequestWithdrawal { account: a, asset: USD, amount: Amount(200_00), destination: "bank:b".into() });
-    project(&store, &h.log, 100).await;
-    let w = store.withdrawals(a, 10).await.unwrap();
-    assert_eq!(w.iter().map(|w| (w.withdrawal_id.0, w.status)).collect::<Vec<_>>(), vec![(2, WithdrawalStatus::Pending), (1, WithdrawalStatus::Pending)]);
-    assert_eq!((w[1].amount, w[1].destination.as_str(), w[1].requested_at), (Amount(100_00), "bank:a", w1.timestamp));
-    assert_eq!(store.balances(a).await.unwrap()[0].locked, Amount(300_00));
+    for store in crate::test_stores().await {
+        let mut h = Harness::new();
+        let a = h.account(0, 1_000_00);
+        let w1 = h.run(Command::RequestWithdrawal { account: a, asset: USD, amount: Amount(100_00), destination: "bank:a".into() });
+        let w2 = h.run(Command::RequestWithdrawal { account: a, asset: USD, amount: Amount(200_00), destination: "bank:b".into() });
+        project(&store, &h.log, 100).await;
+        let w = store.withdrawals(a, 10).await.unwrap();
+        assert_eq!(w.iter().map(|w| (w.withdrawal_id.0, w.status)).collect::<Vec<_>>(), vec![(2, WithdrawalStatus::Pending), (1, WithdrawalStatus::Pending)]);
+        assert_eq!((w[1].amount, w[1].destination.as_str(), w[1].requested_at), (Amount(100_00), "bank:a", w1.timestamp));
+        assert_eq!(store.balances(a).await.unwrap()[0].locked, Amount(300_00));
 
-    // Completed in a later batch (update path); requested and failed in the same batch (insert path).
-    let done = h.run(Command::CompleteWithdrawal { withdrawal: WithdrawalId(1) });
-    let fail = h.run(Command::FailWithdrawal { withdrawal: WithdrawalId(2) });
-    let w3 = h.run(Command::RequestWithdrawal { account: a, asset: USD, amount: Amount(50_00), destination: "bank:c".into() });
-    let fail3 = h.run(Command::FailWithdrawal { withdrawal: WithdrawalId(3) });
-    store.apply_batch(&[done.clone(), fail.clone(), w3.clone(), fail3.clone()]).await.unwrap();
-    let w = store.withdrawals(a, 10).await.unwrap();
-    assert_eq!(
-        w.iter().map(|w| (w.withdrawal_id.0, w.status, w.updated_at)).collect::<Vec<_>>(),
-        vec![
-            (3, WithdrawalStatus::Failed, fail3.timestamp),
-            (2, WithdrawalStatus::Failed, fail.timestamp),
-            (1, WithdrawalStatus::Completed, done.timestamp)
-        ]
-    );
-    assert_eq!(w[1].requested_at, w2.timestamp);
-    assert_eq!(w[0].requested_at, w3.timestamp);
-    let b = &store.balances(a).await.unwrap()[0];
-    assert_eq!((b.available, b.locked), (Amount(900_00), Amount(0)));
-    assert_eq!(store.withdrawals(a, 1).await.unwrap().len(), 1);
+        // Completed in a later batch (update path); requested and failed in the same batch (insert path).
+        let done = h.run(Command::CompleteWithdrawal { withdrawal: WithdrawalId(1) });
+        let fail = h.run(Command::FailWithdrawal { withdrawal: WithdrawalId(2) });
+        let w3 = h.run(Command::RequestWithdrawal { account: a, asset: USD, amount: Amount(50_00), destination: "bank:c".into() });
+        let fail3 = h.run(Command::FailWithdrawal { withdrawal: WithdrawalId(3) });
+        store.apply_batch(&[done.clone(), fail.clone(), w3.clone(), fail3.clone()]).await.unwrap();
+        let w = store.withdrawals(a, 10).await.unwrap();
+        assert_eq!(
+            w.iter().map(|w| (w.withdrawal_id.0, w.status, w.updated_at)).collect::<Vec<_>>(),
+            vec![
+                (3, WithdrawalStatus::Failed, fail3.timestamp),
+                (2, WithdrawalStatus::Failed, fail.timestamp),
+                (1, WithdrawalStatus::Completed, done.timestamp)
+            ]
+        );
+        assert_eq!(w[1].requested_at, w2.timestamp);
+        assert_eq!(w[0].requested_at, w3.timestamp);
+        let b = &store.balances(a).await.unwrap()[0];
+        assert_eq!((b.available, b.locked), (Amount(900_00), Amount(0)));
+        assert_eq!(store.withdrawals(a, 1).await.unwrap().len(), 1);
+    }
 }
 
 #[tokio::test]
 async fn applying_twice_changes_nothing() {
     let h = scenario();
-    let store = Store::open_in_memory().await.unwrap();
-    project(&store, &h.log, 6).await;
-    let before = dump(&store).await;
-    project(&store, &h.log, 6).await;
-    project(&store, &h.log, 1000).await;
-    // An overlapping batch applies only its new tail.
-    let mut more = scenario();
-    let extra = more.run(Command::OpenAccount { kind: AccountKind::User });
-    let overlap: Vec<_> = more.log[more.log.len() - 4..].to_vec();
-    assert_eq!(dump(&store).await, before);
-    store.apply_batch(&overlap).await.unwrap();
-    assert_eq!(store.projected_seq().await.unwrap(), extra.seq);
-    assert_eq!(store.accounts().await.unwrap().len(), before.accounts.len() + 1);
-    // Duplicates inside one batch are skipped too.
-    let fresh = Store::open_in_memory().await.unwrap();
-    let doubled: Vec<_> = h.log.iter().flat_map(|a| [a.clone(), a.clone()]).collect();
-    fresh.apply_batch(&doubled).await.unwrap();
-    assert_eq!(dump(&fresh).await, before);
-    store.apply_batch(&[]).await.unwrap();
+    for store in crate::test_stores().await {
+        project(&store, &h.log, 6).await;
+        let before = dump(&store).await;
+        project(&store, &h.log, 6).await;
+        project(&store, &h.log, 1000).await;
+        // An overlapping batch applies only its new tail.
+        let mut more = scenario();
+        let extra = more.run(Command::OpenAccount { kind: AccountKind::User });
+        let overlap: Vec<_> = more.log[more.log.len() - 4..].to_vec();
+        assert_eq!(dump(&store).await, before);
+        store.apply_batch(&overlap).await.unwrap();
+        assert_eq!(store.projected_seq().await.unwrap(), extra.seq);
+        assert_eq!(store.accounts().await.unwrap().len(), before.accounts.len() + 1);
+        // Duplicates inside one batch are skipped too.
+        let fresh = Store::open_in_memory().await.unwrap();
+        let doubled: Vec<_> = h.log.iter().flat_map(|a| [a.clone(), a.clone()]).collect();
+        fresh.apply_batch(&doubled).await.unwrap();
+        assert_eq!(dump(&fresh).await, before);
+        store.apply_batch(&[]).await.unwrap();
+    }
 }
 
 #[tokio::test]
 async fn reset_and_replay_gives_the_same_rows() {
     let h = scenario();
-    let store = Store::open_in_memory().await.unwrap();
-    project(&store, &h.log, 5).await;
-    let key = api_key("k1", AccountId(3));
-    store.insert_api_key(&key).await.unwrap();
-    let device = device_key("aa", AccountId(3));
-    store.insert_device_key(&device, None).await.unwrap();
-    store.insert_enrolment_code(&enrolment_code("h1")).await.unwrap();
-    store.set_meta("journal_id", "abc").await.unwrap();
-    let before = dump(&store).await;
+    for store in crate::test_stores().await {
+        project(&store, &h.log, 5).await;
+        let key = api_key("k1", AccountId(3));
+        store.insert_api_key(&key).await.unwrap();
+        let device = device_key("aa", AccountId(3));
+        store.insert_device_key(&device, None).await.unwrap();
+        store.insert_enrolment_code(&enrolment_code("h1")).await.unwrap();
+        store.set_meta("journal_id", "abc").await.unwrap();
+        let before = dump(&store).await;
 
-    store.reset_projections().await.unwrap();
-    let empty = dump(&store).await;
-    assert_eq!(empty.cursor, Seq(0));
-    assert_eq!(empty.accounts.len(), 2, "genesis accounts stay");
-    assert!(empty.orders.is_empty() && empty.balances.is_empty() && empty.ledger.is_empty());
-    assert!(empty.trades.iter().all(|t| t.is_empty()));
-    assert!(empty.deposits.is_empty() && empty.withdrawals.is_empty());
+        store.reset_projections().await.unwrap();
+        let empty = dump(&store).await;
+        assert_eq!(empty.cursor, Seq(0));
+        assert_eq!(empty.accounts.len(), 2, "genesis accounts stay");
+        assert!(empty.orders.is_empty() && empty.balances.is_empty() && empty.ledger.is_empty());
+        assert!(empty.trades.iter().all(|t| t.is_empty()));
+        assert!(empty.deposits.is_empty() && empty.withdrawals.is_empty());
 
-    project(&store, &h.log, 3).await;
-    assert_eq!(dump(&store).await, before);
-    assert_eq!(store.api_key("k1").await.unwrap(), Some(key));
-    assert_eq!(store.device_key("aa").await.unwrap(), Some(device));
-    assert!(store.enrolment_code("h1").await.unwrap().is_some());
-    assert_eq!(store.meta("journal_id").await.unwrap().as_deref(), Some("abc"));
+        project(&store, &h.log, 3).await;
+        assert_eq!(dump(&store).await, before);
+        assert_eq!(store.api_key("k1").await.unwrap(), Some(key));
+        assert_eq!(store.device_key("aa").await.unwrap(), Some(device));
+        assert!(store.enrolment_code("h1").await.unwrap().is_some());
+        assert_eq!(store.meta("journal_id").await.unwrap().as_deref(), Some("abc"));
+    }
 }
 
 fn api_key(key: &str, account: AccountId) -> ApiKeyRecord {
@@ -491,23 +502,24 @@ fn api_key(key: &str, account: AccountId) -> ApiKeyRecord {
 
 #[tokio::test]
 async fn api_keys_and_meta() {
-    let store = Store::open_in_memory().await.unwrap();
-    let k1 = api_key("k1", AccountId(3));
-    let mut k2 = api_key("k2", AccountId(3));
-    k2.created_at = Timestamp(T0 + 1);
-    store.insert_api_key(&k1).await.unwrap();
-    store.insert_api_key(&k2).await.unwrap();
-    store.insert_api_key(&api_key("k3", AccountId(4))).await.unwrap();
-    assert!(matches!(store.insert_api_key(&api_key("k1", AccountId(5))).await, Err(StoreError::Conflict(_))));
-    assert_eq!(store.api_key("k1").await.unwrap(), Some(k1.clone()));
-    assert_eq!(store.api_key("nope").await.unwrap(), None);
-    assert_eq!(store.api_keys_for(AccountId(3)).await.unwrap(), vec![k1, k2]);
-    assert!(store.api_keys_for(AccountId(9)).await.unwrap().is_empty());
+    for store in crate::test_stores().await {
+        let k1 = api_key("k1", AccountId(3));
+        let mut k2 = api_key("k2", AccountId(3));
+        k2.created_at = Timestamp(T0 + 1);
+        store.insert_api_key(&k1).await.unwrap();
+        store.insert_api_key(&k2).await.unwrap();
+        store.insert_api_key(&api_key("k3", AccountId(4))).await.unwrap();
+        assert!(matches!(store.insert_api_key(&api_key("k1", AccountId(5))).await, Err(StoreError::Conflict(_))));
+        assert_eq!(store.api_key("k1").await.unwrap(), Some(k1.clone()));
+        assert_eq!(store.api_key("nope").await.unwrap(), None);
+        assert_eq!(store.api_keys_for(AccountId(3)).await.unwrap(), vec![k1, k2]);
+        assert!(store.api_keys_for(AccountId(9)).await.unwrap().is_empty());
 
-    assert_eq!(store.meta("x").await.unwrap(), None);
-    store.set_meta("x", "1").await.unwrap();
-    store.set_meta("x", "2").await.unwrap();
-    assert_eq!(store.meta("x").await.unwrap().as_deref(), Some("2"));
+        assert_eq!(store.meta("x").await.unwrap(), None);
+        store.set_meta("x", "1").await.unwrap();
+        store.set_meta("x", "2").await.unwrap();
+        assert_eq!(store.meta("x").await.unwrap().as_deref(), Some("2"));
+    }
 }
 
 fn device_key(pubkey: &str, account: AccountId) -> DeviceKeyRecord {
@@ -526,55 +538,57 @@ fn enrolment_code(hash: &str) -> EnrolmentCodeRecord {
 
 #[tokio::test]
 async fn device_keys_are_unique_and_listed_per_account() {
-    let store = Store::open_in_memory().await.unwrap();
-    let d1 = device_key("d1", AccountId(3));
-    let mut d2 = device_key("d2", AccountId(3));
-    d2.created_at = Timestamp(T0 + 1);
-    store.insert_device_key(&d1, None).await.unwrap();
-    store.insert_device_key(&d2, None).await.unwrap();
-    store.insert_device_key(&device_key("d3", AccountId(4)), None).await.unwrap();
-    let again = store.insert_device_key(&device_key("d1", AccountId(5)), None).await;
-    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
-    assert_eq!(store.device_key("d1").await.unwrap(), Some(d1.clone()));
-    assert_eq!(store.device_key("nope").await.unwrap(), None);
-    assert_eq!(store.device_keys_for(AccountId(3)).await.unwrap(), vec![d1, d2]);
-    assert!(store.device_keys_for(AccountId(5)).await.unwrap().is_empty(), "the conflict wrote nothing");
+    for store in crate::test_stores().await {
+        let d1 = device_key("d1", AccountId(3));
+        let mut d2 = device_key("d2", AccountId(3));
+        d2.created_at = Timestamp(T0 + 1);
+        store.insert_device_key(&d1, None).await.unwrap();
+        store.insert_device_key(&d2, None).await.unwrap();
+        store.insert_device_key(&device_key("d3", AccountId(4)), None).await.unwrap();
+        let again = store.insert_device_key(&device_key("d1", AccountId(5)), None).await;
+        assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+        assert_eq!(store.device_key("d1").await.unwrap(), Some(d1.clone()));
+        assert_eq!(store.device_key("nope").await.unwrap(), None);
+        assert_eq!(store.device_keys_for(AccountId(3)).await.unwrap(), vec![d1, d2]);
+        assert!(store.device_keys_for(AccountId(5)).await.unwrap().is_empty(), "the conflict wrote nothing");
+    }
 }
 
 #[tokio::test]
 async fn enrolment_codes_are_single_use() {
-    let store = Store::open_in_memory().await.unwrap();
-    store.insert_enrolment_code(&enrolment_code("h1")).await.unwrap();
-    assert!(matches!(store.insert_enrolment_code(&enrolment_code("h1")).await, Err(StoreError::Conflict(_))));
-    assert_eq!(store.enrolment_code("h1").await.unwrap(), Some(enrolment_code("h1")));
-    assert_eq!(store.enrolment_code("h2").await.unwrap(), None);
+    for store in crate::test_stores().await {
+        store.insert_enrolment_code(&enrolment_code("h1")).await.unwrap();
+        assert!(matches!(store.insert_enrolment_code(&enrolment_code("h1")).await, Err(StoreError::Conflict(_))));
+        assert_eq!(store.enrolment_code("h1").await.unwrap(), Some(enrolment_code("h1")));
+        assert_eq!(store.enrolment_code("h2").await.unwrap(), None);
 
-    // Unknown codes are never consumed; a known one exactly once.
-    assert!(!store.consume_enrolment_code("h2", Timestamp(T0 + 5)).await.unwrap());
-    assert!(store.consume_enrolment_code("h1", Timestamp(T0 + 5)).await.unwrap());
-    assert!(!store.consume_enrolment_code("h1", Timestamp(T0 + 6)).await.unwrap());
-    assert_eq!(store.enrolment_code("h1").await.unwrap().unwrap().used_at, Some(Timestamp(T0 + 5)));
+        // Unknown codes are never consumed; a known one exactly once.
+        assert!(!store.consume_enrolment_code("h2", Timestamp(T0 + 5)).await.unwrap());
+        assert!(store.consume_enrolment_code("h1", Timestamp(T0 + 5)).await.unwrap());
+        assert!(!store.consume_enrolment_code("h1", Timestamp(T0 + 6)).await.unwrap());
+        assert_eq!(store.enrolment_code("h1").await.unwrap().unwrap().used_at, Some(Timestamp(T0 + 5)));
 
-    // Released by the consumer (matching used_at), it can be used again.
-    assert!(!store.release_enrolment_code("h1", Timestamp(T0 + 6)).await.unwrap(), "not this caller's");
-    assert!(store.release_enrolment_code("h1", Timestamp(T0 + 5)).await.unwrap());
-    assert_eq!(store.enrolment_code("h1").await.unwrap().unwrap().used_at, None);
-    assert!(store.consume_enrolment_code("h1", Timestamp(T0 + 7)).await.unwrap());
+        // Released by the consumer (matching used_at), it can be used again.
+        assert!(!store.release_enrolment_code("h1", Timestamp(T0 + 6)).await.unwrap(), "not this caller's");
+        assert!(store.release_enrolment_code("h1", Timestamp(T0 + 5)).await.unwrap());
+        assert_eq!(store.enrolment_code("h1").await.unwrap().unwrap().used_at, None);
+        assert!(store.consume_enrolment_code("h1", Timestamp(T0 + 7)).await.unwrap());
 
-    // Registering the device binds the code to its account in the same transaction.
-    let device = device_key("d1", AccountId(8));
-    store.insert_device_key(&device, Some("h1")).await.unwrap();
-    let code = store.enrolment_code("h1").await.unwrap().unwrap();
-    assert_eq!((code.used_at, code.account_id), (Some(Timestamp(T0 + 7)), Some(AccountId(8))));
-    // A bound code cannot be released nor bound again; a failed bind registers no device.
-    assert!(!store.release_enrolment_code("h1", Timestamp(T0 + 7)).await.unwrap());
-    let rebind = store.insert_device_key(&device_key("d2", AccountId(9)), Some("h1")).await;
-    assert!(matches!(rebind, Err(StoreError::Conflict(_))), "{rebind:?}");
-    assert_eq!(store.device_key("d2").await.unwrap(), None);
-    // An unconsumed code cannot be bound either.
-    store.insert_enrolment_code(&enrolment_code("h3")).await.unwrap();
-    let unconsumed = store.insert_device_key(&device_key("d3", AccountId(9)), Some("h3")).await;
-    assert!(matches!(unconsumed, Err(StoreError::Conflict(_))), "{unconsumed:?}");
+        // Registering the device binds the code to its account in the same transaction.
+        let device = device_key("d1", AccountId(8));
+        store.insert_device_key(&device, Some("h1")).await.unwrap();
+        let code = store.enrolment_code("h1").await.unwrap().unwrap();
+        assert_eq!((code.used_at, code.account_id), (Some(Timestamp(T0 + 7)), Some(AccountId(8))));
+        // A bound code cannot be released nor bound again; a failed bind registers no device.
+        assert!(!store.release_enrolment_code("h1", Timestamp(T0 + 7)).await.unwrap());
+        let rebind = store.insert_device_key(&device_key("d2", AccountId(9)), Some("h1")).await;
+        assert!(matches!(rebind, Err(StoreError::Conflict(_))), "{rebind:?}");
+        assert_eq!(store.device_key("d2").await.unwrap(), None);
+        // An unconsumed code cannot be bound either.
+        store.insert_enrolment_code(&enrolment_code("h3")).await.unwrap();
+        let unconsumed = store.insert_device_key(&device_key("d3", AccountId(9)), Some("h3")).await;
+        assert!(matches!(unconsumed, Err(StoreError::Conflict(_))), "{unconsumed:?}");
+    }
 }
 
 #[tokio::test]
@@ -597,20 +611,21 @@ async fn an_enrolment_code_is_consumed_once_under_concurrency() {
 
 #[tokio::test]
 async fn values_out_of_range_are_errors_not_panics() {
-    let store = Store::open_in_memory().await.unwrap();
-    let bad = Arc::new(Applied {
-        seq: Seq(5),
-        timestamp: Timestamp(T0),
-        command: Command::OpenAccount { kind: AccountKind::User },
-        events: vec![Event::BalanceChanged { account: AccountId(3), asset: BTC, available: Amount(u64::MAX), locked: Amount(0) }],
-        book_updates: vec![],
-    });
-    assert!(matches!(store.apply_batch(&[bad]).await, Err(StoreError::Corrupt(_))));
-    assert_eq!(store.projected_seq().await.unwrap(), Seq(0), "nothing committed");
-    assert!(matches!(store.order(OrderId(u64::MAX)).await, Err(StoreError::Corrupt(_))));
-    // A bad row written behind the store's back is reported, not trusted.
-    sqlx::query("UPDATE projection_cursor SET seq = -1").execute(&store.pool).await.unwrap();
-    assert!(matches!(store.projected_seq().await, Err(StoreError::Corrupt(_))));
+    for store in crate::test_stores().await {
+        let bad = Arc::new(Applied {
+            seq: Seq(5),
+            timestamp: Timestamp(T0),
+            command: Command::OpenAccount { kind: AccountKind::User },
+            events: vec![Event::BalanceChanged { account: AccountId(3), asset: BTC, available: Amount(u64::MAX), locked: Amount(0) }],
+            book_updates: vec![],
+        });
+        assert!(matches!(store.apply_batch(&[bad]).await, Err(StoreError::Corrupt(_))));
+        assert_eq!(store.projected_seq().await.unwrap(), Seq(0), "nothing committed");
+        assert!(matches!(store.order(OrderId(u64::MAX)).await, Err(StoreError::Corrupt(_))));
+        // A bad row written behind the store's back is reported, not trusted.
+        sqlx::query(stmt(store.backend(), "UPDATE projection_cursor SET seq = -1")).execute(&store.pool).await.unwrap();
+        assert!(matches!(store.projected_seq().await, Err(StoreError::Corrupt(_))));
+    }
 }
 
 #[tokio::test]
@@ -621,7 +636,7 @@ async fn file_database_persists_across_reopen() {
     let expected = {
         let store = Store::open_sqlite(&path).await.unwrap();
         project(&store, &h.log, 8).await;
-        let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&store.pool).await.unwrap();
+        let mode: String = sqlx::query_scalar(stmt(store.backend(), "PRAGMA journal_mode")).fetch_one(&store.pool).await.unwrap();
         assert_eq!(mode, "wal");
         let d = dump(&store).await;
         store.pool.close().await;
@@ -633,57 +648,60 @@ async fn file_database_persists_across_reopen() {
 
 #[tokio::test]
 async fn queries_use_the_indexes() {
-    let store = Store::open_in_memory().await.unwrap();
-    let plans = [
-        ("SELECT * FROM orders WHERE account_id = 1 AND order_id < 9 AND status IN ('new', 'partially_filled') ORDER BY order_id DESC LIMIT 5", "orders_open_by_account"),
-        ("SELECT * FROM orders WHERE account_id = 1 AND order_id < 9 ORDER BY order_id DESC LIMIT 5", "orders_by_account"),
-        ("SELECT * FROM orders WHERE account_id = 1 AND client_order_id = 'x'", "orders_by_client_id"),
-        ("SELECT * FROM trades WHERE market_id = 1 ORDER BY trade_id DESC LIMIT 5", "trades_by_market"),
-        ("SELECT * FROM ledger_entries WHERE account_id = 1 ORDER BY seq DESC, asset_id DESC LIMIT 5", "sqlite_autoindex_ledger_entries_1"),
-        (
-            "UPDATE orders SET filled = v.column2 FROM (VALUES (1, 2), (3, 4)) AS v WHERE orders.order_id = v.column1",
-            "INTEGER PRIMARY KEY",
-        ),
-    ];
-    for (sql, index) in plans {
-        let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}")).fetch_all(&store.pool).await.unwrap();
-        let plan: Vec<String> = rows.iter().map(|r| sqlx::Row::get::<String, _>(r, 3)).collect();
-        assert!(plan.iter().any(|p| p.contains(index)), "{sql}: {plan:?}");
-        assert!(!plan.iter().any(|p| p.contains("TEMP B-TREE")), "{sql}: {plan:?}");
+    // EXPLAIN QUERY PLAN is SQLite's: PostgreSQL plans by its statistics.
+    for store in crate::test_stores().await.into_iter().filter(|s| s.backend() == crate::Backend::Sqlite) {
+        let plans = [
+            ("SELECT * FROM orders WHERE account_id = 1 AND order_id < 9 AND status IN ('new', 'partially_filled') ORDER BY order_id DESC LIMIT 5", "orders_open_by_account"),
+            ("SELECT * FROM orders WHERE account_id = 1 AND order_id < 9 ORDER BY order_id DESC LIMIT 5", "orders_by_account"),
+            ("SELECT * FROM orders WHERE account_id = 1 AND client_order_id = 'x'", "orders_by_client_id"),
+            ("SELECT * FROM trades WHERE market_id = 1 ORDER BY trade_id DESC LIMIT 5", "trades_by_market"),
+            ("SELECT * FROM ledger_entries WHERE account_id = 1 ORDER BY seq DESC, asset_id DESC LIMIT 5", "sqlite_autoindex_ledger_entries_1"),
+            (
+                "UPDATE orders SET filled = v.column2 FROM (VALUES (1, 2), (3, 4)) AS v WHERE orders.order_id = v.column1",
+                "INTEGER PRIMARY KEY",
+            ),
+        ];
+        for (sql, index) in plans {
+            let rows = sqlx::query(stmt(store.backend(), &format!("EXPLAIN QUERY PLAN {sql}"))).fetch_all(&store.pool).await.unwrap();
+            let plan: Vec<String> = rows.iter().map(|r| sqlx::Row::get::<String, _>(r, 3)).collect();
+            assert!(plan.iter().any(|p| p.contains(index)), "{sql}: {plan:?}");
+            assert!(!plan.iter().any(|p| p.contains("TEMP B-TREE")), "{sql}: {plan:?}");
+        }
     }
 }
 
 #[tokio::test]
 async fn projector_keeps_up_and_answers_wait_for() {
     let h = scenario();
-    let store = Store::open_in_memory().await.unwrap();
-    let (tx, rx) = crossbeam_channel::bounded(16);
-    let handle = Projector::spawn(store.clone(), rx, Seq(0));
-    assert_eq!(handle.projected_seq(), Seq(0));
-    assert!(handle.wait_for(Seq(0), Duration::ZERO).await);
-    assert!(!handle.wait_for(Seq(1), Duration::from_millis(20)).await);
-    let last = h.log.last().unwrap().seq;
-    let log = h.log.clone();
-    // Send from a plain thread, like the engine does (the bounded channel applies backpressure).
-    let sender = std::thread::spawn(move || {
-        for a in log {
-            tx.send(a).unwrap();
-        }
-        tx
-    });
-    assert!(handle.wait_for(last, Duration::from_secs(10)).await);
-    assert_eq!(handle.projected_seq(), last);
-    assert_eq!(store.projected_seq().await.unwrap(), last);
-    let reference = Store::open_in_memory().await.unwrap();
-    project(&reference, &h.log, 1000).await;
-    assert_eq!(dump(&store).await, dump(&reference).await);
+    for store in crate::test_stores().await {
+        let (tx, rx) = crossbeam_channel::bounded(16);
+        let handle = Projector::spawn(store.clone(), rx, Seq(0));
+        assert_eq!(handle.projected_seq(), Seq(0));
+        assert!(handle.wait_for(Seq(0), Duration::ZERO).await);
+        assert!(!handle.wait_for(Seq(1), Duration::from_millis(20)).await);
+        let last = h.log.last().unwrap().seq;
+        let log = h.log.clone();
+        // Send from a plain thread, like the engine does (the bounded channel applies backpressure).
+        let sender = std::thread::spawn(move || {
+            for a in log {
+                tx.send(a).unwrap();
+            }
+            tx
+        });
+        assert!(handle.wait_for(last, Duration::from_secs(10)).await);
+        assert_eq!(handle.projected_seq(), last);
+        assert_eq!(store.projected_seq().await.unwrap(), last);
+        let reference = Store::open_in_memory().await.unwrap();
+        project(&reference, &h.log, 1000).await;
+        assert_eq!(dump(&store).await, dump(&reference).await);
 
-    // When the engine goes away the projector stops; waiting for more answers false at once.
-    drop(sender.join().unwrap());
-    let started = Instant::now();
-    assert!(!handle.wait_for(Seq(last.0 + 1), Duration::from_secs(10)).await);
-    assert!(started.elapsed() < Duration::from_secs(5));
-    assert!(handle.clone().wait_for(last, Duration::ZERO).await);
+        // When the engine goes away the projector stops; waiting for more answers false at once.
+        drop(sender.join().unwrap());
+        let started = Instant::now();
+        assert!(!handle.wait_for(Seq(last.0 + 1), Duration::from_secs(10)).await);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(handle.clone().wait_for(last, Duration::ZERO).await);
+    }
 }
 
 /// Not a timed assertion: prints how fast a file-backed store projects a realistic mix.
@@ -735,42 +753,44 @@ async fn projection_throughput() {
 
 #[tokio::test]
 async fn cosigners_are_unique_and_survive_a_projection_reset() {
-    let store = Store::open_in_memory().await.unwrap();
-    let c1 = CosignerRecord { identity_pubkey: "c1".into(), label: "acme".into(), created_at: Timestamp(T0) };
-    let c2 = CosignerRecord { identity_pubkey: "c2".into(), label: "".into(), created_at: Timestamp(T0 + 1) };
-    store.insert_cosigner(&c1).await.unwrap();
-    store.insert_cosigner(&c2).await.unwrap();
-    let again = store.insert_cosigner(&CosignerRecord { label: "other".into(), ..c1.clone() }).await;
-    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
-    assert_eq!(store.cosigner("c1").await.unwrap(), Some(c1.clone()));
-    assert_eq!(store.cosigner("nope").await.unwrap(), None);
-    store.reset_projections().await.unwrap();
-    assert_eq!(store.cosigners().await.unwrap(), vec![c1, c2]);
+    for store in crate::test_stores().await {
+        let c1 = CosignerRecord { identity_pubkey: "c1".into(), label: "acme".into(), created_at: Timestamp(T0) };
+        let c2 = CosignerRecord { identity_pubkey: "c2".into(), label: "".into(), created_at: Timestamp(T0 + 1) };
+        store.insert_cosigner(&c1).await.unwrap();
+        store.insert_cosigner(&c2).await.unwrap();
+        let again = store.insert_cosigner(&CosignerRecord { label: "other".into(), ..c1.clone() }).await;
+        assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+        assert_eq!(store.cosigner("c1").await.unwrap(), Some(c1.clone()));
+        assert_eq!(store.cosigner("nope").await.unwrap(), None);
+        store.reset_projections().await.unwrap();
+        assert_eq!(store.cosigners().await.unwrap(), vec![c1, c2]);
+    }
 }
 
 #[tokio::test]
 async fn refusals_are_listed_newest_first_per_account_and_survive_a_projection_reset() {
-    let store = Store::open_in_memory().await.unwrap();
-    let refusal = |n: u64, account: Option<u64>| RefusalRecord {
-        id: 0,
-        at: Timestamp(1_000 + n),
-        signer: "provider".into(),
-        code: "obligation_unpaid".into(),
-        detail: format!("refusal {n}"),
-        purpose: r#"{"withdrawal":{"withdrawal":1}}"#.into(),
-        execution_id: format!("{n:064x}"),
-        group_id: account.map(|_| "00".repeat(16)),
-        account_id: account.map(AccountId),
-    };
-    let a = store.insert_refusal(&refusal(1, Some(7))).await.unwrap();
-    let b = store.insert_refusal(&refusal(2, None)).await.unwrap();
-    let c = store.insert_refusal(&refusal(3, Some(8))).await.unwrap();
-    assert!(a < b && b < c);
-    store.reset_projections().await.unwrap();
-    let all = store.refusals(None, 10).await.unwrap();
-    assert_eq!(all.iter().map(|r| r.id).collect::<Vec<_>>(), vec![c, b, a]);
-    assert_eq!(all[2], RefusalRecord { id: a, ..refusal(1, Some(7)) });
-    let of_seven = store.refusals(Some(AccountId(7)), 10).await.unwrap();
-    assert_eq!(of_seven.iter().map(|r| r.detail.as_str()).collect::<Vec<_>>(), vec!["refusal 1"]);
-    assert_eq!(store.refusals(None, 1).await.unwrap().len(), 1);
+    for store in crate::test_stores().await {
+        let refusal = |n: u64, account: Option<u64>| RefusalRecord {
+            id: 0,
+            at: Timestamp(1_000 + n),
+            signer: "provider".into(),
+            code: "obligation_unpaid".into(),
+            detail: format!("refusal {n}"),
+            purpose: r#"{"withdrawal":{"withdrawal":1}}"#.into(),
+            execution_id: format!("{n:064x}"),
+            group_id: account.map(|_| "00".repeat(16)),
+            account_id: account.map(AccountId),
+        };
+        let a = store.insert_refusal(&refusal(1, Some(7))).await.unwrap();
+        let b = store.insert_refusal(&refusal(2, None)).await.unwrap();
+        let c = store.insert_refusal(&refusal(3, Some(8))).await.unwrap();
+        assert!(a < b && b < c);
+        store.reset_projections().await.unwrap();
+        let all = store.refusals(None, 10).await.unwrap();
+        assert_eq!(all.iter().map(|r| r.id).collect::<Vec<_>>(), vec![c, b, a]);
+        assert_eq!(all[2], RefusalRecord { id: a, ..refusal(1, Some(7)) });
+        let of_seven = store.refusals(Some(AccountId(7)), 10).await.unwrap();
+        assert_eq!(of_seven.iter().map(|r| r.detail.as_str()).collect::<Vec<_>>(), vec!["refusal 1"]);
+        assert_eq!(store.refusals(None, 1).await.unwrap().len(), 1);
+    }
 }

@@ -1,9 +1,10 @@
 //! Vaults (signer groups owned by an account) and their deposit addresses, as registered by the
 //! provider's vault service. Not projections: they survive [`Store::reset_projections`].
 
+use crate::stmt::stmt;
 use crate::records::{from_sql, to_sql, VaultAddressRecord, VaultRecord};
 use crate::{Store, StoreError};
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 use tandem_matching::{AccountId, Timestamp};
 
@@ -12,7 +13,7 @@ const VAULT_COLUMNS: &str = "group_id, account_id, policy, wallet_identity, cosi
 impl Store {
     /// Registers a vault; an already registered `group_id` is a [`StoreError::Conflict`].
     pub async fn insert_vault(&self, v: &VaultRecord) -> Result<(), StoreError> {
-        let result = sqlx::query(&format!("INSERT INTO vaults ({VAULT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"))
+        let result = sqlx::query(stmt(self.backend, &format!("INSERT INTO vaults ({VAULT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)")))
             .bind(v.group_id.as_str())
             .bind(to_sql(v.account_id.0, "account id")?)
             .bind(v.policy.as_str())
@@ -31,7 +32,7 @@ impl Store {
     }
 
     pub async fn vault(&self, group_id: &str) -> Result<Option<VaultRecord>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {VAULT_COLUMNS} FROM vaults WHERE group_id = ?"))
+        let row = sqlx::query(stmt(self.backend, &format!("SELECT {VAULT_COLUMNS} FROM vaults WHERE group_id = ?")))
             .bind(group_id)
             .fetch_optional(&self.pool)
             .await?;
@@ -40,9 +41,9 @@ impl Store {
 
     /// An account's vaults, oldest first.
     pub async fn vaults_for(&self, account: AccountId) -> Result<Vec<VaultRecord>, StoreError> {
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(stmt(self.backend, &format!(
             "SELECT {VAULT_COLUMNS} FROM vaults WHERE account_id = ? ORDER BY created_at, group_id"
-        ))
+        )))
         .bind(to_sql(account.0, "account id")?)
         .fetch_all(&self.pool)
         .await?;
@@ -52,7 +53,7 @@ impl Store {
     /// Registers a vault address; a taken address or key index is a [`StoreError::Conflict`].
     pub async fn insert_vault_address(&self, a: &VaultAddressRecord) -> Result<(), StoreError> {
         let result =
-            sqlx::query("INSERT INTO vault_addresses (address, group_id, key_index, created_at) VALUES (?, ?, ?, ?)")
+            sqlx::query(stmt(self.backend, "INSERT INTO vault_addresses (address, group_id, key_index, created_at) VALUES (?, ?, ?, ?)"))
                 .bind(a.address.as_str())
                 .bind(a.group_id.as_str())
                 .bind(to_sql(a.key_index, "key index")?)
@@ -71,9 +72,9 @@ impl Store {
 
     /// A vault's addresses, by key index.
     pub async fn vault_addresses(&self, group_id: &str) -> Result<Vec<VaultAddressRecord>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(stmt(self.backend, 
             "SELECT address, group_id, key_index, created_at FROM vault_addresses WHERE group_id = ? ORDER BY key_index",
-        )
+        ))
         .bind(group_id)
         .fetch_all(&self.pool)
         .await?;
@@ -83,14 +84,14 @@ impl Store {
     /// Every vault address the exchange manages (the provider's policy: inputs must come from
     /// them, change may return to them).
     pub async fn all_vault_addresses(&self) -> Result<Vec<VaultAddressRecord>, StoreError> {
-        let rows = sqlx::query("SELECT address, group_id, key_index, created_at FROM vault_addresses ORDER BY address")
+        let rows = sqlx::query(stmt(self.backend, "SELECT address, group_id, key_index, created_at FROM vault_addresses ORDER BY address"))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(address_record).collect()
     }
 }
 
-fn address_record(r: &SqliteRow) -> Result<VaultAddressRecord, StoreError> {
+fn address_record(r: &AnyRow) -> Result<VaultAddressRecord, StoreError> {
     Ok(VaultAddressRecord {
         address: r.try_get(0)?,
         group_id: r.try_get(1)?,
@@ -99,7 +100,7 @@ fn address_record(r: &SqliteRow) -> Result<VaultAddressRecord, StoreError> {
     })
 }
 
-fn vault_record(r: &SqliteRow) -> Result<VaultRecord, StoreError> {
+fn vault_record(r: &AnyRow) -> Result<VaultRecord, StoreError> {
     Ok(VaultRecord {
         group_id: r.try_get(0)?,
         account_id: AccountId(from_sql(r.try_get(1)?, "account id")?),
