@@ -228,6 +228,7 @@ impl World {
 fn start_node(rt: &tokio::runtime::Runtime, dir: &Path, provider: &Keypair) -> Node {
     rt.block_on(node::start(NodeOptions {
         data_dir: dir.to_path_buf(),
+        store: Default::default(),
         custody: None,
         bind: "127.0.0.1:0".parse().unwrap(),
         exchange: ExchangeConfig::default(),

@@ -61,6 +61,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
             let token = tandem_gateway::random_hex(16);
             let node = node::start(NodeOptions {
                 data_dir: dir.path().to_path_buf(),
+                store: Default::default(),
                 custody: None,
                 bind: ([127, 0, 0, 1], 0).into(),
                 exchange: ExchangeConfig::default(),

@@ -84,6 +84,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     }
     let mut node = node::start(NodeOptions {
         data_dir: opts.data_dir.clone(),
+        store: Default::default(),
         custody: Some(node::CustodyOptions {
             master_key: crate::custody_cli::load_master_key(Some(&master_key_path))?,
             // The demo's vaults use the fixture primes; generating more would eat a core.

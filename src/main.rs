@@ -35,6 +35,14 @@ enum Cmd {
     Serve {
         #[arg(long)]
         data_dir: PathBuf,
+        /// The node's database: `postgres://user@host:port/db` (append `#schema` for a schema of
+        /// its own); default SQLite in the data dir.
+        #[arg(long, env = "TANDEM_STORE_URL")]
+        store_url: Option<String>,
+        /// Bring a PostgreSQL store's tables up to this version at start (else they must be:
+        /// `tandem migrate`). A SQLite store in the data dir is always migrated.
+        #[arg(long)]
+        migrate: bool,
         #[arg(long, default_value = "127.0.0.1:8080")]
         bind: SocketAddr,
         /// Bearer token for the operator API.
@@ -104,6 +112,15 @@ enum Cmd {
         url: String,
         #[arg(long, env = "TANDEM_OPERATOR_TOKEN", hide_env_values = true)]
         operator_token: String,
+    },
+    /// Creates the store's tables, or brings them up to this version.
+    Migrate {
+        /// The data dir of a SQLite store.
+        #[arg(long, required_unless_present = "store_url")]
+        data_dir: Option<PathBuf>,
+        /// A PostgreSQL store (see `serve --store-url`).
+        #[arg(long, env = "TANDEM_STORE_URL")]
+        store_url: Option<String>,
     },
     /// Operator tools for the write-ahead journal.
     Journal {
@@ -219,6 +236,9 @@ enum StoreCmd {
     Rebuild {
         #[arg(long)]
         data_dir: PathBuf,
+        /// The node's PostgreSQL store (see `serve --store-url`); default SQLite in the data dir.
+        #[arg(long, env = "TANDEM_STORE_URL")]
+        store_url: Option<String>,
     },
 }
 
@@ -302,6 +322,8 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Serve {
             data_dir,
+            store_url,
+            migrate,
             bind,
             operator_token,
             markets,
@@ -341,6 +363,7 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
             };
             let mut n = node::start(node::NodeOptions {
                 data_dir,
+                store: node::StoreLocation::parse(store_url.as_deref(), migrate)?,
                 custody,
                 bind,
                 exchange,
@@ -412,12 +435,19 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Store { command: StoreCmd::Rebuild { data_dir } } => {
+        Cmd::Store { command: StoreCmd::Rebuild { data_dir, store_url } } => {
             let dirs = node::DataDir::new(&data_dir);
             let _lock = dirs.lock_exclusive()?;
-            let store = tandem_store::Store::open_sqlite(&dirs.store()).await?;
+            let store = node::StoreLocation::parse(store_url.as_deref(), false)?.open(&dirs).await?;
             store.reset_projections().await?;
             println!("projections dropped; the next start rebuilds them from the journal");
+            Ok(())
+        }
+        Cmd::Migrate { data_dir, store_url } => {
+            let dirs = node::DataDir::new(data_dir.as_deref().unwrap_or(std::path::Path::new(".")));
+            let location = node::StoreLocation::parse(store_url.as_deref(), true)?;
+            let store = location.open(&dirs).await?;
+            println!("store migrated ({:?}); projected up to seq {}", store.backend(), store.projected_seq().await?.0);
             Ok(())
         }
         Cmd::Bench {

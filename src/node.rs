@@ -23,6 +23,8 @@ use tandem_store::{ProjectorHandle, Projector, Store};
 
 pub struct NodeOptions {
     pub data_dir: PathBuf,
+    /// Where the projections and the node's other tables live.
+    pub store: StoreLocation,
     /// Custody of the provider's secrets; `None` runs the exchange without a prime pool.
     pub custody: Option<CustodyOptions>,
     pub bind: SocketAddr,
@@ -30,6 +32,62 @@ pub struct NodeOptions {
     pub gateway: GatewayConfig,
     pub sequencer: SequencerConfig,
     pub http_workers: usize,
+}
+
+/// The node's database.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// SQLite, `store.db` in the data dir.
+    #[default]
+    DataDir,
+    /// PostgreSQL at this URL, in `schema` if given; `migrate`: bring its tables up to this
+    /// version at start, else require them to be (`tandem migrate` does it).
+    Postgres { url: String, schema: Option<String>, migrate: bool },
+}
+
+impl StoreLocation {
+    /// `postgres://...` (optionally `#schema`), or `None` for the data dir.
+    pub fn parse(url: Option<&str>, migrate: bool) -> anyhow::Result<StoreLocation> {
+        match url {
+            None => Ok(StoreLocation::DataDir),
+            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+                let (url, schema) = match u.split_once('#') {
+                    Some((url, schema)) => (url.to_owned(), Some(schema.to_owned())),
+                    None => (u.to_owned(), None),
+                };
+                Ok(StoreLocation::Postgres { url, schema, migrate })
+            }
+            Some(u) => bail!("--store-url {u:?}: only postgres:// URLs (the default is SQLite in the data dir)"),
+        }
+    }
+
+    /// Opens (and migrates) the store.
+    pub async fn open(&self, dirs: &DataDir) -> anyhow::Result<Store> {
+        Ok(match self {
+            StoreLocation::DataDir => {
+                Store::open_sqlite(&dirs.store()).await.with_context(|| format!("opening {}", dirs.store().display()))?
+            }
+            StoreLocation::Postgres { url, schema, migrate } => {
+                let opened = if *migrate {
+                    Store::open_postgres(url, schema.as_deref()).await
+                } else {
+                    Store::open_postgres_migrated(url, schema.as_deref()).await
+                };
+                opened.with_context(|| format!("opening PostgreSQL at {}", redact(url)))?
+            }
+        })
+    }
+}
+
+/// A URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match url[s + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+            None => url.to_owned(),
+        },
+        _ => url.to_owned(),
+    }
 }
 
 pub struct CustodyOptions {
@@ -134,7 +192,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
         recorded
     };
 
-    let store = Store::open_sqlite(&dirs.store()).await.with_context(|| format!("opening {}", dirs.store().display()))?;
+    let store = opts.store.open(&dirs).await?;
     let projected = store.projected_seq().await?;
     let journal_end = journal.last_seq();
     if projected.0 > journal_end {

@@ -219,6 +219,7 @@ impl Sink<Envelope> for SilentTx {
 async fn start_node(dir: &Path, provider: &Keypair) -> Node {
     node::start(NodeOptions {
         data_dir: dir.to_path_buf(),
+        store: Default::default(),
         custody: None,
         bind: "127.0.0.1:0".parse().unwrap(),
         exchange: ExchangeConfig::default(),

@@ -68,6 +68,9 @@ pub enum StoreError {
     /// A row or an event holds a value this crate cannot represent (out of range, unknown name).
     #[error("corrupt data: {0}")]
     Corrupt(String),
+    /// The database's tables are older than this version needs.
+    #[error("the store is at migration {applied}, this version needs {wanted}: run `tandem migrate`")]
+    Outdated { applied: i64, wanted: i64 },
 }
 
 /// The projection database. Cheap to clone (a connection pool inside).
@@ -136,6 +139,17 @@ impl Store {
     /// (`migrations/postgres`). With `schema`, everything lives in that schema (created if
     /// missing): one database can hold several stores (tests, several exchanges).
     pub async fn open_postgres(url: &str, schema: Option<&str>) -> Result<Store, StoreError> {
+        Store::connect_postgres(url, schema, true).await
+    }
+
+    /// Opens a PostgreSQL database whose tables must already be at this version (a production
+    /// start, where `tandem migrate` changes the schema, not every process that starts):
+    /// [`StoreError::Migrate`] names what is missing.
+    pub async fn open_postgres_migrated(url: &str, schema: Option<&str>) -> Result<Store, StoreError> {
+        Store::connect_postgres(url, schema, false).await
+    }
+
+    async fn connect_postgres(url: &str, schema: Option<&str>, migrate: bool) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let schema = schema.map(str::to_owned);
         if let Some(s) = &schema {
@@ -159,7 +173,19 @@ impl Store {
             })
             .connect(url)
             .await?;
-        sqlx::migrate!("../migrations/postgres").run(&pool).await?;
+        let migrator = sqlx::migrate!("../migrations/postgres");
+        if migrate {
+            migrator.run(&pool).await?;
+        } else {
+            let wanted = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+            let applied: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&pool)
+                .await
+                .unwrap_or(None);
+            if applied.unwrap_or(0) < wanted {
+                return Err(StoreError::Outdated { applied: applied.unwrap_or(0), wanted });
+            }
+        }
         Ok(Store { pool, backend: Backend::Postgres })
     }
 

@@ -155,6 +155,7 @@ impl Drop for KillOnDrop {
 pub async fn custody_node(data_dir: &Path, operator_token: &str) -> tandem::node::Node {
     tandem::node::start(tandem::node::NodeOptions {
         data_dir: data_dir.to_path_buf(),
+        store: Default::default(),
         custody: Some(tandem::node::CustodyOptions {
             master_key: tandem_custody::MasterKey::generate(),
             prime_pool_target: 0,
