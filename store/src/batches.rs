@@ -548,6 +548,27 @@ mod tests {
         }
     }
 
+    /// Many writers race to move one batch (several service processes, say): exactly one does,
+    /// on either engine, and what it wrote stays.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_writers_move_a_batch_once() {
+        for store in crate::test_stores().await {
+            store.insert_batch(&batch(1, "planned"), Seq(0), &[]).await.unwrap();
+            let racers: Vec<_> = (0..16)
+                .map(|i| {
+                    let store = store.clone();
+                    tokio::spawn(async move { store.set_batch_status(1, "planned", "booked", Timestamp(T0 + i)).await.unwrap() })
+                })
+                .collect();
+            let mut won = 0;
+            for r in racers {
+                won += usize::from(r.await.unwrap());
+            }
+            assert_eq!(won, 1, "{:?}: exactly one writer moves the batch", store.backend());
+            assert_eq!(store.batch(1).await.unwrap().unwrap().status, "booked");
+        }
+    }
+
     #[tokio::test]
     async fn status_is_a_compare_and_set() {
         for store in crate::test_stores().await {
