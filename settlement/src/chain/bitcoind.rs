@@ -79,6 +79,9 @@ pub struct Bitcoind {
     authority: String,
     path: String,
     next_id: AtomicU64,
+    /// bitcoind runs one `scantxoutset` at a time and refuses a second with "Scan already in
+    /// progress"; callers in this process queue here instead of failing.
+    scan: tokio::sync::Mutex<()>,
 }
 
 impl Bitcoind {
@@ -107,7 +110,25 @@ impl Bitcoind {
             "" => "/".to_string(),
             p => p.to_string(),
         };
-        Ok(Bitcoind { authority: format!("{host}:{port}"), path, config, next_id: AtomicU64::new(1) })
+        Ok(Bitcoind { authority: format!("{host}:{port}"), path, config, next_id: AtomicU64::new(1), scan: tokio::sync::Mutex::new(()) })
+    }
+
+    /// `scantxoutset start`, one at a time from this process; a scan started by another client
+    /// of the same node (RPC error -8) is waited out for up to the call timeout.
+    async fn scan_txout_set(&self, descriptors: Vec<Value>) -> Result<Value> {
+        const SCAN_IN_PROGRESS: i64 = -8;
+        let _one_at_a_time = self.scan.lock().await;
+        let deadline = tokio::time::Instant::now() + self.config.timeout;
+        loop {
+            match self.call("scantxoutset", json!(["start", descriptors.clone()])).await {
+                Err(ChainError::Rpc { code: SCAN_IN_PROGRESS, ref message, .. })
+                    if message.contains("in progress") && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     pub fn config(&self) -> &BitcoindConfig {
@@ -399,7 +420,7 @@ impl Chain for Bitcoind {
             return Ok(Vec::new());
         }
         let descriptors: Vec<Value> = scripts.iter().map(|s| json!({"desc": raw_descriptor(s)})).collect();
-        let scan = self.call("scantxoutset", json!(["start", descriptors])).await?;
+        let scan = self.scan_txout_set(descriptors).await?;
         if scan["success"].as_bool() != Some(true) {
             return Err(ChainError::Rpc {
                 method: "scantxoutset".into(),
