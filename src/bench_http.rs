@@ -65,9 +65,15 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
                 custody: None,
                 bind: ([127, 0, 0, 1], 0).into(),
                 exchange: ExchangeConfig::default(),
-                gateway: tandem_gateway::GatewayConfig { operator_token: token.clone(), ..Default::default() },
+                gateway: tandem_gateway::GatewayConfig {
+                    operator_token: token.clone(),
+                    // The load comes from 8 accounts on one IP: it measures the exchange, not budgets.
+                    limits: tandem_gateway::limits::LimitConfig::UNLIMITED,
+                    ..Default::default()
+                },
                 sequencer: SequencerConfig { snapshot_every: 1_000_000, ..SequencerConfig::default() },
                 http_workers: opts.http_workers,
+                redis: None,
             })
             .await?;
             let accounts = open_bench_accounts(&node, &token, 8).await?;

@@ -103,6 +103,20 @@ enum Cmd {
         /// vault's co-signer (2-of-3 vaults).
         #[arg(long, default_value_t = 86_400)]
         settlement_force_after_secs: u64,
+        /// Redis shared by every gateway of this exchange (`redis://host:port`): request
+        /// budgets count there, the same whichever gateway a caller reaches. Without it each
+        /// process counts its own.
+        #[arg(long, env = "TANDEM_REDIS_URL", value_name = "URL")]
+        redis_url: Option<String>,
+        /// Prefix of this exchange's Redis keys.
+        #[arg(long, default_value = "tandem:")]
+        redis_prefix: String,
+        /// Request weight an API key, device or co-signer may spend per minute (0: no limit).
+        #[arg(long, default_value_t = 60_000)]
+        limit_per_caller: u32,
+        /// Request weight one IP address may spend per minute (0: no limit).
+        #[arg(long, default_value_t = 120_000)]
+        limit_per_ip: u32,
     },
     /// Reconciles ledger against chain on a running node (`GET /v1/operator/reconciliation`):
     /// prints the report; exits 1 on any difference, 2 if it cannot be read.
@@ -344,6 +358,10 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
             settlement_bump_after_secs,
             settlement_late_penalty_secs,
             settlement_force_after_secs,
+            redis_url,
+            redis_prefix,
+            limit_per_caller,
+            limit_per_ip,
         } => {
             let network = tandem::parse_network(&network)?;
             let custody = if master_key_file.is_some() || std::env::var_os(custody_cli::MASTER_KEY_ENV).is_some() {
@@ -367,9 +385,18 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
                 custody,
                 bind,
                 exchange,
-                gateway: tandem_gateway::GatewayConfig { operator_token, bitcoin_network: network, ..Default::default() },
+                gateway: tandem_gateway::GatewayConfig {
+                    operator_token,
+                    bitcoin_network: network,
+                    limits: tandem_gateway::limits::LimitConfig {
+                        per_caller_per_minute: limit_per_caller,
+                        per_ip_per_minute: limit_per_ip,
+                    },
+                    ..Default::default()
+                },
                 sequencer: SequencerConfig { snapshot_every, ..SequencerConfig::default() },
                 http_workers,
+                redis: redis_url.map(|url| node::RedisOptions { url, prefix: redis_prefix }),
             })
             .await?;
             let services = match bitcoind {

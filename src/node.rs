@@ -32,6 +32,17 @@ pub struct NodeOptions {
     pub gateway: GatewayConfig,
     pub sequencer: SequencerConfig,
     pub http_workers: usize,
+    /// Redis shared by the gateways of one exchange; `None` keeps request budgets in process.
+    pub redis: Option<RedisOptions>,
+}
+
+/// Where the gateways of one exchange keep what they share: each caller's request budget.
+#[derive(Clone, Debug)]
+pub struct RedisOptions {
+    /// `redis://host:port[/db]`.
+    pub url: String,
+    /// Prefix of every key, so exchanges (or tests) can share one Redis.
+    pub prefix: String,
 }
 
 /// The node's database.
@@ -247,7 +258,14 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
         }
         None => None,
     };
-    let gateway = Gateway::new(sequencer.clone(), store.clone(), projector.clone(), engine_config.clone(), gateway_config);
+    let mut gateway = Gateway::new(sequencer.clone(), store.clone(), projector.clone(), engine_config.clone(), gateway_config);
+    if let Some(redis) = &opts.redis {
+        let limits = tandem_gateway::limits::RedisLimits::connect(&redis.url, &redis.prefix)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))
+            .context("request budgets in Redis")?;
+        gateway = gateway.with_limit_store(Arc::new(limits));
+    }
     let (prime_pool, custody) = match opts.custody {
         Some(c) => {
             let (master_key, demo) = (c.master_key.clone(), c.demo);

@@ -230,6 +230,7 @@ async fn start_node(dir: &Path, provider: &Keypair) -> Node {
         },
         sequencer: SequencerConfig::default(),
         http_workers: 2,
+        redis: None,
     })
     .await
     .unwrap()

@@ -342,6 +342,12 @@ pub enum PartyKind {
 /// (`X-Tandem-Device`) or by a registered co-signer identity key (`X-Tandem-Cosigner`). API
 /// keys are not accepted: a relay party must be an identity key.
 pub async fn authenticate_party(gw: &Gateway, req: &HttpRequest, body: &[u8]) -> Result<PartyCaller, ApiError> {
+    let caller = check_party(gw, req, body).await?;
+    spend_caller_budget(gw, req, &caller.identity.to_string()).await?;
+    Ok(caller)
+}
+
+async fn check_party(gw: &Gateway, req: &HttpRequest, body: &[u8]) -> Result<PartyCaller, ApiError> {
     let (key, device, cosigner) = (header(req, KEY_HEADER), header(req, DEVICE_HEADER), header(req, COSIGNER_HEADER));
     let (ts, sig) = (header(req, TIMESTAMP_HEADER), header(req, SIGNATURE_HEADER));
     let method = req.method().as_str();
@@ -418,6 +424,27 @@ pub(crate) fn path_and_query(req: &HttpRequest) -> &str {
 /// Authenticates a signed HTTP request over its exact body bytes: by API key
 /// (`X-Tandem-Key`) or by device key (`X-Tandem-Device`), never both.
 pub async fn authenticate(gw: &Gateway, req: &HttpRequest, body: &[u8]) -> Result<AccountId, ApiError> {
+    let account = check_signed(gw, req, body).await?;
+    // Counted only once the signature checks: nobody can spend another caller's budget.
+    let caller = header(req, KEY_HEADER).or_else(|| header(req, DEVICE_HEADER)).unwrap_or_default();
+    spend_caller_budget(gw, req, caller).await?;
+    Ok(account)
+}
+
+/// Spends from an authenticated caller's budget: `429 rate_limited` once it is spent; the
+/// budget is kept with the request for the answer's headers.
+pub(crate) async fn spend_caller_budget(gw: &Gateway, req: &HttpRequest, caller: &str) -> Result<(), ApiError> {
+    use actix_web::HttpMessage as _;
+    if let Some(budget) = gw.limiter.spend(crate::limits::Subject::Caller(caller), 1).await {
+        req.extensions_mut().insert(budget);
+        if budget.exceeded() {
+            return Err(ApiError::rate_limited(&budget));
+        }
+    }
+    Ok(())
+}
+
+async fn check_signed(gw: &Gateway, req: &HttpRequest, body: &[u8]) -> Result<AccountId, ApiError> {
     let (key, device) = (header(req, KEY_HEADER), header(req, DEVICE_HEADER));
     let (ts, sig) = (header(req, TIMESTAMP_HEADER), header(req, SIGNATURE_HEADER));
     let method = req.method().as_str();

@@ -21,11 +21,13 @@ pub struct ApiError {
     pub message: String,
     /// Extra top-level members of the body (e.g. the existing `order` of a duplicate).
     pub extra: Option<(&'static str, Value)>,
+    /// Seconds to wait before trying again (`Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), extra: None }
+        ApiError { status, code, message: message.into(), extra: None, retry_after: None }
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -58,6 +60,17 @@ impl ApiError {
 
     pub fn unavailable(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+
+    /// A budget ran out (see `limits`): `429 rate_limited`, with when to try again.
+    pub fn rate_limited(budget: &crate::limits::Budget) -> ApiError {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("more than {} requests this minute; try again in {} ms", budget.limit, budget.reset_in_ms),
+        );
+        e.retry_after = Some(budget.reset_in_ms.div_ceil(1000).max(1));
+        e
     }
 
     pub fn with(mut self, key: &'static str, value: Value) -> ApiError {
@@ -103,7 +116,11 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(self.body())
+        let mut response = HttpResponse::build(self.status);
+        if let Some(seconds) = self.retry_after {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, seconds.to_string()));
+        }
+        response.json(self.body())
     }
 }
 

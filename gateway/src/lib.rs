@@ -19,6 +19,7 @@ pub mod auth;
 pub mod dto;
 pub mod error;
 pub mod evidence;
+pub mod limits;
 pub mod metrics;
 pub mod relay;
 mod routes;
@@ -57,6 +58,8 @@ pub struct GatewayConfig {
     pub open_enrolment: bool,
     /// The MPC relay (`/v1/mpc/...`): limits, expiry, the provider's identity key.
     pub mpc: RelayConfig,
+    /// Request budgets per caller and per IP (see [`limits`]).
+    pub limits: limits::LimitConfig,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -70,6 +73,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("open_enrolment", &self.open_enrolment)
             .field("mpc", &self.mpc)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -84,6 +88,7 @@ impl Default for GatewayConfig {
             max_body_bytes: 64 * 1024,
             open_enrolment: false,
             mpc: RelayConfig::default(),
+            limits: limits::LimitConfig::default(),
         }
     }
 }
@@ -102,6 +107,7 @@ pub struct Gateway {
     pub(crate) cosigners: auth::CosignerCache,
     pub(crate) relay: Arc<Relay>,
     pub(crate) reconciler: ReconcilerSlot,
+    pub(crate) limiter: limits::Limiter,
 }
 
 /// Reconciles the ledger against the chain. The settlement service implements it (it has the
@@ -138,8 +144,16 @@ impl Gateway {
             cosigners: auth::CosignerCache::default(),
             relay: Arc::new(Relay::new(config.mpc.clone())),
             reconciler: ReconcilerSlot::default(),
+            limiter: limits::Limiter::in_memory(config.limits),
             config,
         }
+    }
+
+    /// Counts request budgets in `store` (Redis, shared by every gateway process) instead of
+    /// in this process.
+    pub fn with_limit_store(mut self, store: Arc<dyn limits::LimitStore>) -> Gateway {
+        self.limiter = limits::Limiter::new(self.config.limits, store);
+        self
     }
 
     /// The slot for the settlement service's [`Reconciler`]; keep a clone before [`serve`].
@@ -235,7 +249,7 @@ pub fn serve(
     let data = Data::new(gateway);
     let server = HttpServer::new(move || {
         let data = data.clone();
-        App::new().configure(move |cfg| configure(cfg, data))
+        App::new().wrap(actix_web::middleware::from_fn(limits::middleware)).configure(move |cfg| configure(cfg, data))
     })
     .workers(workers.max(1))
     .listen(listener)?

@@ -66,6 +66,7 @@ impl Device {
 pub struct Reply {
     pub status: u16,
     pub body: Value,
+    pub headers: awc::http::header::HeaderMap,
 }
 
 impl Reply {
@@ -74,6 +75,11 @@ impl Reply {
         self.body["error"]["code"]
             .as_str()
             .unwrap_or_else(|| panic!("not an error reply: {} {}", self.status, self.body))
+    }
+
+    /// A header of the answer as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
     #[track_caller]
@@ -122,13 +128,14 @@ impl Exchange {
         }
         let mut res = req.send_body(body.to_vec()).await.unwrap();
         let status = res.status().as_u16();
+        let headers = res.headers().clone();
         let bytes = res.body().limit(1 << 24).await.unwrap();
         let body = if bytes.is_empty() {
             Value::Null
         } else {
             serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
         };
-        Reply { status, body }
+        Reply { status, body, headers }
     }
 
     pub async fn public(&self, path: &str) -> Reply {

@@ -503,3 +503,57 @@ async fn configure_embeds_in_a_larger_app() {
     drop(data);
     let _ = tokio::task::spawn_blocking(move || owner.shutdown()).await;
 }
+
+/// Waits out the end of a minute, so a test's requests fall in one budget window.
+async fn early_in_a_minute() {
+    let into_minute = now_millis() % 60_000;
+    if into_minute > 50_000 {
+        tokio::time::sleep(std::time::Duration::from_millis(60_000 - into_minute + 50)).await;
+    }
+}
+
+#[actix_web::test]
+async fn budgets_answer_429_with_retry_after_and_spend_nothing_else() {
+    let ex = Exchange::start_with(|c| {
+        c.limits = tandem_gateway::limits::LimitConfig { per_caller_per_minute: 3, per_ip_per_minute: 12 }
+    })
+    .await;
+    early_in_a_minute().await;
+    let (alice, bob) = (ex.user().await, ex.user().await); // IP: 2
+    ex.deposit_usd(&alice, "1000.00").await; // IP: 3
+
+    // A request whose signature fails spends the IP's budget, not the key's owner's.
+    let mut forged = Exchange::headers(&alice, stamp(), "GET", "/v1/balances", b"");
+    forged[2].1 = "00".repeat(32);
+    ex.raw(Method::GET, "/v1/balances", &forged, b"").await.err(401, "bad_signature"); // IP: 4
+
+    for remaining in ["2", "1", "0"] {
+        let r = ex.signed(&alice, "GET", "/v1/balances", "").await;
+        r.ok();
+        assert_eq!((r.header("x-ratelimit-limit"), r.header("x-ratelimit-remaining")), (Some("3"), Some(remaining)));
+        let reset: u64 = r.header("x-ratelimit-reset").unwrap().parse().unwrap();
+        assert!((1..=60).contains(&reset), "reset in {reset} s");
+    } // IP: 7
+
+    let before = ex.facts(&alice).await;
+    let refused = ex.signed(&alice, "POST", "/v1/orders", &limit_order(Side::Buy, "100.00", "0.1")).await; // IP: 8
+    refused.err(429, "rate_limited");
+    let retry: u64 = refused.header("retry-after").expect("Retry-After").parse().unwrap();
+    assert!((1..=60).contains(&retry), "retry after {retry} s");
+    assert_eq!(refused.header("x-ratelimit-remaining"), Some("0"));
+    assert_eq!(ex.facts(&alice).await, before, "a refused order changes nothing");
+
+    // Bob has a budget of his own; the IP's is the tighter once it runs low.
+    let r = ex.signed(&bob, "GET", "/v1/balances", "").await; // IP: 9
+    r.ok();
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("2"));
+    for remaining in ["2", "1", "0"] {
+        let r = ex.public("/v1/markets").await; // IP: 10, 11, 12
+        assert_eq!((r.status, r.header("x-ratelimit-remaining")), (200, Some(remaining)));
+    }
+    let r = ex.public("/v1/markets").await;
+    r.err(429, "rate_limited");
+    assert_eq!(r.header("x-ratelimit-limit"), Some("12"));
+    assert!(r.header("retry-after").is_some());
+    ex.stop().await;
+}
