@@ -23,7 +23,8 @@ pub struct FileSnapshotSink {
 }
 
 impl SnapshotSink for FileSnapshotSink {
-    fn save(&mut self, seq: Seq, bytes: &[u8]) -> Result<(), String> {
+    // The embedded journal holds nothing but commands: its position is the seq.
+    fn save(&mut self, seq: Seq, _position: u64, bytes: &[u8]) -> Result<(), String> {
         self.store.save(seq.0, bytes).map_err(|e| e.to_string())?;
         self.store.prune(self.keep).map_err(|e| e.to_string())
     }

@@ -157,6 +157,12 @@ impl From<SequencerError> for ApiError {
                 tracing::error!(error = %e, "sequencer unavailable");
                 ApiError::unavailable("the exchange is not accepting requests")
             }
+            SequencerError::Unavailable(_) => {
+                tracing::warn!(error = %e, "command log unavailable");
+                ApiError::unavailable(
+                    "the exchange cannot take commands right now; the request may still be applied: retry with the same client_order_id",
+                )
+            }
         }
     }
 }

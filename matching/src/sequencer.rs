@@ -31,10 +31,15 @@ pub trait CommandLog: Send + 'static {
     fn commit(&mut self) -> Result<(), String>;
 }
 
-/// Where engine snapshots go (written off the engine thread).
+/// Where engine snapshots go (written off the engine thread). `position` is where in the
+/// command log the snapshot ends: the seq itself for the embedded journal, the offset of the
+/// last record it covers for a shared log (whose records are not all commands).
 pub trait SnapshotSink: Send + 'static {
-    fn save(&mut self, seq: Seq, bytes: &[u8]) -> Result<(), String>;
+    fn save(&mut self, seq: Seq, position: u64, bytes: &[u8]) -> Result<(), String>;
 }
+
+mod shared;
+pub use shared::{MemorySharedLog, SharedFeed, SharedLog, SharedRecord, Submission};
 
 /// A command as applied: its place in the journal, what it did, and how it changed the books.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +70,9 @@ pub enum SequencerError {
     Stopped,
     #[error("journal failure: {0}")]
     Journal(String),
+    /// The shared command log could not be written; the command may still be applied.
+    #[error("the command log is unavailable: {0}")]
+    Unavailable(String),
 }
 
 #[derive(Clone, Debug)]
@@ -110,6 +118,8 @@ struct Request {
 
 struct Batch {
     items: Vec<(Envelope, Option<Reply>)>,
+    /// Where in the command log the batch ends (see [`SnapshotSink::save`]).
+    position: u64,
 }
 
 /// Cheap to clone; every API handler holds one.
@@ -213,6 +223,8 @@ impl SequencerHandle {
 pub struct Sequencer {
     handle: SequencerHandle,
     threads: Vec<JoinHandle<()>>,
+    /// How many of `threads` (the first) feed the engine.
+    inputs: usize,
     stop: Sender<()>,
     stopping: Arc<AtomicBool>,
 }
@@ -228,10 +240,29 @@ impl Sequencer {
         config: SequencerConfig,
         sinks: Vec<Sender<Arc<Applied>>>,
     ) -> Sequencer {
+        let next_seq = engine.last_seq().0 + 1;
+        let max_batch = config.max_batch.max(1);
+        Sequencer::start_with(engine, snapshots, config, sinks, move |requests, stop, batches, metrics, failed| {
+            vec![std::thread::Builder::new()
+                .name("tandem-journal".into())
+                .spawn(move || journal_loop(log, requests, stop, batches, next_seq, max_batch, metrics, failed))
+                .expect("spawn journal thread")]
+        })
+    }
+
+    /// The engine thread, the snapshot writer, and `input`: the threads that turn requests into
+    /// ordered batches for the engine (joined first at shutdown, in their order).
+    fn start_with(
+        engine: Engine,
+        snapshots: Option<Box<dyn SnapshotSink>>,
+        config: SequencerConfig,
+        sinks: Vec<Sender<Arc<Applied>>>,
+        input: impl FnOnce(Receiver<Request>, Receiver<()>, Sender<Batch>, Arc<SequencerMetrics>, Arc<AtomicBool>) -> Vec<JoinHandle<()>>,
+    ) -> Sequencer {
         let (req_tx, req_rx) = bounded::<Request>(config.queue_depth);
         let (query_tx, query_rx) = bounded::<Query>(1024);
         let (batch_tx, batch_rx) = bounded::<Batch>(4);
-        let (snap_tx, snap_rx) = bounded::<(Seq, Vec<u8>)>(1);
+        let (snap_tx, snap_rx) = bounded::<(Seq, u64, Vec<u8>)>(1);
         let (stop_tx, stop_rx) = bounded::<()>(1);
         let (bus, _) = broadcast::channel(16_384);
         let metrics = Arc::new(SequencerMetrics::default());
@@ -244,18 +275,8 @@ impl Sequencer {
             metrics: metrics.clone(),
             failed: failed.clone(),
         };
-        let mut threads = Vec::new();
-        let next_seq = engine.last_seq().0 + 1;
-        {
-            let (metrics, failed) = (metrics.clone(), failed.clone());
-            let max_batch = config.max_batch.max(1);
-            threads.push(
-                std::thread::Builder::new()
-                    .name("tandem-journal".into())
-                    .spawn(move || journal_loop(log, req_rx, stop_rx, batch_tx, next_seq, max_batch, metrics, failed))
-                    .expect("spawn journal thread"),
-            );
-        }
+        let mut threads = input(req_rx, stop_rx, batch_tx, metrics.clone(), failed);
+        let inputs = threads.len();
         let stopping = Arc::new(AtomicBool::new(false));
         {
             let (metrics, stopping) = (metrics.clone(), stopping.clone());
@@ -273,11 +294,11 @@ impl Sequencer {
                 std::thread::Builder::new()
                     .name("tandem-snapshot".into())
                     .spawn(move || {
-                        for (seq, bytes) in snap_rx {
-                            match sink.save(seq, &bytes) {
+                        for (seq, position, bytes) in snap_rx {
+                            match sink.save(seq, position, &bytes) {
                                 Ok(()) => {
                                     metrics.snapshots.fetch_add(1, Ordering::Relaxed);
-                                    tracing::info!(seq = seq.0, bytes = bytes.len(), "snapshot saved");
+                                    tracing::info!(seq = seq.0, position, bytes = bytes.len(), "snapshot saved");
                                 }
                                 // A missing snapshot only makes the next start replay longer.
                                 Err(e) => tracing::warn!(seq = seq.0, error = %e, "snapshot failed"),
@@ -287,7 +308,7 @@ impl Sequencer {
                     .expect("spawn snapshot thread"),
             );
         }
-        Sequencer { handle, threads, stop: stop_tx, stopping }
+        Sequencer { handle, threads, inputs, stop: stop_tx, stopping }
     }
 
     pub fn handle(&self) -> SequencerHandle {
@@ -299,9 +320,9 @@ impl Sequencer {
         let _ = self.stop.send(());
         drop(self.handle);
         let mut threads = self.threads.into_iter();
-        // The journal thread first: it drains the queue, then the engine applies the rest.
-        if let Some(journal) = threads.next() {
-            let _ = journal.join();
+        // The input threads first: they drain the queue, then the engine applies the rest.
+        for input in threads.by_ref().take(self.inputs) {
+            let _ = input.join();
         }
         self.stopping.store(true, Ordering::Release);
         for t in threads {
@@ -386,7 +407,8 @@ fn journal_loop(
         metrics.batches.fetch_add(1, Ordering::Relaxed);
         metrics.commit_nanos_total.fetch_add(nanos, Ordering::Relaxed);
         metrics.commit_nanos_max.fetch_max(nanos, Ordering::Relaxed);
-        if batches.send(Batch { items }).is_err() {
+        let position = next_seq - 1;
+        if batches.send(Batch { items, position }).is_err() {
             return;
         }
     }
@@ -399,7 +421,7 @@ fn engine_loop(
     queries: Receiver<Query>,
     bus: broadcast::Sender<Arc<Applied>>,
     sinks: Vec<Sender<Arc<Applied>>>,
-    snapshots: Sender<(Seq, Vec<u8>)>,
+    snapshots: Sender<(Seq, u64, Vec<u8>)>,
     snapshot_every: u64,
     metrics: Arc<SequencerMetrics>,
     stopping: Arc<AtomicBool>,
@@ -411,6 +433,7 @@ fn engine_loop(
         select! {
             recv(batches) -> b => {
                 let Ok(batch) = b else { break };
+                let position = batch.position;
                 for (envelope, reply) in batch.items {
                     let mut events = Vec::with_capacity(8);
                     engine.apply_into(envelope.seq, envelope.timestamp, &envelope.command, &mut events);
@@ -443,7 +466,7 @@ fn engine_loop(
                     metrics.checkpoint_seq.store(engine.last_seq().0, Ordering::Relaxed);
                     since_snapshot = 0;
                     // try_send: if the previous snapshot is still being written, skip this one.
-                    let _ = snapshots.try_send((engine.last_seq(), bytes));
+                    let _ = snapshots.try_send((engine.last_seq(), position, bytes));
                 }
             }
             recv(queries) -> q => {

@@ -1,0 +1,154 @@
+use super::*;
+use crate::command::Command;
+use crate::config::ExchangeConfig;
+use crate::event::Event;
+use crate::types::{AccountId, AccountKind, AssetId, Amount};
+
+fn genesis() -> Engine {
+    Engine::genesis(ExchangeConfig::default().to_engine().unwrap(), Seq(1)).unwrap()
+}
+
+fn replica(log: &MemorySharedLog, engine: Engine, from: u64) -> Sequencer {
+    Sequencer::start_shared(engine, log.clone(), log.feed_from(from), None, SequencerConfig::default(), vec![])
+}
+
+fn open_account() -> Command {
+    Command::OpenAccount { kind: AccountKind::User }
+}
+
+fn opened(applied: &Applied) -> AccountId {
+    match applied.events.as_slice() {
+        [Event::AccountOpened { account, .. }] => *account,
+        other => panic!("not an account opening: {other:?}"),
+    }
+}
+
+/// Waits until `h` has applied `seq`.
+fn wait_for(h: &SequencerHandle, seq: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h.read_blocking(|e| e.last_seq().0).unwrap() < seq {
+        assert!(Instant::now() < deadline, "replica stuck before seq {seq}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn replicas_writing_one_log_agree_on_every_answer_and_the_state() {
+    let log = MemorySharedLog::default();
+    let (a, b) = (replica(&log, genesis(), 0), replica(&log, genesis(), 0));
+    let writers: Vec<_> = [a.handle(), b.handle()]
+        .into_iter()
+        .flat_map(|h| (0..2).map(move |_| h.clone()))
+        .map(|h| std::thread::spawn(move || (0..40).map(|_| h.submit_blocking(open_account()).unwrap()).collect::<Vec<_>>()))
+        .collect();
+    let answers: Vec<Arc<Applied>> = writers.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    // Each seq answered once, to the process that wrote it, with the account the log's order gave.
+    let mut seqs: Vec<u64> = answers.iter().map(|a| a.seq.0).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (2..162).collect::<Vec<_>>());
+    let mut accounts: Vec<AccountId> = answers.iter().map(|a| opened(a)).collect();
+    accounts.sort_unstable();
+    accounts.dedup();
+    assert_eq!(accounts.len(), 160, "no account handed out twice");
+
+    wait_for(&a.handle(), 161);
+    wait_for(&b.handle(), 161);
+    let hash = |s: &Sequencer| s.handle().read_blocking(|e| e.state_hash()).unwrap();
+    assert_eq!(hash(&a), hash(&b));
+    assert_eq!(log.len(), 160);
+
+    // A replica started later from genesis reads the same log to the same state.
+    let late = replica(&log, genesis(), 0);
+    wait_for(&late.handle(), 161);
+    assert_eq!(hash(&late), hash(&a));
+    for s in [a, b, late] {
+        s.shutdown();
+    }
+}
+
+/// Keeps snapshots in memory.
+#[derive(Clone, Default)]
+struct Snapshots(Arc<Mutex<Vec<(Seq, u64, Vec<u8>)>>>);
+
+impl SnapshotSink for Snapshots {
+    fn save(&mut self, seq: Seq, position: u64, bytes: &[u8]) -> Result<(), String> {
+        self.0.lock().unwrap().push((seq, position, bytes.to_vec()));
+        Ok(())
+    }
+}
+
+#[test]
+fn a_snapshot_records_the_log_position_it_covers() {
+    let log = MemorySharedLog::default();
+    // A record that is no command: skipped by every replica, so positions and seqs differ.
+    log.append_raw(b"not a submission".to_vec());
+    let snapshots = Snapshots::default();
+    let config = SequencerConfig { snapshot_every: 10, max_batch: 1, ..SequencerConfig::default() };
+    let leader = Sequencer::start_shared(genesis(), log.clone(), log.feed_from(0), Some(Box::new(snapshots.clone())), config, vec![]);
+    let h = leader.handle();
+    for _ in 0..25 {
+        h.submit_blocking(open_account()).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while snapshots.0.lock().unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "no snapshots");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (seq, position, bytes) = snapshots.0.lock().unwrap()[1].clone();
+    assert_eq!((seq, position), (Seq(21), 20), "20 commands after genesis end at the 21st record");
+
+    // Restored from the snapshot and read on from the next position: the same state.
+    let restored = replica(&log, Engine::from_snapshot_bytes(&bytes).unwrap(), position + 1);
+    wait_for(&restored.handle(), 26);
+    let hash = |h: &SequencerHandle| h.read_blocking(|e| e.state_hash()).unwrap();
+    assert_eq!(hash(&restored.handle()), hash(&h));
+    restored.shutdown();
+    leader.shutdown();
+}
+
+#[test]
+fn while_the_log_is_down_commands_are_refused_and_nothing_stops() {
+    let log = MemorySharedLog::default();
+    let s = replica(&log, genesis(), 0);
+    let h = s.handle();
+    log.down.store(true, Ordering::Release);
+    let refused = h.submit_blocking(open_account());
+    assert!(matches!(refused, Err(SequencerError::Unavailable(_))), "{refused:?}");
+    assert!(!h.has_failed());
+    assert_eq!(h.read_blocking(|e| e.account_count()).unwrap(), 2, "nothing applied");
+
+    log.down.store(false, Ordering::Release);
+    let applied = h.submit_blocking(open_account()).unwrap();
+    assert_eq!(applied.seq, Seq(2));
+    s.shutdown();
+}
+
+/// Hands every record out twice, as a reader that reconnects and fetches again might.
+struct Stutter(MemoryFeed);
+
+impl SharedFeed for Stutter {
+    fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<SharedRecord>, String> {
+        let records = self.0.poll(max, wait)?;
+        Ok(records.iter().flat_map(|r| [r.clone(), r.clone()]).collect())
+    }
+}
+
+#[test]
+fn a_record_read_twice_is_applied_once() {
+    let log = MemorySharedLog::default();
+    let s = Sequencer::start_shared(genesis(), log.clone(), Stutter(log.feed_from(0)), None, SequencerConfig::default(), vec![]);
+    let h = s.handle();
+    let deposit = Command::CreditDeposit {
+        account: AccountId(3),
+        asset: AssetId(1),
+        amount: Amount(100),
+        reference: "wire-1".into(),
+    };
+    h.submit_blocking(open_account()).unwrap();
+    let credited = h.submit_blocking(deposit).unwrap();
+    assert_eq!(credited.seq, Seq(3));
+    assert_eq!(h.read_blocking(|e| e.last_seq()).unwrap(), Seq(3));
+    let balances = h.read_blocking(|e| e.balances(AccountId(3))).unwrap().unwrap();
+    assert_eq!(balances[1].available, Amount(100), "credited once");
+    s.shutdown();
+}
