@@ -25,7 +25,10 @@ pub use engine::{Depth, DepthLevel, Engine, OrderView, FEE_ACCOUNT, SETTLEMENT_P
 pub use event::{CloseReason, Event, OrderAccepted, RejectReason, Trade};
 pub use invariants::InvariantViolation;
 pub use ledger::{Balance, DepositRecord, PendingWithdrawal};
-pub use sequencer::{Applied, BookUpdate, CommandLog, MemoryLog, Sequencer, SequencerConfig, SequencerError, SequencerHandle, SnapshotSink};
+pub use sequencer::{
+    Applied, BookUpdate, CommandLog, MemoryLog, MemorySharedLog, Sequencer, SequencerConfig, SequencerError, SequencerHandle,
+    SharedFeed, SharedLog, SharedRecord, SnapshotSink, Submission,
+};
 pub use settlement::{FeeBump, OpenBatch, SettlementLeg};
 pub use snapshot::{EngineSnapshot, SnapshotError, StateHash};
 pub use types::*;

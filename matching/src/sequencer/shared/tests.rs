@@ -68,7 +68,10 @@ fn replicas_writing_one_log_agree_on_every_answer_and_the_state() {
 
 /// Keeps snapshots in memory.
 #[derive(Clone, Default)]
-struct Snapshots(Arc<Mutex<Vec<(Seq, u64, Vec<u8>)>>>);
+struct Snapshots(Arc<Mutex<Vec<Saved>>>);
+
+/// A snapshot's seq, log position and bytes.
+type Saved = (Seq, u64, Vec<u8>);
 
 impl SnapshotSink for Snapshots {
     fn save(&mut self, seq: Seq, position: u64, bytes: &[u8]) -> Result<(), String> {

@@ -1,0 +1,69 @@
+//! The reading end of the journal: the topic's one partition from a given offset, in order.
+
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tandem_matching::{SharedFeed, SharedRecord};
+
+use crate::config::{KafkaConfig, KafkaError};
+
+pub struct KafkaFeed {
+    consumer: BaseConsumer,
+}
+
+impl KafkaFeed {
+    /// Reads from `offset` on (0: the journal's start).
+    pub fn connect(config: &KafkaConfig, offset: u64) -> Result<KafkaFeed, KafkaError> {
+        let assign_err = |reason: String| KafkaError::Assign {
+            topic: config.topic.clone(),
+            offset,
+            reason,
+        };
+        let consumer: BaseConsumer = config
+            .client()
+            // Required by librdkafka, unused: the partition is assigned, offsets never committed.
+            .set("group.id", "tandem-journal-reader")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .set("fetch.wait.max.ms", "10")
+            .create()
+            .map_err(|e| KafkaError::Config(e.to_string()))?;
+        let mut assignment = TopicPartitionList::new();
+        let start = i64::try_from(offset).map_err(|_| assign_err("offset out of range".into()))?;
+        assignment
+            .add_partition_offset(&config.topic, 0, Offset::Offset(start))
+            .map_err(|e| assign_err(e.to_string()))?;
+        consumer
+            .assign(&assignment)
+            .map_err(|e| assign_err(e.to_string()))?;
+        Ok(KafkaFeed { consumer })
+    }
+}
+
+impl SharedFeed for KafkaFeed {
+    fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<SharedRecord>, String> {
+        let mut records = Vec::new();
+        let mut timeout = wait;
+        while records.len() < max {
+            match self.consumer.poll(timeout) {
+                None => break,
+                Some(Err(e)) if records.is_empty() => return Err(e.to_string()),
+                // Hand over what was read; the error comes back at the next poll if it lasts.
+                Some(Err(_)) => break,
+                Some(Ok(message)) => {
+                    let position = u64::try_from(message.offset())
+                        .map_err(|_| "a negative offset".to_string())?;
+                    records.push(SharedRecord {
+                        position,
+                        bytes: message.payload().unwrap_or_default().to_vec(),
+                    });
+                }
+            }
+            timeout = Duration::ZERO;
+        }
+        Ok(records)
+    }
+}
