@@ -25,7 +25,9 @@ impl KafkaLog {
     fn renew(&mut self) {
         match producer(&self.config) {
             Ok(p) => self.producer = p,
-            Err(e) => tracing::error!(error = %e, "cannot start a new producer for the command log"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start a new producer for the command log")
+            }
         }
     }
 }
