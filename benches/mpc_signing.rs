@@ -245,6 +245,7 @@ fn start_node(rt: &tokio::runtime::Runtime, dir: &Path, provider: &Keypair) -> N
         sequencer: SequencerConfig::default(),
         http_workers: 2,
         redis: None,
+        journal: Default::default(),
     }))
     .unwrap()
 }

@@ -74,6 +74,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
                 sequencer: SequencerConfig { snapshot_every: 1_000_000, ..SequencerConfig::default() },
                 http_workers: opts.http_workers,
                 redis: None,
+                journal: Default::default(),
             })
             .await?;
             let accounts = open_bench_accounts(&node, &token, 8).await?;

@@ -85,6 +85,7 @@ pub async fn run(opts: SettlementBenchOptions) -> anyhow::Result<Vec<RoundReport
         sequencer: tandem_matching::SequencerConfig::default(),
         http_workers: 2,
         redis: None,
+        journal: Default::default(),
     })
     .await?;
     let vaults = node.vaults.clone().context("the node has no custody")?;

@@ -103,6 +103,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         sequencer: SequencerConfig { snapshot_every: opts.snapshot_every, ..SequencerConfig::default() },
         http_workers: 2,
         redis: None,
+        journal: Default::default(),
     })
     .await?;
     let base_url = node.base_url();

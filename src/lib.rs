@@ -11,6 +11,7 @@ pub mod demo;
 pub mod demo_wallets;
 pub mod deposits;
 pub mod settlement;
+pub mod shared_journal;
 pub mod journal_cli;
 pub mod journal_port;
 pub mod mpc_link;

@@ -43,6 +43,10 @@ enum Cmd {
         /// `tandem migrate`). A SQLite store in the data dir is always migrated.
         #[arg(long)]
         migrate: bool,
+        /// The command journal: `kafka://host:port/topic`, one partition every replica of the
+        /// exchange writes and reads in order; default segment files in the data dir.
+        #[arg(long, env = "TANDEM_JOURNAL_URL", value_name = "URL")]
+        journal_url: Option<String>,
         #[arg(long, default_value = "127.0.0.1:8080")]
         bind: SocketAddr,
         /// Bearer token for the operator API.
@@ -338,6 +342,7 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
             data_dir,
             store_url,
             migrate,
+            journal_url,
             bind,
             operator_token,
             markets,
@@ -397,6 +402,7 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
                 sequencer: SequencerConfig { snapshot_every, ..SequencerConfig::default() },
                 http_workers,
                 redis: redis_url.map(|url| node::RedisOptions { url, prefix: redis_prefix }),
+                journal: node::JournalLocation::parse(journal_url.as_deref())?,
             })
             .await?;
             let services = match bitcoind {

@@ -34,6 +34,28 @@ pub struct NodeOptions {
     pub http_workers: usize,
     /// Redis shared by the gateways of one exchange; `None` keeps request budgets in process.
     pub redis: Option<RedisOptions>,
+    /// Where the command journal is.
+    pub journal: JournalLocation,
+}
+
+/// The node's command journal.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum JournalLocation {
+    /// Segment files in the data dir, written by this node alone.
+    #[default]
+    DataDir,
+    /// A Kafka partition every replica of the exchange writes and reads (see `shared_journal`).
+    Kafka(tandem_kafka::KafkaConfig),
+}
+
+impl JournalLocation {
+    /// `kafka://host:port/topic`, or `None` for the data dir.
+    pub fn parse(url: Option<&str>) -> anyhow::Result<JournalLocation> {
+        match url {
+            None => Ok(JournalLocation::DataDir),
+            Some(u) => Ok(JournalLocation::Kafka(tandem_kafka::KafkaConfig::parse(u)?)),
+        }
+    }
 }
 
 /// Where the gateways of one exchange keep what they share: each caller's request budget.
@@ -127,6 +149,10 @@ impl DataDir {
     pub fn snapshots(&self) -> PathBuf {
         self.root.join("snapshots")
     }
+    /// Snapshots of a replica of a shared (Kafka) journal: framed with their offset.
+    pub fn shared_snapshots(&self) -> PathBuf {
+        self.root.join("snapshots-shared")
+    }
     pub fn store(&self) -> PathBuf {
         self.root.join("tandem.sqlite")
     }
@@ -180,69 +206,28 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
     let lock = dirs.lock_exclusive()?;
     let wanted = opts.exchange.to_engine()?;
 
-    let (mut journal, recovery) = Journal::open(JournalConfig::new(dirs.journal()))
-        .with_context(|| format!("opening the journal in {}", dirs.journal().display()))?;
-    if let Some(t) = &recovery.torn_tail {
-        tracing::warn!(segment = %t.segment.display(), offset = t.offset, bytes = t.bytes_dropped, "cut a torn journal tail (crash during a write)");
-    }
-    tracing::info!(records = recovery.records, last_seq = recovery.last_seq, segments = recovery.segments, "journal opened");
-    let engine_config = if recovery.last_seq == 0 {
-        let genesis = Envelope { seq: Seq(1), timestamp: Timestamp(now_millis()), command: Command::Genesis(wanted.clone()) };
-        journal.append(1, &encode_record(&genesis))?;
-        journal.commit()?;
-        wanted
-    } else {
-        let recorded = genesis_config(&dirs.journal())?.context("journal has records but no genesis")?;
-        if recorded != wanted {
-            bail!(
-                "the configured assets and markets differ from the ones this exchange was created with \
-                 (journal genesis in {}); start with the original configuration",
-                dirs.journal().display()
-            );
-        }
-        recorded
-    };
-
     let store = opts.store.open(&dirs).await?;
     let projected = store.projected_seq().await?;
-    let journal_end = journal.last_seq();
-    if projected.0 > journal_end {
-        bail!(
-            "the store has projected seq {} but the journal ends at {journal_end}; run `tandem store rebuild`",
-            projected.0
-        );
-    }
     let (sink, sink_rx) = crossbeam_channel::bounded::<Arc<Applied>>(1 << 16);
+    // Before the engine is rebuilt: the rebuild feeds the projector what it has not seen.
     let projector = Projector::spawn(store.clone(), sink_rx, projected);
-
-    let snapshots = SnapshotStore::open(&dirs.snapshots())?;
-    let journal_dir = dirs.journal();
-    let replay_sink = sink.clone();
-    let started = std::time::Instant::now();
-    let (replayed, snapshots) = tokio::task::spawn_blocking(move || {
-        let r = replay(&journal_dir, Some(&snapshots), Some(projected), projected, |a| {
-            let _ = replay_sink.send(a);
-        });
-        (r, snapshots)
-    })
-    .await?;
-    let replayed = replayed?.context("journal is empty after genesis")?;
-    let engine: Engine = replayed.engine;
-    tracing::info!(
-        last_seq = engine.last_seq().0,
-        from_snapshot = ?replayed.from_snapshot,
-        records = replayed.records,
-        millis = started.elapsed().as_millis() as u64,
-        "engine rebuilt from the journal"
-    );
-
-    let core = Sequencer::start(
-        engine,
-        FileCommandLog(journal),
-        Some(Box::new(FileSnapshotSink { store: snapshots, keep: 3 })),
-        opts.sequencer,
-        vec![sink],
-    );
+    let (core, engine_config) = match &opts.journal {
+        JournalLocation::DataDir => start_on_files(&dirs, wanted, projected, sink, opts.sequencer).await?,
+        JournalLocation::Kafka(kafka) => {
+            let snapshots = SnapshotStore::open(&dirs.shared_snapshots())?;
+            let started = crate::shared_journal::start(kafka, wanted, snapshots, projected, opts.sequencer, sink).await?;
+            let last_seq = started.0.handle().metrics().last_seq.load(std::sync::atomic::Ordering::Relaxed);
+            if projected.0 > last_seq {
+                started.0.shutdown();
+                bail!(
+                    "the store has projected seq {} but Kafka topic {} ends at {last_seq}; run `tandem store rebuild`",
+                    projected.0,
+                    kafka.topic
+                );
+            }
+            started
+        }
+    };
     let sequencer = core.handle();
 
     let listener = TcpListener::bind(opts.bind).with_context(|| format!("binding {}", opts.bind))?;
@@ -420,6 +405,77 @@ pub fn btc_asset(config: &tandem_matching::EngineConfig) -> anyhow::Result<tande
 
 pub fn now_millis() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// The embedded journal: segment files in the data dir, replayed from the newest snapshot the
+/// projections allow.
+async fn start_on_files(
+    dirs: &DataDir,
+    wanted: EngineConfig,
+    projected: Seq,
+    sink: crossbeam_channel::Sender<Arc<Applied>>,
+    config: SequencerConfig,
+) -> anyhow::Result<(Sequencer, EngineConfig)> {
+    let (mut journal, recovery) = Journal::open(JournalConfig::new(dirs.journal()))
+        .with_context(|| format!("opening the journal in {}", dirs.journal().display()))?;
+    if let Some(t) = &recovery.torn_tail {
+        tracing::warn!(segment = %t.segment.display(), offset = t.offset, bytes = t.bytes_dropped, "cut a torn journal tail (crash during a write)");
+    }
+    tracing::info!(records = recovery.records, last_seq = recovery.last_seq, segments = recovery.segments, "journal opened");
+    let engine_config = if recovery.last_seq == 0 {
+        let genesis = Envelope { seq: Seq(1), timestamp: Timestamp(now_millis()), command: Command::Genesis(wanted.clone()) };
+        journal.append(1, &encode_record(&genesis))?;
+        journal.commit()?;
+        wanted
+    } else {
+        let recorded = genesis_config(&dirs.journal())?.context("journal has records but no genesis")?;
+        if recorded != wanted {
+            bail!(
+                "the configured assets and markets differ from the ones this exchange was created with \
+                 (journal genesis in {}); start with the original configuration",
+                dirs.journal().display()
+            );
+        }
+        recorded
+    };
+
+    let journal_end = journal.last_seq();
+    if projected.0 > journal_end {
+        bail!(
+            "the store has projected seq {} but the journal ends at {journal_end}; run `tandem store rebuild`",
+            projected.0
+        );
+    }
+
+    let snapshots = SnapshotStore::open(&dirs.snapshots())?;
+    let journal_dir = dirs.journal();
+    let replay_sink = sink.clone();
+    let started = std::time::Instant::now();
+    let (replayed, snapshots) = tokio::task::spawn_blocking(move || {
+        let r = replay(&journal_dir, Some(&snapshots), Some(projected), projected, |a| {
+            let _ = replay_sink.send(a);
+        });
+        (r, snapshots)
+    })
+    .await?;
+    let replayed = replayed?.context("journal is empty after genesis")?;
+    let engine: Engine = replayed.engine;
+    tracing::info!(
+        last_seq = engine.last_seq().0,
+        from_snapshot = ?replayed.from_snapshot,
+        records = replayed.records,
+        millis = started.elapsed().as_millis() as u64,
+        "engine rebuilt from the journal"
+    );
+
+    let core = Sequencer::start(
+        engine,
+        FileCommandLog(journal),
+        Some(Box::new(FileSnapshotSink { store: snapshots, keep: 3 })),
+        config,
+        vec![sink],
+    );
+    Ok((core, engine_config))
 }
 
 #[cfg(test)]

@@ -231,6 +231,7 @@ async fn start_node(dir: &Path, provider: &Keypair) -> Node {
         sequencer: SequencerConfig::default(),
         http_workers: 2,
         redis: None,
+        journal: Default::default(),
     })
     .await
     .unwrap()

@@ -43,6 +43,18 @@ impl KafkaFeed {
     }
 }
 
+impl KafkaFeed {
+    /// The offset the next record written will get (the partition's high watermark): a
+    /// replica has read everything written before it started once it reaches it.
+    pub fn end_offset(&self, topic: &str, timeout: Duration) -> Result<u64, String> {
+        let (_, high) = self
+            .consumer
+            .fetch_watermarks(topic, 0, timeout)
+            .map_err(|e| e.to_string())?;
+        u64::try_from(high).map_err(|_| format!("{topic}: a negative high watermark"))
+    }
+}
+
 impl SharedFeed for KafkaFeed {
     fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<SharedRecord>, String> {
         let mut records = Vec::new();

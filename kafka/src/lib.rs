@@ -10,6 +10,7 @@
 mod config;
 mod feed;
 mod log;
+pub mod testing;
 
 pub use config::{ensure_topic, KafkaConfig, KafkaError};
 pub use feed::KafkaFeed;

@@ -3,12 +3,10 @@
 //! reads the same log to the same state; a broker that stops answering makes commands fail
 //! with `Unavailable` (the gateway's 503) while reads go on, and nothing acknowledged is lost.
 
-mod broker;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use broker::Broker;
+use tandem_kafka::testing::Broker;
 use tandem_kafka::{ensure_topic, KafkaConfig, KafkaFeed, KafkaLog};
 use tandem_matching::{
     AccountKind, Command, Engine, ExchangeConfig, Seq, Sequencer, SequencerConfig, SequencerError,

@@ -106,6 +106,9 @@ pub struct SequencerMetrics {
     pub snapshots: AtomicU64,
     /// Seq of the last checkpoint (state hash logged, snapshot taken).
     pub checkpoint_seq: AtomicU64,
+    /// The log position after the last batch applied: over a shared log, every record written
+    /// before it is applied (for the embedded journal it is the next seq).
+    pub log_position: AtomicU64,
 }
 
 type Reply = oneshot::Sender<Result<Arc<Applied>, SequencerError>>;
@@ -456,6 +459,7 @@ fn engine_loop(
                     since_snapshot += 1;
                 }
                 metrics.last_seq.store(engine.last_seq().0, Ordering::Relaxed);
+                metrics.log_position.store(position + 1, Ordering::Release);
                 metrics.open_orders.store(engine.open_order_count() as u64, Ordering::Relaxed);
                 if snapshot_every > 0 && since_snapshot >= snapshot_every {
                     // A checkpoint: the state hash is the hash of the snapshot's bytes, so it

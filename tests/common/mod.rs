@@ -171,6 +171,7 @@ pub async fn custody_node(data_dir: &Path, operator_token: &str) -> tandem::node
         sequencer: tandem_matching::SequencerConfig::default(),
         http_workers: 2,
         redis: None,
+        journal: Default::default(),
     })
     .await
     .expect("the node starts")

@@ -99,7 +99,7 @@ impl Sequencer {
             let reader = std::thread::Builder::new()
                 .name("tandem-feed".into())
                 .spawn(move || {
-                    feed_loop(feed, batches, &pending, origin, next_seq, max_batch, &published_all, &metrics, &failed)
+                    feed_loop(feed, batches, &pending, origin, next_seq, max_batch, &published_all, &failed)
                 })
                 .expect("spawn feed thread");
             vec![publisher, reader]
@@ -179,7 +179,6 @@ fn feed_loop(
     mut next_seq: u64,
     max_batch: usize,
     published_all: &AtomicBool,
-    metrics: &SequencerMetrics,
     failed: &AtomicBool,
 ) {
     let mut last_position: Option<u64> = None;
@@ -229,14 +228,10 @@ fn feed_loop(
             items.push((envelope, reply));
         }
         let Some(position) = last_position else { continue };
-        if items.is_empty() {
-            continue;
-        }
-        if batches.send(Batch { items, position }).is_err() {
+        if !items.is_empty() && batches.send(Batch { items, position }).is_err() {
             failed.store(true, Ordering::Release);
             return;
         }
-        metrics.last_seq.store(next_seq - 1, Ordering::Relaxed);
     }
 }
 

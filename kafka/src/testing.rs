@@ -1,6 +1,7 @@
-//! A Kafka-protocol broker of the test's own: Tansu (memory storage) from `TANSU_EXE`
-//! (`scripts/tansu` fetches it; the test command exports it), on a free port of 127.0.0.1, run
-//! as `nobody` when the tests run as root. Stopped when dropped.
+//! For tests (here and of the nodes that use this crate): a Kafka-protocol broker of the test's
+//! own, Tansu (memory storage) from `TANSU_EXE` (`scripts/tansu` fetches it; the test command
+//! exports it), on a free port of 127.0.0.1, run as `nobody` when the tests run as root.
+//! Stopped when dropped.
 
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -77,6 +78,7 @@ fn signal(pid: u32, signal: libc::c_int) {
 
 impl Drop for Broker {
     fn drop(&mut self) {
+        // SAFETY: a signal to our own child process.
         let _ = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGCONT) };
         let _ = self.child.kill();
         let _ = self.child.wait();

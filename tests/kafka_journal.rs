@@ -1,0 +1,201 @@
+//! Two `tandem serve` replicas on one Kafka partition (a real Tansu broker the test starts):
+//! each takes orders through its own API, and both hold the same exchange: a sell placed on
+//! one crosses a buy placed on the other, both books and balances agree, and a replica
+//! restarted from its snapshot reads on to the same state.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, KillOnDrop, BIN};
+use serde_json::{json, Value};
+use tandem::client::{Auth, Client};
+use tandem_kafka::testing::Broker;
+
+const TOKEN: &str = "kafka-journal-test-token";
+
+/// BTC-USD and a fiat pair, EUR-USD, whose both sides an operator can credit.
+fn markets(dir: &Path) -> std::path::PathBuf {
+    use rust_decimal::Decimal;
+    use tandem_matching::config::{AssetConfig, MarketConfig};
+    let mut config = tandem_matching::ExchangeConfig::default();
+    config.assets.push(AssetConfig {
+        symbol: "EUR".into(),
+        decimals: 2,
+        max_supply: Decimal::from(1_000_000_000),
+    });
+    config.markets.push(MarketConfig {
+        symbol: "EUR-USD".into(),
+        base: "EUR".into(),
+        quote: "USD".into(),
+        tick_size: Decimal::new(1, 2),
+        lot_size: Decimal::new(1, 2),
+        min_notional: Decimal::from(1),
+        maker_fee_bps: 0,
+        taker_fee_bps: 0,
+    });
+    let path = dir.join("markets.json");
+    std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+    path
+}
+
+fn serve(dir: &Path, journal: &str, port: u16) -> KillOnDrop {
+    let log = std::fs::File::create(dir.join(format!("serve-{port}.log"))).unwrap();
+    let child = Command::new(BIN)
+        .args([
+            "serve",
+            "--journal-url",
+            journal,
+            "--operator-token",
+            TOKEN,
+            "--snapshot-every",
+            "5",
+            "--markets",
+        ])
+        .arg(markets(dir))
+        .args(["--bind", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir)
+        .env_remove("TANDEM_MASTER_KEY")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    KillOnDrop(child)
+}
+
+async fn connect(port: u16, dir: &Path) -> Client {
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(mut c) = Client::connect(&url).await {
+            if let Ok((200, _)) = c.send("GET", "/v1/health", None, &Auth::None).await {
+                return c;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tandem serve did not come up; see {}",
+            dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn ok(c: &mut Client, method: &str, path: &str, body: Option<&Value>, auth: &Auth) -> Value {
+    let (s, v) = c.send(method, path, body, auth).await.unwrap();
+    assert_eq!(s, 200, "{method} {path}: {v}");
+    v
+}
+
+/// A partner account holding 1000.00 of `asset`, opened through `c`'s node.
+async fn trader(c: &mut Client, label: &str, asset: &str) -> (u64, Auth) {
+    let op = Auth::Operator(TOKEN.into());
+    let a = ok(
+        c,
+        "POST",
+        "/v1/operator/accounts",
+        Some(&json!({"kind": "partner", "label": label})),
+        &op,
+    )
+    .await;
+    let id = a["account_id"].as_u64().unwrap();
+    let funds = json!({"account_id": id, "asset": asset, "amount": "1000.00", "reference": format!("wire-{label}")});
+    ok(c, "POST", "/v1/operator/deposits", Some(&funds), &op).await;
+    (
+        id,
+        Auth::Key {
+            key: a["api_key"].as_str().unwrap().into(),
+            secret: a["api_secret"].as_str().unwrap().into(),
+        },
+    )
+}
+
+async fn account(c: &mut Client, id: u64) -> Value {
+    ok(
+        c,
+        "GET",
+        &format!("/v1/operator/accounts/{id}"),
+        None,
+        &Auth::Operator(TOKEN.into()),
+    )
+    .await
+}
+
+/// Waits until both replicas answer `path` alike (a book's `book_seq` aside: it counts the
+/// updates one process streamed).
+async fn agree(a: &mut Client, b: &mut Client, path: &str) -> Value {
+    let op = Auth::Operator(TOKEN.into());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let read = async |c: &mut Client| {
+        let mut v = ok(c, "GET", path, None, &op).await;
+        if let Some(o) = v.as_object_mut() {
+            o.remove("book_seq");
+        }
+        v
+    };
+    loop {
+        let (x, y) = (read(a).await, read(b).await);
+        if x == y {
+            return x;
+        }
+        assert!(Instant::now() < deadline, "{path}: {x} vs {y}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_partition_are_one_exchange() {
+    let broker = Broker::start();
+    let journal = format!("kafka://{}/tandem.commands", broker.addr);
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (port_a, port_b) = (free_port(), free_port());
+    let node_a = serve(dir_a.path(), &journal, port_a);
+    let mut a = connect(port_a, dir_a.path()).await;
+    let _node_b = serve(dir_b.path(), &journal, port_b);
+    let mut b = connect(port_b, dir_b.path()).await;
+
+    let (seller, seller_key) = trader(&mut a, "seller", "EUR").await;
+    let (buyer, buyer_key) = trader(&mut b, "buyer", "USD").await;
+    assert_ne!(seller, buyer, "accounts are numbered by the one partition");
+
+    // A bid placed on B rests on both; an ask placed on A crosses it.
+    let bid = json!({"market": "EUR-USD", "side": "buy", "type": "limit", "price": "1.10", "quantity": "100"});
+    ok(&mut b, "POST", "/v1/orders", Some(&bid), &buyer_key).await;
+    let book = agree(&mut a, &mut b, "/v1/markets/eur-usd/book").await;
+    assert_eq!(book["bids"], json!([["1.10", "100.00"]]), "{book}");
+    let ask = json!({"market": "EUR-USD", "side": "sell", "type": "limit", "price": "1.10", "quantity": "100"});
+    let sold = ok(&mut a, "POST", "/v1/orders", Some(&ask), &seller_key).await;
+    assert_eq!(sold["order"]["status"], "filled", "{sold}");
+    let book = agree(&mut a, &mut b, "/v1/markets/eur-usd/book").await;
+    assert_eq!(
+        (&book["bids"], &book["asks"]),
+        (&json!([]), &json!([])),
+        "{book}"
+    );
+    let buyer_now = agree(&mut a, &mut b, &format!("/v1/operator/accounts/{buyer}")).await;
+    assert!(
+        buyer_now.to_string().contains("\"100.00\""),
+        "the buyer holds the 100 EUR on both: {buyer_now}"
+    );
+    let seller_on_a = agree(&mut a, &mut b, &format!("/v1/operator/accounts/{seller}")).await;
+    agree(&mut a, &mut b, &format!("/v1/operator/accounts/{buyer}")).await;
+
+    // Replica A restarts from its snapshot and reads on: the same accounts, and it takes orders.
+    drop(node_a);
+    let _node_a = serve(dir_a.path(), &journal, port_a);
+    let mut a = connect(port_a, dir_a.path()).await;
+    assert_eq!(account(&mut a, seller).await, seller_on_a);
+    let more = json!({"market": "EUR-USD", "side": "buy", "type": "limit", "price": "1.05", "quantity": "50"});
+    ok(&mut a, "POST", "/v1/orders", Some(&more), &seller_key).await;
+    let book = agree(&mut a, &mut b, "/v1/markets/eur-usd/book").await;
+    assert_eq!(book["bids"], json!([["1.05", "50.00"]]), "{book}");
+    assert!(
+        std::fs::read_dir(dir_a.path().join("snapshots-shared"))
+            .unwrap()
+            .count()
+            > 0,
+        "replica A snapshots"
+    );
+}
