@@ -369,6 +369,15 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
             limit_per_ip,
         } => {
             let network = tandem::parse_network(&network)?;
+            if journal_url.is_some() && bitcoind.is_some() {
+                // Every replica of a shared journal would run its own deposit and settlement
+                // services, and two settlement services would sign and broadcast batches of the
+                // same funds: until they take turns under a fencing lock, refuse the pair.
+                anyhow::bail!(
+                    "--bitcoind with --journal-url: settlement over a shared journal needs a single leader among the \
+                     replicas, which this version does not elect yet; serve the chain from a node with the embedded journal"
+                );
+            }
             let custody = if master_key_file.is_some() || std::env::var_os(custody_cli::MASTER_KEY_ENV).is_some() {
                 Some(node::CustodyOptions {
                     master_key: custody_cli::load_master_key(master_key_file.as_deref())?,

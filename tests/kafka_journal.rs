@@ -199,3 +199,18 @@ async fn two_replicas_on_one_partition_are_one_exchange() {
         "replica A snapshots"
     );
 }
+
+#[test]
+fn settlement_is_refused_on_a_shared_journal_until_replicas_elect_a_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--journal-url", "kafka://127.0.0.1:1/t", "--bitcoind", "http://127.0.0.1:1"])
+        .args(["--operator-token", TOKEN, "--network", "regtest", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("TANDEM_MASTER_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("single leader"), "{said}");
+}
