@@ -1,8 +1,9 @@
 //! `tandem bench http`: drives the HTTP API with signed orders over keep-alive connections and
 //! reports orders per second and latency percentiles (HDR histogram).
 //!
-//! Without `--credentials` it starts its own node (journal durable, group commit as configured)
-//! in a temporary data dir, so one command measures the whole path.
+//! Without `--credentials` it starts its own node (journal durable, group commit as configured,
+//! or on a Kafka partition with `--journal-url`) in a temporary data dir, so one command
+//! measures the whole path.
 
 use crate::client::{Auth, Client};
 use crate::demo::Credentials;
@@ -26,6 +27,8 @@ pub struct BenchOptions {
     pub http_workers: usize,
     /// Give every order a client order id (the engine then remembers one more id per order).
     pub client_order_ids: bool,
+    /// The own node's journal (ignored with `credentials`).
+    pub journal: node::JournalLocation,
 }
 
 #[derive(Debug)]
@@ -74,7 +77,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
                 sequencer: SequencerConfig { snapshot_every: 1_000_000, ..SequencerConfig::default() },
                 http_workers: opts.http_workers,
                 redis: None,
-                journal: Default::default(),
+                journal: opts.journal.clone(),
             })
             .await?;
             let accounts = open_bench_accounts(&node, &token, 8).await?;

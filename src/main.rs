@@ -278,6 +278,9 @@ enum BenchCmd {
         /// Give every order a client order id.
         #[arg(long)]
         client_order_ids: bool,
+        /// Journal the own node's commands on this Kafka partition (`kafka://host:port/topic`).
+        #[arg(long, value_name = "URL")]
+        journal_url: Option<String>,
     },
     /// Window close to broadcast of a settlement batch whose vault inputs (one wallet's, with
     /// presignatures ready) are signed through the relay; own node on an embedded devnet.
@@ -493,7 +496,8 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Bench {
-            command: BenchCmd::Http { credentials, connections, seconds, warmup_seconds, http_workers, client_order_ids },
+            command:
+                BenchCmd::Http { credentials, connections, seconds, warmup_seconds, http_workers, client_order_ids, journal_url },
         } => {
             let opts = bench_http::BenchOptions {
                 credentials,
@@ -502,6 +506,7 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
                 warmup: Duration::from_secs(warmup_seconds),
                 http_workers,
                 client_order_ids,
+                journal: node::JournalLocation::parse(journal_url.as_deref())?,
             };
             let report = bench_http::run(opts.clone()).await?;
             bench_http::print(&report, &opts);
