@@ -47,6 +47,10 @@ enum Cmd {
         /// exchange writes and reads in order; default segment files in the data dir.
         #[arg(long, env = "TANDEM_JOURNAL_URL", value_name = "URL")]
         journal_url: Option<String>,
+        /// Also publish every applied command's events on `<journal topic>.events` (keyed by
+        /// seq; a consumer keeps the first record per seq).
+        #[arg(long, requires = "journal_url")]
+        publish_events: bool,
         #[arg(long, default_value = "127.0.0.1:8080")]
         bind: SocketAddr,
         /// Bearer token for the operator API.
@@ -346,6 +350,7 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
             store_url,
             migrate,
             journal_url,
+            publish_events,
             bind,
             operator_token,
             markets,
@@ -414,7 +419,7 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
                 sequencer: SequencerConfig { snapshot_every, ..SequencerConfig::default() },
                 http_workers,
                 redis: redis_url.map(|url| node::RedisOptions { url, prefix: redis_prefix }),
-                journal: node::JournalLocation::parse(journal_url.as_deref())?,
+                journal: node::JournalLocation::parse(journal_url.as_deref(), publish_events)?,
             })
             .await?;
             let services = match bitcoind {
@@ -506,7 +511,7 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
                 warmup: Duration::from_secs(warmup_seconds),
                 http_workers,
                 client_order_ids,
-                journal: node::JournalLocation::parse(journal_url.as_deref())?,
+                journal: node::JournalLocation::parse(journal_url.as_deref(), false)?,
             };
             let report = bench_http::run(opts.clone()).await?;
             bench_http::print(&report, &opts);

@@ -44,16 +44,18 @@ pub enum JournalLocation {
     /// Segment files in the data dir, written by this node alone.
     #[default]
     DataDir,
-    /// A Kafka partition every replica of the exchange writes and reads (see `shared_journal`).
-    Kafka(tandem_kafka::KafkaConfig),
+    /// A Kafka partition every replica of the exchange writes and reads (see `shared_journal`);
+    /// `publish_events`: this replica also publishes the event stream (`<topic>.events`).
+    Kafka { config: tandem_kafka::KafkaConfig, publish_events: bool },
 }
 
 impl JournalLocation {
     /// `kafka://host:port/topic`, or `None` for the data dir.
-    pub fn parse(url: Option<&str>) -> anyhow::Result<JournalLocation> {
+    pub fn parse(url: Option<&str>, publish_events: bool) -> anyhow::Result<JournalLocation> {
         match url {
+            None if publish_events => bail!("publishing events needs a Kafka journal (--journal-url)"),
             None => Ok(JournalLocation::DataDir),
-            Some(u) => Ok(JournalLocation::Kafka(tandem_kafka::KafkaConfig::parse(u)?)),
+            Some(u) => Ok(JournalLocation::Kafka { config: tandem_kafka::KafkaConfig::parse(u)?, publish_events }),
         }
     }
 }
@@ -213,9 +215,19 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
     let projector = Projector::spawn(store.clone(), sink_rx, projected);
     let (core, engine_config) = match &opts.journal {
         JournalLocation::DataDir => start_on_files(&dirs, wanted, projected, sink, opts.sequencer).await?,
-        JournalLocation::Kafka(kafka) => {
+        JournalLocation::Kafka { config: kafka, publish_events } => {
             let snapshots = SnapshotStore::open(&dirs.shared_snapshots())?;
-            let started = crate::shared_journal::start(kafka, wanted, snapshots, projected, opts.sequencer, sink).await?;
+            let mut sinks = vec![sink];
+            let mut snapshot_limit = projected;
+            if *publish_events {
+                let kafka = kafka.clone();
+                let (events, published, _publisher) =
+                    tokio::task::spawn_blocking(move || crate::shared_journal::spawn_event_publisher(&kafka)).await??;
+                sinks.push(events);
+                snapshot_limit = snapshot_limit.min(published);
+            }
+            let started =
+                crate::shared_journal::start(kafka, wanted, snapshots, snapshot_limit, opts.sequencer, sinks).await?;
             let last_seq = started.0.handle().metrics().last_seq.load(std::sync::atomic::Ordering::Relaxed);
             if projected.0 > last_seq {
                 started.0.shutdown();

@@ -23,18 +23,19 @@ use tandem_matching::{
 const CATCH_UP: Duration = Duration::from_secs(600);
 
 /// Starts the sequencer replica: genesis checked (or written), engine from the newest snapshot
-/// at or before `snapshot_limit` (the projections' seq), caught up with the partition.
+/// at or before `snapshot_limit` (what every sink already has: the projections' seq, the event
+/// stream's last), caught up with the partition.
 pub async fn start(
     kafka: &KafkaConfig,
     wanted: EngineConfig,
     snapshots: SnapshotStore,
     snapshot_limit: Seq,
     config: SequencerConfig,
-    sink: crossbeam_channel::Sender<Arc<Applied>>,
+    sinks: Vec<crossbeam_channel::Sender<Arc<Applied>>>,
 ) -> anyhow::Result<(Sequencer, EngineConfig)> {
     let kafka = kafka.clone();
     tokio::task::spawn_blocking(move || {
-        start_blocking(&kafka, wanted, snapshots, snapshot_limit, config, sink)
+        start_blocking(&kafka, wanted, snapshots, snapshot_limit, config, sinks)
     })
     .await?
 }
@@ -45,7 +46,7 @@ fn start_blocking(
     snapshots: SnapshotStore,
     snapshot_limit: Seq,
     config: SequencerConfig,
-    sink: crossbeam_channel::Sender<Arc<Applied>>,
+    sinks: Vec<crossbeam_channel::Sender<Arc<Applied>>>,
 ) -> anyhow::Result<(Sequencer, EngineConfig)> {
     ensure_topic(kafka)?;
     let mut log = KafkaLog::connect(kafka)?;
@@ -90,17 +91,24 @@ fn start_blocking(
             keep: 3,
         })),
         config,
-        vec![sink],
+        sinks,
     );
     let metrics = sequencer.handle();
     let started = Instant::now();
-    while from < end && metrics.metrics().log_position.load(Ordering::Acquire) < end {
+    // To the high watermark, then until nothing more arrives for a moment: a broker may report
+    // a watermark short of the end (Tansu 0.6 reports its last batch's first offset + 1).
+    let (mut seen, mut idle_since) = (0, Instant::now());
+    loop {
+        let position = metrics.metrics().log_position.load(Ordering::Acquire);
+        if position != seen {
+            (seen, idle_since) = (position, Instant::now());
+        }
+        if (from >= end || position >= end) && idle_since.elapsed() > Duration::from_millis(300) {
+            break;
+        }
         if started.elapsed() > CATCH_UP {
             sequencer.shutdown();
-            bail!(
-                "not caught up with Kafka topic {} (offset {end}) after {CATCH_UP:?}",
-                kafka.topic
-            );
+            bail!("not caught up with Kafka topic {} (offset {end}) after {CATCH_UP:?}", kafka.topic);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -170,6 +178,20 @@ fn latest_snapshot(store: &SnapshotStore, limit: Seq) -> anyhow::Result<Option<(
         );
     }
     Ok(Some((engine, position)))
+}
+
+/// Publishes the events of everything applied after the stream's last seq; the seq the stream
+/// already holds is returned as a limit for the snapshot to start from.
+pub fn spawn_event_publisher(
+    kafka: &KafkaConfig,
+) -> anyhow::Result<(crossbeam_channel::Sender<Arc<Applied>>, Seq, std::thread::JoinHandle<()>)> {
+    let events = tandem_kafka::events::events_config(kafka);
+    ensure_topic(&events)?;
+    let published = tandem_kafka::events::last_published(&events)?;
+    let (tx, rx) = crossbeam_channel::bounded(1 << 16);
+    let publisher = tandem_kafka::events::spawn_publisher(&events, rx, published)?;
+    tracing::info!(topic = %events.topic, after = published.0, "publishing events");
+    Ok((tx, published, publisher))
 }
 
 /// Snapshots in the data dir, each prefixed with the offset to read on from (little-endian u64).

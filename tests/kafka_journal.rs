@@ -41,11 +41,12 @@ fn markets(dir: &Path) -> std::path::PathBuf {
     path
 }
 
-fn serve(dir: &Path, journal: &str, port: u16) -> KillOnDrop {
+fn serve(dir: &Path, journal: &str, port: u16, extra: &[&str]) -> KillOnDrop {
     let log = std::fs::File::create(dir.join(format!("serve-{port}.log"))).unwrap();
     let child = Command::new(BIN)
+        .arg("serve")
+        .args(extra)
         .args([
-            "serve",
             "--journal-url",
             journal,
             "--operator-token",
@@ -151,9 +152,9 @@ async fn two_replicas_on_one_partition_are_one_exchange() {
     let journal = format!("kafka://{}/tandem.commands", broker.addr);
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (port_a, port_b) = (free_port(), free_port());
-    let node_a = serve(dir_a.path(), &journal, port_a);
+    let node_a = serve(dir_a.path(), &journal, port_a, &["--publish-events"]);
     let mut a = connect(port_a, dir_a.path()).await;
-    let _node_b = serve(dir_b.path(), &journal, port_b);
+    let _node_b = serve(dir_b.path(), &journal, port_b, &[]);
     let mut b = connect(port_b, dir_b.path()).await;
 
     let (seller, seller_key) = trader(&mut a, "seller", "EUR").await;
@@ -184,7 +185,7 @@ async fn two_replicas_on_one_partition_are_one_exchange() {
 
     // Replica A restarts from its snapshot and reads on: the same accounts, and it takes orders.
     drop(node_a);
-    let _node_a = serve(dir_a.path(), &journal, port_a);
+    let _node_a = serve(dir_a.path(), &journal, port_a, &["--publish-events"]);
     let mut a = connect(port_a, dir_a.path()).await;
     assert_eq!(account(&mut a, seller).await, seller_on_a);
     let more = json!({"market": "EUR-USD", "side": "buy", "type": "limit", "price": "1.05", "quantity": "50"});
@@ -198,6 +199,21 @@ async fn two_replicas_on_one_partition_are_one_exchange() {
             > 0,
         "replica A snapshots"
     );
+
+    // A publishes the events of every command, B's too, once per seq across its restart.
+    let (_, health) = a.send("GET", "/v1/health", None, &Auth::None).await.unwrap();
+    let last = health["last_seq"].as_u64().unwrap();
+    let events = tandem_kafka::events::events_config(&tandem_kafka::KafkaConfig::new(&broker.addr, "tandem.commands"));
+    let mut feed = tandem_kafka::KafkaFeed::connect(&events, 0).unwrap();
+    let mut seqs = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seqs.last() != Some(&last) {
+        assert!(Instant::now() < deadline, "events up to {last}: {seqs:?}");
+        for r in tandem_matching::SharedFeed::poll(&mut feed, 256, Duration::from_millis(200)).unwrap() {
+            seqs.push(tandem_kafka::events::EventRecord::decode(&r.bytes).unwrap().seq.0);
+        }
+    }
+    assert_eq!(seqs, (2..=last).collect::<Vec<_>>(), "every seq once, in order");
 }
 
 #[test]

@@ -6,8 +6,11 @@
 //! offset it resumes from is the one its last durable snapshot covers, so it "commits" by
 //! snapshotting, never before its effects are durable). The producer is idempotent with
 //! `acks=all`, so a broker-side retry never writes a command twice.
+//!
+//! [`events`] publishes what the engine applied, keyed by seq, for consumers outside.
 
 mod config;
+pub mod events;
 mod feed;
 mod log;
 pub mod testing;
