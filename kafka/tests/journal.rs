@@ -3,14 +3,13 @@
 //! reads the same log to the same state; a broker that stops answering makes commands fail
 //! with `Unavailable` (the gateway's 503) while reads go on, and nothing acknowledged is lost.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tandem_kafka::testing::Broker;
 use tandem_kafka::{ensure_topic, KafkaConfig, KafkaFeed, KafkaLog};
 use tandem_matching::{
     AccountKind, Command, Engine, ExchangeConfig, Seq, Sequencer, SequencerConfig, SequencerError,
-    SequencerHandle, SnapshotSink,
+    SequencerHandle, SnapshotSink, MemorySnapshots,
 };
 
 fn genesis() -> Engine {
@@ -64,24 +63,11 @@ fn hash(h: &SequencerHandle) -> tandem_matching::StateHash {
     h.read_blocking(|e| e.state_hash()).unwrap()
 }
 
-#[derive(Clone, Default)]
-struct Snapshots(Arc<Mutex<Vec<Saved>>>);
-
-/// A snapshot's seq, log position and bytes.
-type Saved = (Seq, u64, Vec<u8>);
-
-impl SnapshotSink for Snapshots {
-    fn save(&mut self, seq: Seq, position: u64, bytes: &[u8]) -> Result<(), String> {
-        self.0.lock().unwrap().push((seq, position, bytes.to_vec()));
-        Ok(())
-    }
-}
-
 #[test]
 fn replicas_on_one_partition_build_the_same_exchange() {
     let broker = Broker::start();
     let config = config(&broker, "tandem.commands");
-    let snapshots = Snapshots::default();
+    let snapshots = MemorySnapshots::default();
     let a = replica(&config, genesis(), 0, Some(Box::new(snapshots.clone())));
     let b = replica(&config, genesis(), 0, None);
     let writers: Vec<_> = [a.handle(), b.handle()]
@@ -113,7 +99,7 @@ fn replicas_on_one_partition_build_the_same_exchange() {
     wait_for(&late.handle(), 61);
     assert_eq!(hash(&late.handle()), hash(&a.handle()));
     let (seq, position, bytes) = snapshots
-        .0
+        .saved
         .lock()
         .unwrap()
         .first()

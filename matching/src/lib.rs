@@ -26,7 +26,7 @@ pub use event::{CloseReason, Event, OrderAccepted, RejectReason, Trade};
 pub use invariants::InvariantViolation;
 pub use ledger::{Balance, DepositRecord, PendingWithdrawal};
 pub use sequencer::{
-    Applied, BookUpdate, CommandLog, MemoryLog, MemorySharedLog, Sequencer, SequencerConfig, SequencerError, SequencerHandle,
+    Applied, BookUpdate, CommandLog, MemoryLog, MemorySharedLog, MemorySnapshots, Sequencer, SequencerConfig, SequencerError, SequencerHandle,
     SharedFeed, SharedLog, SharedRecord, SnapshotSink, Submission,
 };
 pub use settlement::{FeeBump, OpenBatch, SettlementLeg};

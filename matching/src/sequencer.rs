@@ -39,7 +39,7 @@ pub trait SnapshotSink: Send + 'static {
 }
 
 mod shared;
-pub use shared::{MemorySharedLog, SharedFeed, SharedLog, SharedRecord, Submission};
+pub use shared::{MemorySharedLog, MemorySnapshots, SavedSnapshot, SharedFeed, SharedLog, SharedRecord, Submission};
 
 /// A command as applied: its place in the journal, what it did, and how it changed the books.
 #[derive(Debug, Clone, PartialEq, Eq)]

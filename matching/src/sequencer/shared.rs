@@ -301,5 +301,21 @@ impl SharedFeed for MemoryFeed {
     }
 }
 
+/// Snapshots kept in memory, with the position each covers: for tests of replicas.
+#[derive(Clone, Default)]
+pub struct MemorySnapshots {
+    pub saved: Arc<Mutex<Vec<SavedSnapshot>>>,
+}
+
+/// A snapshot's seq, log position and bytes.
+pub type SavedSnapshot = (Seq, u64, Vec<u8>);
+
+impl SnapshotSink for MemorySnapshots {
+    fn save(&mut self, seq: Seq, position: u64, bytes: &[u8]) -> Result<(), String> {
+        self.saved.lock().map_err(|e| e.to_string())?.push((seq, position, bytes.to_vec()));
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests;

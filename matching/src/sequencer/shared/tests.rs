@@ -66,39 +66,28 @@ fn replicas_writing_one_log_agree_on_every_answer_and_the_state() {
     }
 }
 
-/// Keeps snapshots in memory.
-#[derive(Clone, Default)]
-struct Snapshots(Arc<Mutex<Vec<Saved>>>);
-
-/// A snapshot's seq, log position and bytes.
-type Saved = (Seq, u64, Vec<u8>);
-
-impl SnapshotSink for Snapshots {
-    fn save(&mut self, seq: Seq, position: u64, bytes: &[u8]) -> Result<(), String> {
-        self.0.lock().unwrap().push((seq, position, bytes.to_vec()));
-        Ok(())
-    }
-}
-
 #[test]
 fn a_snapshot_records_the_log_position_it_covers() {
     let log = MemorySharedLog::default();
     // A record that is no command: skipped by every replica, so positions and seqs differ.
     log.append_raw(b"not a submission".to_vec());
-    let snapshots = Snapshots::default();
-    let config = SequencerConfig { snapshot_every: 10, max_batch: 1, ..SequencerConfig::default() };
+    let snapshots = MemorySnapshots::default();
+    let config = SequencerConfig { snapshot_every: 10, ..SequencerConfig::default() };
     let leader = Sequencer::start_shared(genesis(), log.clone(), log.feed_from(0), Some(Box::new(snapshots.clone())), config, vec![]);
     let h = leader.handle();
     for _ in 0..25 {
         h.submit_blocking(open_account()).unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while snapshots.0.lock().unwrap().len() < 2 {
+    while snapshots.saved.lock().unwrap().is_empty() {
         assert!(Instant::now() < deadline, "no snapshots");
         std::thread::sleep(Duration::from_millis(5));
     }
-    let (seq, position, bytes) = snapshots.0.lock().unwrap()[1].clone();
-    assert_eq!((seq, position), (Seq(21), 20), "20 commands after genesis end at the 21st record");
+    // Command seq s (genesis is 1) is record s - 1, after the one that is no command.
+    for (seq, position, _) in snapshots.saved.lock().unwrap().iter() {
+        assert_eq!(*position, seq.0 - 1, "snapshot at {seq:?}");
+    }
+    let (_, position, bytes) = snapshots.saved.lock().unwrap().last().cloned().unwrap();
 
     // Restored from the snapshot and read on from the next position: the same state.
     let restored = replica(&log, Engine::from_snapshot_bytes(&bytes).unwrap(), position + 1);
