@@ -60,7 +60,8 @@ impl JournalLocation {
     }
 }
 
-/// Where the gateways of one exchange keep what they share: each caller's request budget.
+/// Where the gateways of one exchange keep what they share: each caller's request budget and
+/// the answers kept for idempotency keys.
 #[derive(Clone, Debug)]
 pub struct RedisOptions {
     /// `redis://host:port[/db]`.
@@ -262,6 +263,11 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
             .map_err(|e| anyhow::anyhow!(e))
             .context("request budgets in Redis")?;
         gateway = gateway.with_limit_store(Arc::new(limits));
+        let records = tandem_gateway::idempotency::RedisRecords::connect(&redis.url, &redis.prefix)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))
+            .context("idempotency records in Redis")?;
+        gateway = gateway.with_idempotency_store(Arc::new(records));
     }
     let (prime_pool, custody) = match opts.custody {
         Some(c) => {

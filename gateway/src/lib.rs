@@ -19,6 +19,7 @@ pub mod auth;
 pub mod dto;
 pub mod error;
 pub mod evidence;
+pub mod idempotency;
 pub mod limits;
 pub mod metrics;
 pub mod relay;
@@ -108,6 +109,7 @@ pub struct Gateway {
     pub(crate) relay: Arc<Relay>,
     pub(crate) reconciler: ReconcilerSlot,
     pub(crate) limiter: limits::Limiter,
+    pub(crate) idempotency: Arc<dyn idempotency::IdempotencyStore>,
 }
 
 /// Reconciles the ledger against the chain. The settlement service implements it (it has the
@@ -145,6 +147,7 @@ impl Gateway {
             relay: Arc::new(Relay::new(config.mpc.clone())),
             reconciler: ReconcilerSlot::default(),
             limiter: limits::Limiter::in_memory(config.limits),
+            idempotency: Arc::new(idempotency::MemoryRecords::default()),
             config,
         }
     }
@@ -153,6 +156,13 @@ impl Gateway {
     /// in this process.
     pub fn with_limit_store(mut self, store: Arc<dyn limits::LimitStore>) -> Gateway {
         self.limiter = limits::Limiter::new(self.config.limits, store);
+        self
+    }
+
+    /// Keeps idempotent answers in `store` (Redis, shared by every gateway process) instead of
+    /// in this process.
+    pub fn with_idempotency_store(mut self, store: Arc<dyn idempotency::IdempotencyStore>) -> Gateway {
+        self.idempotency = store;
         self
     }
 

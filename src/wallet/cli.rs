@@ -588,6 +588,8 @@ pub fn explain(code: &str) -> Option<&'static str> {
         "session_queue_full" => "the MPC session has too much undelivered data: the other parties are not keeping up",
         "relay_full" => "the provider's relay is busy: retry shortly",
         "overloaded" => "the provider is busy: retry shortly",
+        "request_in_progress" => "the same request is still being answered: wait a moment, then retry",
+        "idempotency_key_reused" => "this idempotency key was already used for a different request: use a new key",
         "rate_limited" => "this wallet sent more requests this minute than the provider allows: wait for the time it names, then retry",
         "unavailable" => "the provider is not accepting requests right now: retry later",
         _ => return None,

@@ -17,7 +17,7 @@ use tandem_matching::{Amount, AssetId, Command, Event, RejectReason};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/v1/balances", |r| r.route(web::get().to(balances))))
-        .service(resource("/v1/withdrawals", |r| r.route(web::post().to(withdraw)).route(web::get().to(withdrawals))))
+        .service(resource("/v1/withdrawals", |r| r.route(web::post().to(|gw, req, body| crate::idempotency::guarded(gw, req, body, withdraw))).route(web::get().to(withdrawals))))
         .service(resource("/v1/deposits", |r| r.route(web::get().to(deposits))))
         .service(resource("/v1/trades", |r| r.route(web::get().to(my_trades))))
         .service(resource("/v1/ledger", |r| r.route(web::get().to(ledger))));
@@ -50,8 +50,7 @@ pub(crate) fn destination(gw: &Gateway, asset_symbol: &str, destination: &str) -
     }
 }
 
-async fn withdraw(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
-    let account = authenticate(&gw, &req, &body).await?;
+async fn withdraw(gw: Data<Gateway>, account: tandem_matching::AccountId, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
     let r: WithdrawalRequest = parse_json(&body)?;
     let (asset, spec) = dto::asset_by_symbol(&gw.engine_config, &r.asset)?;
     let amount = Amount(units("amount", &r.amount, spec.decimals)?);

@@ -8,6 +8,7 @@ use crate::dto::{
     OrderJson, OrderReply, OrderTypeReq, OrdersQuery, PlaceOrderRequest,
 };
 use crate::error::ApiError;
+use crate::idempotency::guarded;
 use crate::Gateway;
 use actix_web::web::{self, Data};
 use actix_web::{HttpRequest, HttpResponse};
@@ -22,10 +23,14 @@ use tandem_store::{OrderRecord, SignedRequestKind};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/v1/orders", |r| {
-        r.route(web::post().to(place)).route(web::get().to(list)).route(web::delete().to(cancel_many))
+        r.route(web::post().to(|gw, req, body| guarded(gw, req, body, place)))
+            .route(web::get().to(list))
+            .route(web::delete().to(|gw, req, body| guarded(gw, req, body, cancel_many)))
     }))
     .service(resource("/v1/orders/{id}", |r| {
-        r.route(web::get().to(get_one)).route(web::delete().to(cancel_one)).route(web::patch().to(amend))
+        r.route(web::get().to(get_one))
+            .route(web::delete().to(|gw, req, body| guarded(gw, req, body, cancel_one)))
+            .route(web::patch().to(|gw, req, body| guarded(gw, req, body, amend)))
     }));
 }
 
@@ -66,8 +71,7 @@ async fn default_protection(gw: &Gateway, market: MarketId, spec: &MarketSpec, s
     Ok(Price(price as u64))
 }
 
-async fn place(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
-    let account = authenticate(&gw, &req, &body).await?;
+async fn place(gw: Data<Gateway>, account: AccountId, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
     let r: PlaceOrderRequest = parse_json(&body)?;
     let (market, spec) = dto::market_by_symbol(&gw.engine_config, &r.market)?;
     let (bd, qd) = dto::market_decimals(&gw.engine_config, spec);
@@ -246,8 +250,7 @@ async fn list(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<Http
     Ok(HttpResponse::Ok().json(json!({ "orders": orders })))
 }
 
-async fn cancel_one(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
-    let account = authenticate(&gw, &req, &body).await?;
+async fn cancel_one(gw: Data<Gateway>, account: AccountId, req: HttpRequest, _: RawBody) -> Result<HttpResponse, ApiError> {
     let id = OrderId(path_id(&req, "id")?);
     cancel(&gw, account, OrderRef::Id(id)).await
 }
@@ -271,8 +274,7 @@ async fn cancel(gw: &Gateway, account: AccountId, order: OrderRef) -> Result<Htt
 
 /// `DELETE /v1/orders?client_order_id=..` cancels one order by its client id;
 /// `DELETE /v1/orders[?market=..]` cancels all of the caller's orders (in that market).
-async fn cancel_many(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
-    let account = authenticate(&gw, &req, &body).await?;
+async fn cancel_many(gw: Data<Gateway>, account: AccountId, req: HttpRequest, _: RawBody) -> Result<HttpResponse, ApiError> {
     let q: CancelQuery = parse_query(&req)?;
     match (q.client_order_id.as_deref(), q.market.as_deref()) {
         (Some(_), Some(_)) => Err(bad("give either client_order_id or market, not both")),
@@ -296,8 +298,7 @@ async fn cancel_many(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Resu
     }
 }
 
-async fn amend(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
-    let account = authenticate(&gw, &req, &body).await?;
+async fn amend(gw: Data<Gateway>, account: AccountId, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
     let id = OrderId(path_id(&req, "id")?);
     let r: AmendOrderRequest = parse_json(&body)?;
     if r.price.is_none() && r.quantity.is_none() {

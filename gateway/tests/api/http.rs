@@ -557,3 +557,42 @@ async fn budgets_answer_429_with_retry_after_and_spend_nothing_else() {
     assert!(r.header("retry-after").is_some());
     ex.stop().await;
 }
+
+#[actix_web::test]
+async fn an_idempotency_key_makes_a_retried_write_happen_once() {
+    let ex = Exchange::start().await;
+    let (alice, bob) = (ex.user().await, ex.user().await);
+    ex.deposit_usd(&alice, "1000.00").await;
+    ex.deposit_usd(&bob, "1000.00").await;
+    // Each try is signed anew, as a client retrying after a timeout does.
+    let send = async |user: &User, key: &str, body: &str| {
+        let mut headers = Exchange::headers(user, stamp(), "POST", "/v1/orders", body.as_bytes());
+        headers.push(("Idempotency-Key", key.to_owned()));
+        ex.raw(Method::POST, "/v1/orders", &headers, body.as_bytes()).await
+    };
+    let open = async |user: &User| ex.signed(user, "GET", "/v1/orders", "").await.ok()["orders"].as_array().unwrap().len();
+    let order = limit_order(Side::Buy, "100.00", "0.5");
+
+    let first = send(&alice, "order-1", &order).await;
+    first.ok();
+    assert_eq!(first.header("idempotent-replayed"), None);
+    let retry = send(&alice, "order-1", &order).await;
+    assert_eq!((retry.status, &retry.body), (200, &first.body), "the first answer, again");
+    assert_eq!(retry.header("idempotent-replayed"), Some("true"));
+    assert_eq!(open(&alice).await, 1, "one order, not two");
+
+    // The same key for another request is refused; a refusal is kept like any answer.
+    send(&alice, "order-1", &limit_order(Side::Buy, "100.00", "0.6")).await.err(422, "idempotency_key_reused");
+    let too_big = limit_order(Side::Buy, "100.00", "50");
+    send(&alice, "order-2", &too_big).await.err(400, "insufficient_balance");
+    let again = send(&alice, "order-2", &too_big).await;
+    again.err(400, "insufficient_balance");
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+
+    // Keys are per caller; a key must be short visible ASCII.
+    send(&bob, "order-1", &order).await.ok();
+    assert_eq!(open(&bob).await, 1);
+    send(&bob, &"k".repeat(65), &order).await.err(400, "bad_request");
+    assert_eq!(open(&bob).await, 1);
+    ex.stop().await;
+}
