@@ -218,24 +218,25 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
         JournalLocation::DataDir => start_on_files(&dirs, wanted, projected, sink, opts.sequencer).await?,
         JournalLocation::Kafka { config: kafka, publish_events } => {
             let snapshots = SnapshotStore::open(&dirs.shared_snapshots())?;
-            let mut sinks = vec![sink];
-            let mut snapshot_limit = projected;
-            if *publish_events {
-                let kafka = kafka.clone();
-                let (events, published, _publisher) =
-                    tokio::task::spawn_blocking(move || crate::shared_journal::spawn_event_publisher(&kafka)).await??;
-                sinks.push(events);
-                snapshot_limit = snapshot_limit.min(published);
-            }
-            let started =
-                crate::shared_journal::start(kafka, wanted, snapshots, snapshot_limit, opts.sequencer, sinks).await?;
+            let (kafka, sequencer, publish_events) = (kafka.clone(), opts.sequencer, *publish_events);
+            // Kafka's clients block: off the runtime.
+            let started = tokio::task::spawn_blocking(move || {
+                let (mut sinks, mut snapshot_limit) = (vec![sink], projected);
+                if publish_events {
+                    // The publisher thread ends when the sequencer drops its sink.
+                    let (events, published, _publisher) = crate::shared_journal::spawn_event_publisher(&kafka)?;
+                    sinks.push(events);
+                    snapshot_limit = snapshot_limit.min(published);
+                }
+                crate::shared_journal::start(&kafka, wanted, snapshots, snapshot_limit, sequencer, sinks)
+            })
+            .await??;
             let last_seq = started.0.handle().metrics().last_seq.load(std::sync::atomic::Ordering::Relaxed);
             if projected.0 > last_seq {
                 started.0.shutdown();
                 bail!(
-                    "the store has projected seq {} but Kafka topic {} ends at {last_seq}; run `tandem store rebuild`",
-                    projected.0,
-                    kafka.topic
+                    "the store has projected seq {} but the Kafka journal ends at {last_seq}; run `tandem store rebuild`",
+                    projected.0
                 );
             }
             started
@@ -258,16 +259,13 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
     };
     let mut gateway = Gateway::new(sequencer.clone(), store.clone(), projector.clone(), engine_config.clone(), gateway_config);
     if let Some(redis) = &opts.redis {
-        let limits = tandem_gateway::limits::RedisLimits::connect(&redis.url, &redis.prefix)
+        let connection = tandem_gateway::redis_link::connect(&redis.url)
             .await
             .map_err(|e| anyhow::anyhow!(e))
-            .context("request budgets in Redis")?;
-        gateway = gateway.with_limit_store(Arc::new(limits));
-        let records = tandem_gateway::idempotency::RedisRecords::connect(&redis.url, &redis.prefix)
-            .await
-            .map_err(|e| anyhow::anyhow!(e))
-            .context("idempotency records in Redis")?;
-        gateway = gateway.with_idempotency_store(Arc::new(records));
+            .context("request budgets and idempotency records in Redis")?;
+        gateway = gateway
+            .with_limit_store(Arc::new(tandem_gateway::limits::RedisLimits::new(connection.clone(), &redis.prefix)))
+            .with_idempotency_store(Arc::new(tandem_gateway::idempotency::RedisRecords::new(connection, &redis.prefix)));
     }
     let (prime_pool, custody) = match opts.custody {
         Some(c) => {

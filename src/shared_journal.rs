@@ -24,23 +24,9 @@ const CATCH_UP: Duration = Duration::from_secs(600);
 
 /// Starts the sequencer replica: genesis checked (or written), engine from the newest snapshot
 /// at or before `snapshot_limit` (what every sink already has: the projections' seq, the event
-/// stream's last), caught up with the partition.
-pub async fn start(
-    kafka: &KafkaConfig,
-    wanted: EngineConfig,
-    snapshots: SnapshotStore,
-    snapshot_limit: Seq,
-    config: SequencerConfig,
-    sinks: Vec<crossbeam_channel::Sender<Arc<Applied>>>,
-) -> anyhow::Result<(Sequencer, EngineConfig)> {
-    let kafka = kafka.clone();
-    tokio::task::spawn_blocking(move || {
-        start_blocking(&kafka, wanted, snapshots, snapshot_limit, config, sinks)
-    })
-    .await?
-}
-
-fn start_blocking(
+/// stream's last), caught up with the partition. Blocks (Kafka's clients are synchronous): call
+/// it off the async runtime.
+pub fn start(
     kafka: &KafkaConfig,
     wanted: EngineConfig,
     snapshots: SnapshotStore,

@@ -12,7 +12,7 @@
 //! unavailable` and nothing is done: never a second execution nobody can detect.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody as _;
@@ -78,21 +78,29 @@ fn found(record: &Record, fingerprint: &str) -> Claim {
 /// Records in this process.
 #[derive(Default)]
 pub struct MemoryRecords {
-    records: Mutex<HashMap<String, (Record, Instant)>>,
+    records: Mutex<MemoryMap>,
+}
+
+#[derive(Default)]
+struct MemoryMap {
+    by_key: HashMap<String, (Record, Instant)>,
+    /// When expired records were last dropped (once a minute at most).
+    swept: Option<Instant>,
 }
 
 impl IdempotencyStore for MemoryRecords {
     fn claim<'a>(&'a self, key: &'a str, fingerprint: &'a str) -> BoxFuture<'a, Result<Claim, String>> {
         let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        if records.len() > 1024 && records.len().is_power_of_two() {
-            records.retain(|_, (_, expires)| *expires > now);
+        if records.swept.is_none_or(|t| now.duration_since(t) > Duration::from_secs(60)) {
+            records.by_key.retain(|_, (_, expires)| *expires > now);
+            records.swept = Some(now);
         }
-        let claim = match records.get(key) {
+        let claim = match records.by_key.get(key) {
             Some((record, expires)) if *expires > now => found(record, fingerprint),
             _ => {
                 let record = Record { fingerprint: fingerprint.to_owned(), answer: None };
-                records.insert(key.to_owned(), (record, now + HOLD));
+                records.by_key.insert(key.to_owned(), (record, now + HOLD));
                 Claim::Fresh
             }
         };
@@ -101,33 +109,26 @@ impl IdempotencyStore for MemoryRecords {
 
     fn remember<'a>(&'a self, key: &'a str, fingerprint: &'a str, answer: Answer) -> BoxFuture<'a, Result<(), String>> {
         let record = Record { fingerprint: fingerprint.to_owned(), answer: Some(answer) };
-        self.records.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_owned(), (record, Instant::now() + KEEP));
+        let expires = Instant::now() + KEEP;
+        self.records.lock().unwrap_or_else(|p| p.into_inner()).by_key.insert(key.to_owned(), (record, expires));
         Box::pin(async { Ok(()) })
     }
 
     fn forget<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), String>> {
-        self.records.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        self.records.lock().unwrap_or_else(|p| p.into_inner()).by_key.remove(key);
         Box::pin(async { Ok(()) })
     }
 }
 
 /// Records in Redis: `SET NX PX` claims a key, `SET PX` keeps its answer.
 pub struct RedisRecords {
-    connection: redis::aio::ConnectionManager,
+    connection: crate::redis_link::RedisConnection,
     prefix: String,
 }
 
 impl RedisRecords {
-    pub async fn connect(url: &str, prefix: &str) -> Result<RedisRecords, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("redis url {url}: {e}"))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_millis(500)))
-            .set_number_of_retries(1);
-        let connection = redis::aio::ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(|e| format!("connecting to redis at {url}: {e}"))?;
-        Ok(RedisRecords { connection, prefix: prefix.to_owned() })
+    pub fn new(connection: crate::redis_link::RedisConnection, prefix: &str) -> RedisRecords {
+        RedisRecords { connection, prefix: prefix.to_owned() }
     }
 
     fn key(&self, key: &str) -> String {
@@ -193,8 +194,8 @@ impl IdempotencyStore for RedisRecords {
 /// Runs a write for an authenticated caller, once per idempotency key when the request has one.
 pub async fn guarded<F, Fut>(gw: Data<Gateway>, req: HttpRequest, body: RawBody, handler: F) -> Result<HttpResponse, ApiError>
 where
-    F: FnOnce(Data<Gateway>, AccountId, HttpRequest, RawBody) -> Fut,
-    Fut: std::future::Future<Output = Result<HttpResponse, ApiError>>,
+    F: FnOnce(Data<Gateway>, AccountId, HttpRequest, RawBody) -> Fut + 'static,
+    Fut: std::future::Future<Output = Result<HttpResponse, ApiError>> + 'static,
 {
     let account = authenticate(&gw, &req, &body).await?;
     let Some(key) = req.headers().get(HEADER) else {
@@ -243,26 +244,44 @@ where
         }
         Claim::Fresh => {}
     }
-    let response = match handler(gw, account, req, body).await {
-        Ok(r) => r,
-        Err(e) => e.error_response(),
+    let response = async move {
+        match handler(gw, account, req, body).await {
+            Ok(r) => r,
+            Err(e) => e.error_response(),
+        }
     };
-    let status = response.status();
-    let answer = match response.into_body().try_into_bytes() {
-        Ok(bytes) => Answer { status: status.as_u16(), body: String::from_utf8_lossy(&bytes).into_owned() },
-        Err(_) => Answer { status: status.as_u16(), body: String::new() },
-    };
-    let kept = if status.is_server_error() {
-        store.forget(&scoped).await
-    } else {
-        store.remember(&scoped, &fingerprint, answer.clone()).await
-    };
-    if let Err(e) = kept {
-        // The write is done; only a retry's answer is at stake (it would meet the engine's own
-        // duplicate checks).
-        tracing::error!(error = %e, "could not keep an idempotent answer");
-    }
+    let answer = execute(store, scoped, fingerprint, response)
+        .await
+        .map_err(|_| ApiError::unavailable("the request was interrupted; retry with the same Idempotency-Key"))?;
     Ok(rebuild(&answer, false))
+}
+
+/// Runs a claimed write to its end and keeps its answer, in a task of its own: if the client
+/// goes away mid-request (its future is dropped), the write still finishes and is recorded, so
+/// a retry replays it instead of doing it again.
+fn execute(
+    store: Arc<dyn IdempotencyStore>,
+    scoped: String,
+    fingerprint: String,
+    response: impl std::future::Future<Output = HttpResponse> + 'static,
+) -> actix_web::rt::task::JoinHandle<Answer> {
+    actix_web::rt::spawn(async move {
+        let response = response.await;
+        let status = response.status();
+        let body = response.into_body().try_into_bytes().map(|b| String::from_utf8_lossy(&b).into_owned());
+        let answer = Answer { status: status.as_u16(), body: body.unwrap_or_default() };
+        // A 5xx has no known outcome: the retry decides it, so the key is let go.
+        let kept = if status.is_server_error() {
+            store.forget(&scoped).await
+        } else {
+            store.remember(&scoped, &fingerprint, answer.clone()).await
+        };
+        if let Err(e) = kept {
+            // The write is done; a retry would meet the engine's own duplicate checks.
+            tracing::error!(error = %e, "could not keep an idempotent answer");
+        }
+        answer
+    })
 }
 
 fn rebuild(answer: &Answer, replayed: bool) -> HttpResponse {
@@ -294,6 +313,29 @@ mod tests {
         assert_eq!(store.claim(key, "fp2").await.unwrap(), Claim::Fresh);
     }
 
+    #[actix_web::test]
+    async fn a_write_whose_client_went_away_is_still_recorded() {
+        let store: Arc<dyn IdempotencyStore> = Arc::new(MemoryRecords::default());
+        assert_eq!(store.claim("k", "fp").await.unwrap(), Claim::Fresh);
+        let (done, finish) = tokio::sync::oneshot::channel::<()>();
+        let write = async move {
+            let _ = finish.await;
+            HttpResponse::Ok().content_type("application/json").body("{\"order\":1}")
+        };
+        // The request's future is dropped before the write finishes, as on a disconnect.
+        drop(execute(store.clone(), "k".into(), "fp".into(), write));
+        assert_eq!(store.claim("k", "fp").await.unwrap(), Claim::InProgress);
+        done.send(()).unwrap();
+        for _ in 0..100 {
+            if let Claim::Replay(answer) = store.claim("k", "fp").await.unwrap() {
+                assert_eq!(answer, Answer { status: 200, body: "{\"order\":1}".into() });
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the write's answer was never recorded");
+    }
+
     #[tokio::test]
     async fn in_process() {
         claims_remember_and_replay(&MemoryRecords::default(), "k").await;
@@ -303,10 +345,10 @@ mod tests {
     async fn in_redis() {
         let url = std::env::var("TANDEM_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
         let prefix = format!("tandem-test:{}:{}:", std::process::id(), rand::random::<u32>());
-        let store = RedisRecords::connect(&url, &prefix).await.unwrap();
+        let store = RedisRecords::new(crate::redis_link::connect(&url).await.unwrap(), &prefix);
         claims_remember_and_replay(&store, "caller:k").await;
         // Another gateway on the same Redis sees the same records.
-        let other = RedisRecords::connect(&url, &prefix).await.unwrap();
+        let other = RedisRecords::new(crate::redis_link::connect(&url).await.unwrap(), &prefix);
         assert_eq!(other.claim("caller:k", "fp2").await.unwrap(), Claim::InProgress);
     }
 }

@@ -22,6 +22,7 @@ pub mod evidence;
 pub mod idempotency;
 pub mod limits;
 pub mod metrics;
+pub mod redis_link;
 pub mod relay;
 mod routes;
 pub mod ws;

@@ -99,23 +99,14 @@ impl LimitStore for MemoryLimits {
 
 /// Counts in Redis: `INCRBY` and `PEXPIRE` in one transaction per request.
 pub struct RedisLimits {
-    connection: redis::aio::ConnectionManager,
+    connection: crate::redis_link::RedisConnection,
     /// Prefix of every key (several exchanges, or tests, can share one Redis).
     prefix: String,
 }
 
 impl RedisLimits {
-    /// Connects to `url` (`redis://host:port`); the connection reconnects by itself.
-    pub async fn connect(url: &str, prefix: &str) -> Result<RedisLimits, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("redis url {url}: {e}"))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_millis(500)))
-            .set_number_of_retries(1);
-        let connection = redis::aio::ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(|e| format!("connecting to redis at {url}: {e}"))?;
-        Ok(RedisLimits { connection, prefix: prefix.to_owned() })
+    pub fn new(connection: crate::redis_link::RedisConnection, prefix: &str) -> RedisLimits {
+        RedisLimits { connection, prefix: prefix.to_owned() }
     }
 }
 
@@ -321,8 +312,8 @@ mod tests {
     async fn gateways_sharing_redis_share_each_callers_budget() {
         let prefix = unique_prefix();
         let config = LimitConfig { per_caller_per_minute: 5, per_ip_per_minute: 0 };
-        let one = Limiter::new(config, Arc::new(RedisLimits::connect(&redis_url(), &prefix).await.unwrap()));
-        let two = Limiter::new(config, Arc::new(RedisLimits::connect(&redis_url(), &prefix).await.unwrap()));
+        let one = Limiter::new(config, Arc::new(RedisLimits::new(crate::redis_link::connect(&redis_url()).await.unwrap(), &prefix)));
+        let two = Limiter::new(config, Arc::new(RedisLimits::new(crate::redis_link::connect(&redis_url()).await.unwrap(), &prefix)));
         let t = now_ms();
         for _ in 0..3 {
             assert!(!one.spend_at(Subject::Caller("key"), 1, t).await.unwrap().exceeded());
@@ -378,7 +369,7 @@ mod tests {
         let url = format!("redis://127.0.0.1:{}", redis.port);
         let limiter = Limiter::new(
             LimitConfig { per_caller_per_minute: 3, per_ip_per_minute: 0 },
-            Arc::new(RedisLimits::connect(&url, "t:").await.unwrap()),
+            Arc::new(RedisLimits::new(crate::redis_link::connect(&url).await.unwrap(), "t:")),
         );
         let t = now_ms();
         assert_eq!(limiter.spend_at(Subject::Caller("k"), 1, t).await.unwrap().used, 1);
