@@ -30,6 +30,10 @@ pub struct KafkaConfig {
     /// How long a command may wait to be acknowledged before its publish fails (the gateway
     /// then answers 503): librdkafka's `message.timeout.ms`.
     pub publish_timeout: Duration,
+    /// How long a reader's fetch waits for new records (librdkafka's `fetch.wait.max.ms`).
+    /// Short keeps answers fast (2 ms); a broker on object storage (Tansu on S3), for which each
+    /// fetch lists the partition's objects, wants longer (`?fetch_wait_ms=` in the URL).
+    pub fetch_wait: Duration,
 }
 
 impl KafkaConfig {
@@ -38,24 +42,36 @@ impl KafkaConfig {
             brokers: brokers.into(),
             topic: topic.into(),
             publish_timeout: Duration::from_secs(5),
+            fetch_wait: Duration::from_millis(2),
         }
     }
 
-    /// Parses `kafka://host:port[,host:port]/topic`.
+    /// Parses `kafka://host:port[,host:port]/topic[?fetch_wait_ms=N]`.
     pub fn parse(url: &str) -> Result<KafkaConfig, KafkaError> {
-        let rest = url.strip_prefix("kafka://").ok_or_else(|| {
-            KafkaError::Config(format!("{url}: expected kafka://host:port/topic"))
-        })?;
-        match rest.split_once('/') {
-            Some((brokers, topic))
-                if !brokers.is_empty() && !topic.is_empty() && !topic.contains('/') =>
-            {
-                Ok(KafkaConfig::new(brokers, topic))
+        let bad = || KafkaError::Config(format!("{url}: expected kafka://host:port/topic[?fetch_wait_ms=N]"));
+        let rest = url.strip_prefix("kafka://").ok_or_else(bad)?;
+        let (rest, query) = match rest.split_once('?') {
+            Some((rest, query)) => (rest, Some(query)),
+            None => (rest, None),
+        };
+        let mut config = match rest.split_once('/') {
+            Some((brokers, topic)) if !brokers.is_empty() && !topic.is_empty() && !topic.contains('/') => {
+                KafkaConfig::new(brokers, topic)
             }
-            _ => Err(KafkaError::Config(format!(
-                "{url}: expected kafka://host:port/topic"
-            ))),
+            _ => return Err(bad()),
+        };
+        for pair in query.into_iter().flat_map(|q| q.split('&')) {
+            match pair.split_once('=') {
+                Some(("fetch_wait_ms", ms)) => {
+                    let ms: u64 = ms.parse().ok().filter(|ms| (1..=10_000).contains(ms)).ok_or_else(|| {
+                        KafkaError::Config(format!("{url}: fetch_wait_ms must be 1 to 10000"))
+                    })?;
+                    config.fetch_wait = Duration::from_millis(ms);
+                }
+                _ => return Err(KafkaError::Config(format!("{url}: unknown parameter {pair:?} (known: fetch_wait_ms)"))),
+            }
         }
+        Ok(config)
     }
 
     pub(crate) fn client(&self) -> ClientConfig {
@@ -105,8 +121,14 @@ mod tests {
             "kafka:///t",
             "kafka://h:1/a/b",
             "kafka://h:1/",
+            "kafka://h:1/t?fetch_wait_ms=0",
+            "kafka://h:1/t?fetch_wait_ms=x",
+            "kafka://h:1/t?linger=5",
         ] {
             assert!(KafkaConfig::parse(bad).is_err(), "{bad}");
         }
+        assert_eq!(c.fetch_wait, Duration::from_millis(2));
+        let slow = KafkaConfig::parse("kafka://h:1/t?fetch_wait_ms=250").unwrap();
+        assert_eq!((slow.topic.as_str(), slow.fetch_wait), ("t", Duration::from_millis(250)));
     }
 }

@@ -28,7 +28,7 @@ impl KafkaFeed {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
-            .set("fetch.wait.max.ms", "2")
+            .set("fetch.wait.max.ms", config.fetch_wait.as_millis().to_string())
             .create()
             .map_err(|e| KafkaError::Config(e.to_string()))?;
         let mut assignment = TopicPartitionList::new();

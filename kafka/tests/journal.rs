@@ -1,11 +1,12 @@
 //! The command journal on a real Kafka-protocol broker (Tansu): replicas writing one partition
 //! agree on every answer and the state; a replica started later, or from a snapshot's offset,
 //! reads the same log to the same state; a broker that stops answering makes commands fail
-//! with `Unavailable` (the gateway's 503) while reads go on, and nothing acknowledged is lost.
+//! with `Unavailable` (the gateway's 503) while reads go on, and nothing acknowledged is lost;
+//! nor when the broker is restarted (its data on S3).
 
 use std::time::{Duration, Instant};
 
-use tandem_kafka::testing::Broker;
+use tandem_kafka::testing::{Broker, ObjectStore};
 use tandem_kafka::{ensure_topic, KafkaConfig, KafkaFeed, KafkaLog};
 use tandem_matching::{
     AccountKind, Command, Engine, ExchangeConfig, Seq, Sequencer, SequencerConfig, SequencerError,
@@ -166,6 +167,47 @@ fn a_broker_that_stops_answering_refuses_commands_and_loses_nothing_acknowledged
     // The refused command had an unknown outcome: it may have landed after all. Either way
     // every acknowledged one is in the partition, in order, and a fresh replica agrees.
     assert!(applied.seq.0 >= 7, "{:?}", applied.seq);
+    let fresh = replica(&config, genesis(), 0, None);
+    wait_for(&fresh.handle(), applied.seq.0);
+    wait_for(&h, applied.seq.0);
+    assert_eq!(hash(&fresh.handle()), hash(&h));
+    fresh.shutdown();
+    s.shutdown();
+}
+
+#[test]
+fn a_broker_restarted_with_its_data_loses_nothing_acknowledged() {
+    let store = ObjectStore::start();
+    let mut broker = Broker::start_on(&store);
+    // Each fetch lists the partition's objects in S3: poll it gently.
+    let config = KafkaConfig { fetch_wait: Duration::from_millis(250), ..config(&broker, "tandem.commands") };
+    let s = replica(&config, genesis(), 0, None);
+    let h = s.handle();
+    for _ in 0..5 {
+        h.submit_blocking(open_account()).unwrap();
+    }
+
+    // Down: every command is refused, the replica goes on answering reads.
+    broker.stop();
+    let refused = h.submit_blocking(open_account());
+    assert!(matches!(refused, Err(SequencerError::Unavailable(_))), "{refused:?}");
+    assert!(!h.has_failed(), "a broker outage does not stop the sequencer");
+    assert_eq!(h.read_blocking(|e| e.last_seq()).unwrap(), Seq(6), "reads still answer");
+
+    // Back, with the partition it had: writing goes on after what was acknowledged.
+    broker.start_again();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let applied = loop {
+        match h.submit_blocking(open_account()) {
+            Ok(a) => break a,
+            Err(SequencerError::Unavailable(e)) => {
+                assert!(Instant::now() < deadline, "the broker did not come back: {e}");
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert!(applied.seq.0 >= 7, "{:?}", applied.seq);
+    // A replica reading the restarted broker from the start holds every acknowledged command.
     let fresh = replica(&config, genesis(), 0, None);
     wait_for(&fresh.handle(), applied.seq.0);
     wait_for(&h, applied.seq.0);
