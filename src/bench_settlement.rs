@@ -74,7 +74,7 @@ pub async fn run(opts: SettlementBenchOptions) -> anyhow::Result<Vec<RoundReport
     let node = node::start(NodeOptions {
         data_dir: dir.path().join("node"),
         store: Default::default(),
-        custody: Some(node::CustodyOptions { master_key: tandem_custody::MasterKey::generate(), prime_pool_target: 0, demo: true }),
+        custody: Some(node::CustodyOptions { master_key: tandem_custody::MasterKey::generate(), prime_pool_target: 0, demo: true, secrets_dir: None }),
         bind: ([127, 0, 0, 1], 0).into(),
         exchange: tandem_matching::ExchangeConfig::default(),
         gateway: tandem_gateway::GatewayConfig {

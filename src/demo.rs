@@ -90,6 +90,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             // The demo's vaults use the fixture primes; generating more would eat a core.
             prime_pool_target: 0,
             demo: true,
+            secrets_dir: None,
         }),
         bind,
         exchange: ExchangeConfig::default(),

@@ -28,6 +28,7 @@ use tandem_settlement::deposits::{DepositEvent, DepositPolicy, DepositScanner};
 use tandem_settlement::Chain;
 use tandem_store::Store;
 
+#[derive(Clone)]
 pub struct DepositService {
     pub chain: Arc<dyn Chain>,
     pub sequencer: SequencerHandle,
@@ -41,6 +42,9 @@ pub struct DepositService {
     pub reversals_pending: Arc<AtomicI64>,
     /// The provider's pool: custodial deposit addresses (none: only vault addresses are watched).
     pub pool: Option<Arc<crate::provider::PoolVault>>,
+    /// The settlement leadership turn it runs in (see [`crate::leadership`]); its commands
+    /// carry it. `None` on an embedded journal.
+    pub leader_epoch: Option<u64>,
 }
 
 /// The engine reference of a chain deposit.
@@ -62,6 +66,7 @@ impl DepositService {
             interval: Duration::from_secs(1),
             reversals_pending: Default::default(),
             pool: node.vaults.as_ref().map(|v| v.pool.clone()),
+            leader_epoch: None,
         })
     }
 
@@ -171,7 +176,7 @@ impl DepositService {
                     amount: Amount(amount.to_sat()),
                     reference: reference.clone(),
                 };
-                match self.sequencer.submit(command).await {
+                match self.sequencer.submit(command.from_leader(self.leader_epoch)).await {
                     Ok(applied) => {
                         let rejected = applied.events.iter().find_map(|e| match e {
                             Event::Rejected { reason } => Some(*reason),
@@ -195,7 +200,7 @@ impl DepositService {
             DepositEvent::Reverse { outpoint, account, holder, amount } => {
                 let reference = deposit_reference(&outpoint);
                 let command = Command::ReverseDeposit { asset: self.btc, reference: reference.clone() };
-                let applied = match self.sequencer.submit(command).await {
+                let applied = match self.sequencer.submit(command.from_leader(self.leader_epoch)).await {
                     Ok(a) => a,
                     Err(e) => {
                         tracing::warn!(%reference, error = %e, "reversal not submitted yet; retrying");

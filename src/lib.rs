@@ -1,6 +1,7 @@
 //! tandem: the one binary. Command line, configuration, and the wiring of matching, journal,
 //! store and gateway into a node (`node`), plus the demo (`demo`), the operator's journal tools
-//! (`journal_cli`), the HTTP load tool (`bench_http`) and the user's wallet (`wallet`).
+//! (`journal_cli`), the HTTP load tool (`bench_http`) and the user's wallet (`wallet`); with a
+//! shared journal, the settlement leader's turns among replicas (`leadership`).
 
 pub mod bench_http;
 pub mod bench_settlement;
@@ -14,6 +15,7 @@ pub mod settlement;
 pub mod shared_journal;
 pub mod journal_cli;
 pub mod journal_port;
+pub mod leadership;
 pub mod mpc_link;
 pub mod node;
 pub mod obligations;

@@ -71,6 +71,11 @@ enum Cmd {
         /// Safe-prime pairs to keep ready in the background.
         #[arg(long, default_value_t = 4)]
         prime_pool_target: usize,
+        /// Where the sealed custody secrets live (provider identity, pool seed, vault key
+        /// shares); default `custody/secrets` in the data dir. Replicas of one exchange share
+        /// one directory.
+        #[arg(long, env = "TANDEM_CUSTODY_SECRETS_DIR", value_name = "DIR")]
+        custody_secrets_dir: Option<PathBuf>,
         /// The Bitcoin network (bitcoin, testnet, signet, regtest).
         #[arg(long, default_value = "bitcoin")]
         network: String,
@@ -358,6 +363,7 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
             snapshot_every,
             master_key_file,
             prime_pool_target,
+            custody_secrets_dir,
             network,
             bitcoind,
             rpc_user,
@@ -377,13 +383,13 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
             limit_per_ip,
         } => {
             let network = tandem::parse_network(&network)?;
-            if journal_url.is_some() && bitcoind.is_some() {
-                // Every replica of a shared journal would run its own deposit and settlement
-                // services, and two settlement services would sign and broadcast batches of the
-                // same funds: until they take turns under a fencing lock, refuse the pair.
+            let store = node::StoreLocation::parse(store_url.as_deref(), migrate)?;
+            if journal_url.is_some() && bitcoind.is_some() && !matches!(store, node::StoreLocation::Postgres { .. }) {
+                // Replicas of a shared journal take turns at settlement under a lock in the
+                // shared store: two settlement services would spend the same coins.
                 anyhow::bail!(
-                    "--bitcoind with --journal-url: settlement over a shared journal needs a single leader among the \
-                     replicas, which this version does not elect yet; serve the chain from a node with the embedded journal"
+                    "--bitcoind with --journal-url needs a PostgreSQL --store-url shared by the replicas: the settlement \
+                     leader is elected there"
                 );
             }
             let custody = if master_key_file.is_some() || std::env::var_os(custody_cli::MASTER_KEY_ENV).is_some() {
@@ -391,6 +397,7 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
                     master_key: custody_cli::load_master_key(master_key_file.as_deref())?,
                     prime_pool_target,
                     demo: false,
+                    secrets_dir: custody_secrets_dir,
                 })
             } else {
                 tracing::warn!("no master key: running without custody");
@@ -403,7 +410,7 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
             };
             let mut n = node::start(node::NodeOptions {
                 data_dir,
-                store: node::StoreLocation::parse(store_url.as_deref(), migrate)?,
+                store,
                 custody,
                 bind,
                 exchange,
@@ -434,8 +441,7 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
                         start_height: chain_start_height,
                         interval: Duration::from_secs(2),
                         ..tandem::deposits::DepositService::for_node(&n, chain.clone(), policy)?
-                    }
-                    .spawn();
+                    };
                     let config = tandem::settlement::SettlementConfig {
                         window: Duration::from_secs(settlement_window_secs),
                         max_movements: settlement_max_movements,
@@ -447,13 +453,34 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
                         ..Default::default()
                     };
                     let settlement = match &n.vaults {
-                        Some(_) => Some(tandem::settlement::SettlementService::for_node(&n, chain, config)?.spawn(&n.reconciler)),
+                        Some(_) => Some(tandem::settlement::SettlementService::for_node(&n, chain, config)?),
                         None => {
                             tracing::warn!("no custody: nothing is settled on chain");
                             None
                         }
                     };
-                    vec![Some(deposits), settlement]
+                    let reconciler = n.reconciler.clone();
+                    let start = move |leader_epoch: Option<u64>| {
+                        let mut tasks = vec![tandem::deposits::DepositService { leader_epoch, ..deposits.clone() }.spawn()];
+                        if let Some(s) = &settlement {
+                            let service = tandem::settlement::SettlementService { leader_epoch, ..(**s).clone() };
+                            tasks.push(std::sync::Arc::new(service).spawn(&reconciler));
+                        }
+                        tasks
+                    };
+                    if journal_url.is_some() {
+                        tracing::info!("settlement runs on whichever replica leads; trying for the lead");
+                        let leader = tandem::leadership::LeaderLoop {
+                            store: n.store.clone(),
+                            sequencer: n.sequencer.clone(),
+                            start: Box::new(move |epoch| Ok(start(Some(epoch)))),
+                            interval: Duration::from_secs(1),
+                            leading: n.settlement_leader.clone(),
+                        };
+                        vec![leader.spawn()]
+                    } else {
+                        start(None)
+                    }
                 }
                 None => {
                     tracing::warn!("no --bitcoind: chain deposits are not credited and nothing is settled");
@@ -465,7 +492,7 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => {}
                 r = n.wait() => tracing::warn!(result = ?r, "server stopped"),
             }
-            for task in services.into_iter().flatten() {
+            for task in services {
                 task.abort();
             }
             n.shutdown().await

@@ -135,6 +135,11 @@ pub struct CustodyOptions {
     /// accepts the fixture primes and shows addresses on regtest; `GET /v1/mpc/provider` says
     /// `"demo": true`.
     pub demo: bool,
+    /// Where the sealed secrets live (the provider identity, the pool seed, vault key shares);
+    /// `None`: `data/custody/secrets`. Replicas of one exchange share one directory, so each
+    /// is the same provider; records are written once under new names, or create-if-absent.
+    /// Presignatures and safe primes stay in each replica's own data dir: both are used once.
+    pub secrets_dir: Option<PathBuf>,
 }
 
 /// Paths inside a data dir.
@@ -197,6 +202,9 @@ pub struct Node {
     pub vaults: Option<Arc<crate::provider::VaultService>>,
     /// Where the settlement service plugs in its reconciliation once it runs.
     pub reconciler: tandem_gateway::ReconcilerSlot,
+    /// The settlement leadership epoch this node leads (0: it does not lead, or settlement has
+    /// no leader: an embedded journal), shown in `/metrics`.
+    pub settlement_leader: Arc<std::sync::atomic::AtomicU64>,
     server: actix_web::dev::ServerHandle,
     server_task: tokio::task::JoinHandle<std::io::Result<()>>,
     core: Option<Sequencer>,
@@ -250,7 +258,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
     let network = gateway_config.bitcoin_network;
     let provider_identity = match &opts.custody {
         Some(c) => {
-            let keypair = provider_identity(&dirs, &c.master_key)?;
+            let keypair = provider_identity(&c.secrets_dir.clone().unwrap_or_else(|| dirs.custody_secrets()), &c.master_key)?;
             gateway_config.mpc.provider_identity = Some(keypair.x_only_public_key().0);
             gateway_config.mpc.demo = c.demo;
             Some(keypair)
@@ -269,20 +277,25 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
     }
     let (prime_pool, custody) = match opts.custody {
         Some(c) => {
+            let secrets_dir = c.secrets_dir.clone().unwrap_or_else(|| dirs.custody_secrets());
             let (master_key, demo) = (c.master_key.clone(), c.demo);
-            (Some(open_prime_pool(&dirs, c, &gateway)?), Some((master_key, demo)))
+            (Some(open_prime_pool(&dirs, c, &gateway)?), Some((master_key, demo, secrets_dir)))
         }
         None => (None, None),
     };
     let relay = gateway.relay();
     let reconciler = gateway.reconciler_slot();
+    let settlement_leader = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let leading = settlement_leader.clone();
+    gateway.metrics().register_gauge_fn(
+        "tandem_settlement_leader_epoch",
+        "The settlement leadership epoch this replica leads (0: it does not lead)",
+        move || leading.load(std::sync::atomic::Ordering::Relaxed) as i64,
+    )?;
     let mut vaults = None;
     // The provider's vault service subscribes before the API serves, so it sees every session.
-    if let (Some((master_key, demo)), Some(identity)) = (custody, provider_identity) {
-        let secrets = tandem_custody::EncryptedShareStore::open(
-            dirs.custody_secrets(),
-            tandem_custody::Keyring::new(master_key.clone()),
-        )?;
+    if let (Some((master_key, demo, secrets_dir)), Some(identity)) = (custody, provider_identity) {
+        let secrets = tandem_custody::EncryptedShareStore::open(secrets_dir, tandem_custody::Keyring::new(master_key.clone()))?;
         let btc = match btc_asset(&engine_config) {
             Ok(id) => Some(id),
             Err(e) => {
@@ -321,6 +334,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
         provider_identity,
         vaults,
         reconciler,
+        settlement_leader,
         server: server_handle,
         server_task,
         core: Some(core),
@@ -330,23 +344,23 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
 }
 
 /// The provider's identity key for MPC sessions: made once, sealed under the master key in
-/// `data/custody/secrets`, the same on every start (wallets and co-signers pin it).
-fn provider_identity(dirs: &DataDir, master_key: &tandem_custody::MasterKey) -> anyhow::Result<bitcoin::secp256k1::Keypair> {
+/// the custody secrets, the same on every start (wallets and co-signers pin it).
+fn provider_identity(secrets_dir: &Path, master_key: &tandem_custody::MasterKey) -> anyhow::Result<bitcoin::secp256k1::Keypair> {
     const NAME: &str = "provider-identity";
-    let secrets = tandem_custody::EncryptedShareStore::open(dirs.custody_secrets(), tandem_custody::Keyring::new(master_key.clone()))?;
+    let secrets = tandem_custody::EncryptedShareStore::open(secrets_dir, tandem_custody::Keyring::new(master_key.clone()))?;
     let secp = bitcoin::secp256k1::Secp256k1::signing_only();
-    if secrets.contains(NAME)? {
-        let hex: zeroize::Zeroizing<String> = zeroize::Zeroizing::new(
-            secrets.get::<String>(NAME).with_context(|| "opening the provider identity (wrong master key?)")?,
-        );
-        let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
-        hex::decode_to_slice(hex.as_str(), &mut bytes[..]).context("provider identity record is not 32 bytes of hex")?;
-        return Ok(bitcoin::secp256k1::Keypair::from_seckey_slice(&secp, &bytes[..])?);
+    let existed = secrets.contains(NAME)?;
+    // Replicas sharing the custody directory may start together: the first identity written wins.
+    let fresh = zeroize::Zeroizing::new(hex::encode(tandem_custody::channel::random_identity().secret_bytes()));
+    let hex: zeroize::Zeroizing<String> = zeroize::Zeroizing::new(
+        secrets.get_or_put::<String>(NAME, &fresh).with_context(|| "opening the provider identity (wrong master key?)")?,
+    );
+    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+    hex::decode_to_slice(hex.as_str(), &mut bytes[..]).context("provider identity record is not 32 bytes of hex")?;
+    let keypair = bitcoin::secp256k1::Keypair::from_seckey_slice(&secp, &bytes[..])?;
+    if !existed {
+        tracing::info!(identity = %keypair.x_only_public_key().0, "provider identity created");
     }
-    let keypair = tandem_custody::channel::random_identity();
-    let hex = zeroize::Zeroizing::new(hex::encode(keypair.secret_bytes()));
-    secrets.put(NAME, &*hex)?;
-    tracing::info!(identity = %keypair.x_only_public_key().0, "provider identity created");
     Ok(keypair)
 }
 

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 use tandem_journal::{RecordRef, SnapshotStore};
 use tandem_matching::sequencer::decode_record;
-use tandem_matching::{Applied, Command, Engine, EngineConfig, Envelope, Seq, StateHash};
+use tandem_matching::{Applied, Command, Engine, EngineConfig, Envelope, Seq, SnapshotError, StateHash};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -53,12 +53,20 @@ pub fn replay(
     let mut from_snapshot = None;
     if let (Some(store), Some(limit)) = (snapshots, snapshot_limit) {
         if let Some((seq, bytes)) = store.latest_at_or_before(limit.0)? {
-            let e = Engine::from_snapshot_bytes(&bytes).map_err(|e| ReplayError::Snapshot { seq, detail: e.to_string() })?;
-            if e.last_seq().0 != seq {
-                return Err(ReplayError::Snapshot { seq, detail: format!("holds state of seq {}", e.last_seq()) });
+            match Engine::from_snapshot_bytes(&bytes) {
+                Ok(e) if e.last_seq().0 != seq => {
+                    return Err(ReplayError::Snapshot { seq, detail: format!("holds state of seq {}", e.last_seq()) });
+                }
+                Ok(e) => {
+                    engine = Some(e);
+                    from_snapshot = Some(seq);
+                }
+                // Written by an older release: the journal, kept whole, rebuilds the state.
+                Err(SnapshotError::Version(version)) => {
+                    tracing::warn!(seq, version, "snapshot of another format; replaying the journal from genesis")
+                }
+                Err(e) => return Err(ReplayError::Snapshot { seq, detail: e.to_string() }),
             }
-            engine = Some(e);
-            from_snapshot = Some(seq);
         }
     }
     let mut reader = match &engine {

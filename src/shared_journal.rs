@@ -155,8 +155,15 @@ fn latest_snapshot(store: &SnapshotStore, limit: Seq) -> anyhow::Result<Option<(
         .split_at_checked(8)
         .context("a snapshot shorter than its offset")?;
     let position = u64::from_le_bytes(position.try_into().expect("8 bytes"));
-    let engine =
-        Engine::from_snapshot_bytes(engine).with_context(|| format!("snapshot at seq {seq}"))?;
+    let engine = match Engine::from_snapshot_bytes(engine) {
+        Ok(engine) => engine,
+        // Written by an older release: the partition, read from its start, rebuilds the state.
+        Err(tandem_matching::SnapshotError::Version(version)) => {
+            tracing::warn!(seq, version, "snapshot of another format; reading the journal from genesis");
+            return Ok(None);
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("snapshot at seq {seq}"))),
+    };
     if engine.last_seq().0 != seq {
         bail!(
             "snapshot file for seq {seq} holds seq {}",

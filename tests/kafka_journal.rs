@@ -217,7 +217,7 @@ async fn two_replicas_on_one_partition_are_one_exchange() {
 }
 
 #[test]
-fn settlement_is_refused_on_a_shared_journal_until_replicas_elect_a_leader() {
+fn settlement_on_a_shared_journal_needs_a_shared_postgresql_store() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
         .args(["serve", "--journal-url", "kafka://127.0.0.1:1/t", "--bitcoind", "http://127.0.0.1:1"])
@@ -228,5 +228,94 @@ fn settlement_is_refused_on_a_shared_journal_until_replicas_elect_a_leader() {
         .unwrap();
     assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stderr);
-    assert!(said.contains("single leader"), "{said}");
+    assert!(said.contains("needs a PostgreSQL --store-url"), "{said}");
+}
+
+/// A replica killed under load: clients that lose it go on at the other replica, retrying what
+/// had no answer with the same client order id. Every order acknowledged before the kill is on
+/// the other replica, and no order is there twice. The replicas share one PostgreSQL store, so
+/// an API key made through one is known to both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_under_load_loses_no_acknowledged_order_and_doubles_none() {
+    let broker = Broker::start();
+    let journal = format!("kafka://{}/tandem.commands", broker.addr);
+    let pg = std::env::var("TANDEM_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    // Named like the store tests' schemas, which drop those over an hour old.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let store = format!("{pg}#tandem_test_{now}_{:08x}", rand::random::<u32>());
+    let shared = ["--store-url", store.as_str(), "--migrate"];
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (port_a, port_b) = (free_port(), free_port());
+    let node_a = serve(dir_a.path(), &journal, port_a, &shared);
+    let mut a = connect(port_a, dir_a.path()).await;
+    let _node_b = serve(dir_b.path(), &journal, port_b, &shared);
+    let mut b = connect(port_b, dir_b.path()).await;
+    let (_, key) = trader(&mut a, "bidder", "USD").await;
+
+    const TASKS: usize = 4;
+    const ORDERS: usize = 60;
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let (key, dir_a, dir_b) = (key.clone(), dir_a.path().to_owned(), dir_b.path().to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut client = connect(port_a, &dir_a).await;
+            let mut on_b = false;
+            let mut acked_on_a = Vec::new();
+            for n in 0..ORDERS {
+                let id = format!("t{t}-{n}");
+                let order = json!({"market": "EUR-USD", "side": "buy", "type": "limit", "price": "1.00",
+                                   "quantity": "1.00", "client_order_id": id});
+                loop {
+                    match client.send("POST", "/v1/orders", Some(&order), &key).await {
+                        Ok((200, _)) => {
+                            if !on_b {
+                                acked_on_a.push(id.clone());
+                            }
+                            break;
+                        }
+                        // The try that got no answer had landed.
+                        Ok((409, v)) if v["error"]["code"] == "duplicate_client_order_id" => break,
+                        Ok((503, _)) => tokio::time::sleep(Duration::from_millis(20)).await,
+                        Ok((s, v)) => panic!("order {id}: {s} {v}"),
+                        Err(_) => {
+                            // The replica is gone: the same order, at the other one.
+                            on_b = true;
+                            client = connect(port_b, &dir_b).await;
+                        }
+                    }
+                }
+            }
+            acked_on_a
+        }));
+    }
+    // Kill A (SIGKILL) while the orders stream in.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, h) = b.send("GET", "/v1/health", None, &Auth::None).await.unwrap();
+        if h["last_seq"].as_u64().unwrap_or(0) > 60 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no load reached the journal: {h}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(node_a);
+    let mut acked_on_a = Vec::new();
+    for t in tasks {
+        acked_on_a.extend(t.await.unwrap());
+    }
+    assert!(!acked_on_a.is_empty() && acked_on_a.len() < TASKS * ORDERS, "A was killed mid-load: {} acked", acked_on_a.len());
+
+    let (s, v) = b.send("GET", "/v1/orders?limit=1000", None, &key).await.unwrap();
+    assert_eq!(s, 200, "{v}");
+    let mut on_b: Vec<String> =
+        v["orders"].as_array().unwrap().iter().map(|o| o["client_order_id"].as_str().unwrap().to_owned()).collect();
+    on_b.sort();
+    let before = on_b.len();
+    on_b.dedup();
+    assert_eq!(on_b.len(), before, "an order placed twice");
+    assert_eq!(on_b.len(), TASKS * ORDERS, "one order per client order id");
+    for id in &acked_on_a {
+        assert!(on_b.binary_search(id).is_ok(), "order {id}, acknowledged by A, is not on B");
+    }
+    drop(a);
 }

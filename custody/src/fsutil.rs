@@ -28,6 +28,31 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     fsync_dir(dir)
 }
 
+/// Durably creates `path` with `bytes` unless it exists: `Ok(false)` then, and the file is left
+/// as it was. Processes sharing a directory that race to create the same record agree on one.
+pub fn write_new(path: &Path, bytes: &[u8]) -> Result<bool> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut suffix = [0u8; 6];
+    rand::rngs::OsRng.fill_bytes(&mut suffix);
+    let tmp = dir.join(format!(".tmp-{}", hex::encode(suffix)));
+    let res = (|| {
+        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        // A hard link, unlike a rename, never replaces: whole file or nothing, first one wins.
+        fs::hard_link(&tmp, path)
+    })();
+    let _ = fs::remove_file(&tmp);
+    match res {
+        Ok(()) => {
+            fsync_dir(dir)?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(CustodyError::io(path, e)),
+    }
+}
+
 /// Makes directory entries (creates, renames, removals) durable.
 pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| CustodyError::io(dir, e))

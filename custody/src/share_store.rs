@@ -289,6 +289,18 @@ impl EncryptedShareStore {
         fsutil::write_atomic(&path, &sealed)
     }
 
+    /// Seals and durably writes `value` under `name` unless a record of that name exists; then
+    /// returns the existing one. Processes sharing the directory (replicas) that race to make
+    /// the same record (an identity, a seed) all end up with the one that was written first.
+    pub fn get_or_put<T: Serialize + DeserializeOwned>(&self, name: &str, value: &T) -> Result<T> {
+        let path = self.path_of(name)?;
+        if !path.exists() {
+            let sealed = self.keyring.seal_value(&Self::label(name), value)?;
+            fsutil::write_new(&path, &sealed)?;
+        }
+        self.get(name)
+    }
+
     /// Reads and opens the record `name`.
     pub fn get<T: DeserializeOwned>(&self, name: &str) -> Result<T> {
         let path = self.path_of(name)?;
@@ -370,6 +382,22 @@ fn check_name(name: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn processes_racing_to_make_a_record_agree_on_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = MasterKey::generate();
+        // Replicas sharing one directory, each with its own handle.
+        let stores: Vec<_> = (0..8).map(|_| EncryptedShareStore::open(dir.path(), Keyring::new(key.clone())).unwrap()).collect();
+        let seeds: Vec<u64> = std::thread::scope(|s| {
+            let racers: Vec<_> = stores.iter().enumerate().map(|(i, st)| s.spawn(move || st.get_or_put("seed", &(i as u64)).unwrap())).collect();
+            racers.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        assert!(seeds.iter().all(|s| *s == seeds[0]), "{seeds:?}");
+        assert_eq!(stores[3].get::<u64>("seed").unwrap(), seeds[0]);
+        // No temporary file is left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
 
     #[test]
     fn seal_open_roundtrip_and_label_binding() {

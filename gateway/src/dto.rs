@@ -90,7 +90,11 @@ pub fn engine_range(field: &str, v: u64) -> Result<u64, ApiError> {
 }
 
 pub fn client_order_id(s: &str) -> Result<ClientOrderId, ApiError> {
-    ClientOrderId::new(s).map_err(|e| ApiError::bad_request(format!("client_order_id: {e}")))
+    ClientOrderId::new(s).map_err(|e| ApiError::bad_request(format!("client_order_id {e}")))
+}
+
+pub fn client_withdrawal_id(s: &str) -> Result<tandem_matching::ClientWithdrawalId, ApiError> {
+    ClientOrderId::new(s).map_err(|e| ApiError::bad_request(format!("client_withdrawal_id {e}")))
 }
 
 /// Free text that is stored and echoed: a fiat reference, a withdrawal destination, a label.
@@ -156,6 +160,7 @@ pub struct WithdrawalRequest {
     pub asset: String,
     pub amount: String,
     pub destination: String,
+    pub client_withdrawal_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -576,6 +581,7 @@ pub struct WithdrawalJson {
     pub status: String,
     pub requested_at: u64,
     pub updated_at: u64,
+    pub client_withdrawal_id: Option<String>,
 }
 
 impl WithdrawalJson {
@@ -588,6 +594,7 @@ impl WithdrawalJson {
             status: r.status.as_str().to_owned(),
             requested_at: r.requested_at.0,
             updated_at: r.updated_at.0,
+            client_withdrawal_id: r.client_withdrawal_id.clone(),
         }
     }
 }

@@ -132,7 +132,8 @@ pub fn reject_status(reason: RejectReason) -> StatusCode {
         | UnknownBatch | UnknownBump => StatusCode::NOT_FOUND,
         AccountCannotTrade | AccountFrozen => StatusCode::FORBIDDEN,
         AlreadyConfigured | DuplicateDeposit | DuplicateClientOrderId(_) | MarketHalted | AlreadyHalted | NotHalted
-        | DepositAlreadyReversed | AlreadyFrozen | NotFrozen | BatchIdReused | WithdrawalInBatch => StatusCode::CONFLICT,
+        | DepositAlreadyReversed | AlreadyFrozen | NotFrozen | BatchIdReused | WithdrawalInBatch
+        | DuplicateClientWithdrawalId(_) | StaleLeaderEpoch | NotSettlementLeader => StatusCode::CONFLICT,
         ReservedAccountKind | ZeroAmount | SupplyExceeded | InsufficientBalance | PriceOffTick | QuantityOffLot
         | OutOfRange | BelowMinNotional | WouldTakeLiquidity | FillOrKillUnfillable | AmendNoChange
         | AmendBelowFilled | UnbalancedBatch | VaultOverdrawn => StatusCode::BAD_REQUEST,
@@ -266,6 +267,9 @@ mod tests {
             UnbalancedBatch,
             VaultOverdrawn,
             UnknownBump,
+            DuplicateClientWithdrawalId(tandem_matching::WithdrawalId(1)),
+            StaleLeaderEpoch,
+            NotSettlementLeader,
             NotFrozen,
             AlreadyHalted,
             NotHalted,

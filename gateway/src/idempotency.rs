@@ -5,7 +5,9 @@
 //! very same signed bytes). The same key for a different request (method, path or body) is
 //! refused with `422 idempotency_key_reused`; a retry while the first is still being answered
 //! gets `409 request_in_progress`. A 5xx answer is not kept: the request had no known outcome,
-//! and the retry decides it. Client order ids remain the engine's own, deeper guard for orders.
+//! and the retry decides it. Client ids remain the engine's own, deeper guard: an order or a
+//! withdrawal with a key but no client id gets one derived from the key
+//! ([`derived_client_id`]), so the engine refuses a retry of one that did land.
 //!
 //! Records live in this process ([`MemoryRecords`]) or in Redis ([`RedisRecords`], shared by
 //! every gateway). When Redis cannot be reached, a request with a key is answered `503
@@ -22,7 +24,7 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError as _};
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tandem_matching::AccountId;
+use tandem_matching::{AccountId, ClientOrderId};
 
 use crate::auth::{authenticate, path_and_query};
 use crate::error::ApiError;
@@ -206,12 +208,7 @@ where
         .ok()
         .filter(|k| (1..=64).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
         .ok_or_else(|| ApiError::bad_request("Idempotency-Key must be 1 to 64 visible ASCII characters"))?;
-    // Per caller: the key header that signed it (API key or device key), then the client's key.
-    let caller = ["x-tandem-key", "x-tandem-device"]
-        .iter()
-        .find_map(|h| req.headers().get(*h).and_then(|v| v.to_str().ok()))
-        .unwrap_or_default();
-    let scoped = format!("{caller}:{key}");
+    let scoped = scoped_key(&req, key);
     let fingerprint = {
         let mut h = Sha256::new();
         h.update(req.method().as_str());
@@ -254,6 +251,27 @@ where
         .await
         .map_err(|_| ApiError::unavailable("the request was interrupted; retry with the same Idempotency-Key"))?;
     Ok(rebuild(&answer, false))
+}
+
+/// Per caller: the key header that signed the request (API key or device key), then the
+/// client's key.
+fn scoped_key(req: &HttpRequest, key: &str) -> String {
+    let caller = ["x-tandem-key", "x-tandem-device"]
+        .iter()
+        .find_map(|h| req.headers().get(*h).and_then(|v| v.to_str().ok()))
+        .unwrap_or_default();
+    format!("{caller}:{key}")
+}
+
+/// The client id an order or withdrawal sent with an `Idempotency-Key` but without a client id
+/// of its own is placed under: `idem-` and 31 hex digits of the caller's scoped key. The
+/// idempotency record answers retries while it lives, but a write whose outcome was unknown
+/// (a `503` from a shared journal the command may still have reached) is not recorded; under
+/// this id the engine itself refuses the retry, so it can never act twice.
+pub fn derived_client_id(req: &HttpRequest) -> Option<ClientOrderId> {
+    let key = req.headers().get(HEADER)?.to_str().ok()?;
+    let digest = hex::encode(Sha256::digest(scoped_key(req, key).as_bytes()));
+    ClientOrderId::new(&format!("idem-{}", &digest[..31])).ok()
 }
 
 /// Runs a claimed write to its end and keeps its answer, in a task of its own: if the client

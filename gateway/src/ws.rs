@@ -410,7 +410,9 @@ fn user_message(f: Fmt, account: AccountId, e: &Event, applied: &Applied) -> Opt
             "amount": f.amount(*asset, *amount),
             "reference": reference,
         })),
-        Event::WithdrawalRequested { withdrawal, account: a, asset, amount, destination } if *a == account => {
+        Event::WithdrawalRequested { withdrawal, account: a, asset, amount, destination, client_withdrawal_id }
+            if *a == account =>
+        {
             Some(json!({
                 "type": "withdrawal",
                 "withdrawal_id": withdrawal.0,
@@ -418,6 +420,7 @@ fn user_message(f: Fmt, account: AccountId, e: &Event, applied: &Applied) -> Opt
                 "amount": f.amount(*asset, *amount),
                 "destination": destination,
                 "status": "pending",
+                "client_withdrawal_id": client_withdrawal_id.map(|c| c.as_str().to_owned()),
             }))
         }
         Event::WithdrawalCompleted { withdrawal, account: a, asset, amount }

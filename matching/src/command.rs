@@ -52,6 +52,23 @@ pub enum Command {
     /// The batch will never confirm (it was never fully signed): its locks are released and its
     /// withdrawals wait for the next batch.
     CancelSettlement { batch: BatchId },
+    /// [`Command::RequestWithdrawal`] under a client-chosen id: a second request of the account
+    /// with the same id is refused (`DuplicateClientWithdrawalId`), so a retry never pays twice.
+    RequestClientWithdrawal {
+        account: AccountId,
+        asset: AssetId,
+        amount: Amount,
+        destination: String,
+        client_withdrawal_id: ClientWithdrawalId,
+    },
+    /// A settlement leader's turn begins (it holds the leadership lock under this `epoch`, which
+    /// must exceed every earlier one). From then on the chain's commands (chain deposits and
+    /// settlement batches) are accepted only from the current leader, inside
+    /// [`Command::AsSettlementLeader`]: a leader that lost its lock but has not noticed yet can
+    /// no longer act.
+    ClaimSettlementLeadership { epoch: u64 },
+    /// `command` from the settlement leader of `epoch`: applied only while `epoch` is current.
+    AsSettlementLeader { epoch: u64, command: Box<Command> },
 }
 
 impl Command {
@@ -62,6 +79,14 @@ impl Command {
 
     pub fn decode(bytes: &[u8]) -> Result<Command, postcard::Error> {
         postcard::from_bytes(bytes)
+    }
+
+    /// The command as the settlement leader of `epoch` sends it (unchanged without a leader).
+    pub fn from_leader(self, epoch: Option<u64>) -> Command {
+        match epoch {
+            Some(epoch) => Command::AsSettlementLeader { epoch, command: Box::new(self) },
+            None => self,
+        }
     }
 
     /// Short name for logs and metrics.
@@ -87,6 +112,10 @@ impl Command {
             Command::BumpSettlement { .. } => "bump_settlement",
             Command::ConfirmSettlement { .. } => "confirm_settlement",
             Command::CancelSettlement { .. } => "cancel_settlement",
+            Command::RequestClientWithdrawal { .. } => "request_client_withdrawal",
+            Command::ClaimSettlementLeadership { .. } => "claim_settlement_leadership",
+            // Ledger entries name what moved the money, not the envelope.
+            Command::AsSettlementLeader { command, .. } => command.name(),
         }
     }
 }

@@ -217,6 +217,9 @@ pub struct Engine {
     pub(crate) next_order: u64,
     pub(crate) next_trade: u64,
     pub(crate) last_seq: Seq,
+    /// The current settlement leader's epoch (0: no leader ever claimed; the embedded node's
+    /// own services submit the chain's commands directly).
+    pub(crate) settlement_epoch: u64,
 }
 
 impl Engine {
@@ -239,6 +242,7 @@ impl Engine {
             next_order: 1,
             next_trade: 1,
             last_seq: seq,
+            settlement_epoch: 0,
         })
     }
 
@@ -264,6 +268,13 @@ impl Engine {
     /// Like [`Engine::apply`], appending to a reused buffer (the hot path).
     pub fn apply_into(&mut self, seq: Seq, ts: Timestamp, command: &Command, out: &mut Vec<Event>) {
         self.last_seq = seq;
+        let command = match self.unfence(command) {
+            Ok(command) => command,
+            Err(reason) => {
+                out.push(Event::Rejected { reason });
+                return;
+            }
+        };
         let result = match command {
             Command::Genesis(_) => Err(RejectReason::AlreadyConfigured),
             Command::OpenAccount { kind } => self.open_account(*kind, out),
@@ -274,7 +285,10 @@ impl Engine {
             Command::FreezeAccount { account } => self.freeze(*account, out),
             Command::UnfreezeAccount { account } => self.unfreeze(*account, out),
             Command::RequestWithdrawal { account, asset, amount, destination } => {
-                self.request_withdrawal(*account, *asset, *amount, destination, out)
+                self.request_withdrawal(*account, *asset, *amount, destination, None, out)
+            }
+            Command::RequestClientWithdrawal { account, asset, amount, destination, client_withdrawal_id } => {
+                self.request_withdrawal(*account, *asset, *amount, destination, Some(*client_withdrawal_id), out)
             }
             Command::CompleteWithdrawal { withdrawal } => self.complete_withdrawal(*withdrawal, out),
             Command::FailWithdrawal { withdrawal } => self.fail_withdrawal(*withdrawal, out),
@@ -295,6 +309,9 @@ impl Engine {
             Command::BumpSettlement { batch, payer, extra } => self.bump_settlement(*batch, *payer, *extra, out),
             Command::ConfirmSettlement { batch, bumps } => self.confirm_settlement(*batch, *bumps, out),
             Command::CancelSettlement { batch } => self.cancel_settlement(*batch, out),
+            Command::ClaimSettlementLeadership { epoch } => self.claim_settlement_leadership(*epoch, out),
+            // Unwrapped above.
+            Command::AsSettlementLeader { .. } => Err(RejectReason::NotSettlementLeader),
         };
         if let Err(reason) = result {
             debug_assert!(self.ledger.touched.is_empty(), "a rejected command moved money");
@@ -303,6 +320,52 @@ impl Engine {
             return;
         }
         self.flush_balances(out);
+    }
+
+    fn claim_settlement_leadership(&mut self, epoch: u64, out: &mut Vec<Event>) -> Result<(), RejectReason> {
+        if epoch <= self.settlement_epoch {
+            return Err(RejectReason::StaleLeaderEpoch);
+        }
+        self.settlement_epoch = epoch;
+        out.push(Event::SettlementLeadershipClaimed { epoch });
+        Ok(())
+    }
+
+    /// The command to apply: a fenced one's inner command if its epoch is current; the chain's
+    /// commands (chain deposits, settlement batches) only inside the current leader's fence
+    /// once a leader has claimed settlement.
+    fn unfence<'c>(&self, command: &'c Command) -> Result<&'c Command, RejectReason> {
+        let leader_only = |c: &Command| {
+            matches!(
+                c,
+                Command::CreditChainDeposit { .. }
+                    | Command::BookSettlement { .. }
+                    | Command::BumpSettlement { .. }
+                    | Command::ConfirmSettlement { .. }
+                    | Command::CancelSettlement { .. }
+            )
+        };
+        match command {
+            Command::AsSettlementLeader { epoch, command: inner } => {
+                if *epoch != self.settlement_epoch {
+                    Err(RejectReason::StaleLeaderEpoch)
+                } else if matches!(
+                    **inner,
+                    Command::AsSettlementLeader { .. } | Command::ClaimSettlementLeadership { .. } | Command::Genesis(_)
+                ) {
+                    Err(RejectReason::NotSettlementLeader)
+                } else {
+                    Ok(inner)
+                }
+            }
+            c if self.settlement_epoch > 0 && leader_only(c) => Err(RejectReason::NotSettlementLeader),
+            c => Ok(c),
+        }
+    }
+
+    /// The current settlement leader's epoch (0 before any claim).
+    pub fn settlement_epoch(&self) -> u64 {
+        self.settlement_epoch
     }
 
     fn flush_balances(&mut self, out: &mut Vec<Event>) {
@@ -445,9 +508,15 @@ impl Engine {
         asset: AssetId,
         amount: Amount,
         destination: &str,
+        client_withdrawal_id: Option<ClientWithdrawalId>,
         out: &mut Vec<Event>,
     ) -> Result<(), RejectReason> {
         self.check_account_asset(account, asset)?;
+        if let Some(cid) = client_withdrawal_id {
+            if let Some(&existing) = self.ledger.client_withdrawals.get(&(account, cid)) {
+                return Err(RejectReason::DuplicateClientWithdrawalId(existing));
+            }
+        }
         self.not_frozen(account)?;
         if amount.is_zero() {
             return Err(RejectReason::ZeroAmount);
@@ -462,7 +531,17 @@ impl Engine {
             withdrawal,
             PendingWithdrawal { account, asset, amount, destination: destination.to_owned(), batch: None },
         );
-        out.push(Event::WithdrawalRequested { withdrawal, account, asset, amount, destination: destination.to_owned() });
+        if let Some(cid) = client_withdrawal_id {
+            self.ledger.client_withdrawals.insert((account, cid), withdrawal);
+        }
+        out.push(Event::WithdrawalRequested {
+            withdrawal,
+            account,
+            asset,
+            amount,
+            destination: destination.to_owned(),
+            client_withdrawal_id,
+        });
         Ok(())
     }
 
@@ -984,6 +1063,10 @@ impl Engine {
 
     pub fn order_by_client_id(&self, account: AccountId, cid: ClientOrderId) -> Option<OrderId> {
         self.client_ids.get(&(account, cid)).copied()
+    }
+
+    pub fn withdrawal_by_client_id(&self, account: AccountId, cid: ClientWithdrawalId) -> Option<WithdrawalId> {
+        self.ledger.client_withdrawals.get(&(account, cid)).copied()
     }
 
     /// Open orders, oldest first.

@@ -24,6 +24,7 @@ pub enum Event {
         asset: AssetId,
         amount: Amount,
         destination: String,
+        client_withdrawal_id: Option<ClientWithdrawalId>,
     },
     WithdrawalCompleted { withdrawal: WithdrawalId, account: AccountId, asset: AssetId, amount: Amount },
     WithdrawalFailed { withdrawal: WithdrawalId, account: AccountId, asset: AssetId, amount: Amount },
@@ -64,6 +65,8 @@ pub enum Event {
     /// `fee`: what the confirmed transaction paid, bumps included.
     SettlementConfirmed { batch: BatchId, asset: AssetId, bumps: u32, fee: Amount },
     SettlementCancelled { batch: BatchId },
+    /// A settlement leader of `epoch` took over; earlier leaders' commands are refused.
+    SettlementLeadershipClaimed { epoch: u64 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,6 +200,12 @@ pub enum RejectReason {
     VaultOverdrawn,
     #[error("the batch has fewer fee bumps than that")]
     UnknownBump,
+    #[error("client withdrawal id already used by withdrawal {0}")]
+    DuplicateClientWithdrawalId(WithdrawalId),
+    #[error("a newer settlement leader has taken over: this leader's turn is over")]
+    StaleLeaderEpoch,
+    #[error("settlement has a leader: chain commands must come from it")]
+    NotSettlementLeader,
 }
 
 impl RejectReason {
@@ -238,6 +247,9 @@ impl RejectReason {
             RejectReason::UnbalancedBatch => "unbalanced_batch",
             RejectReason::VaultOverdrawn => "vault_overdrawn",
             RejectReason::UnknownBump => "unknown_bump",
+            RejectReason::DuplicateClientWithdrawalId(_) => "duplicate_client_withdrawal_id",
+            RejectReason::StaleLeaderEpoch => "stale_leader_epoch",
+            RejectReason::NotSettlementLeader => "not_settlement_leader",
         }
     }
 }

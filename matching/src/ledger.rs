@@ -66,6 +66,8 @@ pub(crate) struct Ledger {
     pub(crate) frozen: FxHashSet<AccountId>,
     pub(crate) withdrawals: BTreeMap<WithdrawalId, PendingWithdrawal>,
     pub(crate) next_withdrawal: u64,
+    /// Every client withdrawal id ever used, with the withdrawal it made.
+    pub(crate) client_withdrawals: FxHashMap<(AccountId, ClientWithdrawalId), WithdrawalId>,
     /// On-chain holdings per holder and asset, as the ledger knows them: chain deposits in,
     /// confirmed settlement batches' deltas. See [`crate::settlement`].
     pub(crate) settled: BTreeMap<(AccountId, AssetId), i128>,

@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 
 /// 2: deposits with their account and amount (reversals), frozen accounts.
 /// 3: settlement: holders' settled amounts, open batches, deposit holders.
-const SNAPSHOT_VERSION: u32 = 3;
+/// 4: client withdrawal ids, the settlement leader's epoch.
+pub const SNAPSHOT_VERSION: u32 = 4;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EngineSnapshot {
@@ -30,6 +31,7 @@ pub struct EngineSnapshot {
     pub frozen: Vec<AccountId>,
     pub withdrawals: Vec<(WithdrawalId, PendingWithdrawal)>,
     pub next_withdrawal: u64,
+    pub client_withdrawals: Vec<(AccountId, ClientWithdrawalId, WithdrawalId)>,
     pub settled: Vec<((AccountId, AssetId), i128)>,
     pub batches: Vec<(BatchId, OpenBatch)>,
     pub last_batch: u64,
@@ -37,6 +39,7 @@ pub struct EngineSnapshot {
     pub next_trade: u64,
     pub client_ids: Vec<(AccountId, ClientOrderId, OrderId)>,
     pub markets: Vec<MarketSnapshot>,
+    pub settlement_epoch: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +103,9 @@ impl Engine {
         let mut client_ids: Vec<(AccountId, ClientOrderId, OrderId)> =
             self.client_ids.iter().map(|((a, c), o)| (*a, *c, *o)).collect();
         client_ids.sort_unstable();
+        let mut client_withdrawals: Vec<(AccountId, ClientWithdrawalId, WithdrawalId)> =
+            self.ledger.client_withdrawals.iter().map(|((a, c), w)| (*a, *c, *w)).collect();
+        client_withdrawals.sort_unstable();
         let markets = self
             .books
             .iter()
@@ -120,6 +126,7 @@ impl Engine {
             frozen,
             withdrawals: self.ledger.withdrawals.iter().map(|(k, v)| (*k, v.clone())).collect(),
             next_withdrawal: self.ledger.next_withdrawal,
+            client_withdrawals,
             settled: self.ledger.settled.iter().map(|(k, v)| (*k, *v)).collect(),
             batches: self.ledger.batches.iter().map(|(k, v)| (*k, v.clone())).collect(),
             last_batch: self.ledger.last_batch,
@@ -127,6 +134,7 @@ impl Engine {
             next_trade: self.next_trade,
             client_ids,
             markets,
+            settlement_epoch: self.settlement_epoch,
         }
     }
 
@@ -142,7 +150,13 @@ impl Engine {
         StateHash(*hasher.finalize().as_bytes())
     }
 
+    /// A snapshot of another version is refused as such (not as undecodable), so callers can
+    /// tell a format change, after which they rebuild from the journal, from damage.
     pub fn from_snapshot_bytes(bytes: &[u8]) -> Result<Engine, SnapshotError> {
+        let (version, _) = postcard::take_from_bytes::<u32>(bytes)?;
+        if version != SNAPSHOT_VERSION {
+            return Err(SnapshotError::Version(version));
+        }
         Engine::restore(postcard::from_bytes(bytes)?)
     }
 
@@ -168,6 +182,10 @@ impl Engine {
         ledger.frozen = s.frozen.into_iter().collect();
         ledger.withdrawals = s.withdrawals.into_iter().collect();
         ledger.next_withdrawal = s.next_withdrawal;
+        if s.client_withdrawals.iter().any(|(a, _, w)| !ledger.exists(*a) || w.0 >= s.next_withdrawal) {
+            return Err(bad("a client withdrawal id names an unknown account or a withdrawal from the future"));
+        }
+        ledger.client_withdrawals = s.client_withdrawals.into_iter().map(|(a, c, w)| ((a, c), w)).collect();
         ledger.settled = s.settled.into_iter().collect();
         ledger.batches = s.batches.into_iter().collect();
         ledger.last_batch = s.last_batch;
@@ -181,6 +199,7 @@ impl Engine {
             next_order: s.next_order,
             next_trade: s.next_trade,
             last_seq: s.last_seq,
+            settlement_epoch: s.settlement_epoch,
         };
         for (m, market) in s.markets.into_iter().enumerate() {
             engine.books[m].halted = market.halted;

@@ -203,13 +203,18 @@ impl ClientOrderId {
     }
 }
 
+/// A client-chosen withdrawal id, unique per account for the life of the exchange: a withdrawal
+/// retried after an unknown outcome (a timeout, a `503`) is refused rather than paid twice.
+/// Same rules as a [`ClientOrderId`].
+pub type ClientWithdrawalId = ClientOrderId;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientOrderIdError {
-    #[error("client order id is empty")]
+    #[error("must not be empty")]
     Empty,
-    #[error("client order id is {0} bytes long, at most 36 are allowed")]
+    #[error("is {0} bytes long, at most 36 are allowed")]
     TooLong(usize),
-    #[error("client order id contains {0:?}; allowed are letters, digits and . _ : -")]
+    #[error("contains {0:?}; allowed are letters, digits and . _ : -")]
     BadChar(char),
 }
 

@@ -107,6 +107,10 @@ fn command() -> impl Strategy<Value = Command> {
         1 => (proptest::option::of(account()), proptest::option::of(market())).prop_map(|(account, market)| Command::CancelAll { account, market }),
         3 => (account(), 0u16..2, 1u64..2_000_000).prop_map(|(account, asset, amount)| Command::RequestWithdrawal {
             account, asset: AssetId(asset), amount: Amount(amount), destination: "dest".into() }),
+        // Few ids, so retries (refused) are common.
+        2 => (account(), 0u16..2, 1u64..2_000_000, 0u8..4).prop_map(|(account, asset, amount, id)| Command::RequestClientWithdrawal {
+            account, asset: AssetId(asset), amount: Amount(amount), destination: "dest".into(),
+            client_withdrawal_id: ClientWithdrawalId::new(&format!("w{id}")).unwrap() }),
         2 => (1u64..40).prop_map(|w| Command::CompleteWithdrawal { withdrawal: WithdrawalId(w) }),
         2 => (1u64..40).prop_map(|w| Command::FailWithdrawal { withdrawal: WithdrawalId(w) }),
         1 => market().prop_map(|market| Command::HaltMarket { market }),

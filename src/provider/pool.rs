@@ -36,14 +36,10 @@ impl std::fmt::Debug for PoolVault {
 impl PoolVault {
     /// The pool of this provider: its seed sealed in the custody secret store, made on first use.
     pub fn load_or_create(secrets: &EncryptedShareStore, network: Network) -> anyhow::Result<PoolVault> {
-        let seed: [u8; 32] = if secrets.contains(SEED_RECORD)? {
-            secrets.get(SEED_RECORD).context("opening the pool seed (wrong master key?)")?
-        } else {
-            let mut seed = [0u8; 32];
-            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
-            secrets.put(SEED_RECORD, &seed).context("sealing the pool seed")?;
-            seed
-        };
+        // Replicas sharing the custody directory may start together: the first seed written wins.
+        let mut fresh = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut fresh);
+        let seed: [u8; 32] = secrets.get_or_put(SEED_RECORD, &fresh).context("opening the pool seed (wrong master key?)")?;
         PoolVault::from_seed(&seed, network)
     }
 

@@ -149,6 +149,7 @@ impl Default for SettlementConfig {
     }
 }
 
+#[derive(Clone)]
 pub struct SettlementService {
     pub chain: Arc<dyn Chain>,
     pub sequencer: SequencerHandle,
@@ -156,6 +157,9 @@ pub struct SettlementService {
     pub vaults: Arc<VaultService>,
     pub btc: AssetId,
     pub config: SettlementConfig,
+    /// The leadership turn it runs in, among replicas of a shared journal (`None`: the only
+    /// settlement service of an embedded journal). Its commands carry it.
+    pub leader_epoch: Option<u64>,
 }
 
 /// State kept between ticks (in memory: losing it only closes a window early or retries a
@@ -192,6 +196,16 @@ impl tandem_gateway::Reconciler for SettlementService {
 impl SettlementService {
     /// The settlement service of `node` (which must run custody) on `chain`.
     pub fn for_node(node: &crate::node::Node, chain: Arc<dyn Chain>, config: SettlementConfig) -> anyhow::Result<Arc<Self>> {
+        Self::for_leader(node, chain, config, None)
+    }
+
+    /// For the settlement leader of `epoch` among replicas (see [`crate::leadership`]).
+    pub fn for_leader(
+        node: &crate::node::Node,
+        chain: Arc<dyn Chain>,
+        config: SettlementConfig,
+        leader_epoch: Option<u64>,
+    ) -> anyhow::Result<Arc<Self>> {
         Ok(Arc::new(SettlementService {
             chain,
             sequencer: node.sequencer.clone(),
@@ -199,6 +213,7 @@ impl SettlementService {
             vaults: node.vaults.clone().context("settlement needs the node's custody")?,
             btc: crate::node::btc_asset(&node.engine_config)?,
             config,
+            leader_epoch,
         }))
     }
 
@@ -522,7 +537,8 @@ impl SettlementService {
 
     async fn submit(&self, command: Command) -> anyhow::Result<Vec<Event>> {
         let name = command.name();
-        let applied = self.sequencer.submit(command).await.with_context(|| format!("submitting {name}"))?;
+        let applied =
+            self.sequencer.submit(command.from_leader(self.leader_epoch)).await.with_context(|| format!("submitting {name}"))?;
         Ok(applied.events.clone())
     }
 

@@ -546,6 +546,7 @@ pub fn explain(code: &str) -> Option<&'static str> {
         "amend_no_change" => "the amendment changes nothing",
         "amend_below_filled" => "the new quantity is below what already filled",
         "duplicate_client_order_id" => "this client order id was used before; the order was not placed again",
+        "duplicate_client_withdrawal_id" => "this withdrawal was already requested; it was not requested again",
         "market_halted" => "the market is halted: no orders are accepted now",
         "account_cannot_trade" => "this account cannot trade",
         "unknown_market" => "no such market",

@@ -24,6 +24,7 @@ mod batches;
 mod cosigners;
 mod devices;
 mod keys;
+mod leadership;
 mod projection;
 mod projector;
 mod queries;
@@ -45,6 +46,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub use batches::{BatchLegRecord, BatchRecord, BatchVersionRecord};
+pub use leadership::Leadership;
 pub use projector::{Projector, ProjectorHandle};
 pub use signed_requests::{LateHolder, SignedRequestKind, SignedRequestRecord};
 pub use records::{
@@ -71,6 +73,9 @@ pub enum StoreError {
     /// The database's tables are older than this version needs.
     #[error("the store is at migration {applied}, this version needs {wanted}: run `tandem migrate`")]
     Outdated { applied: i64, wanted: i64 },
+    /// This store's engine cannot do it (e.g. electing a leader on SQLite).
+    #[error("{0}")]
+    Unsupported(&'static str),
 }
 
 /// The projection database. Cheap to clone (a connection pool inside).

@@ -208,6 +208,7 @@ struct WithdrawalRow {
     status: WithdrawalStatus,
     requested_at: u64,
     updated_at: u64,
+    client_withdrawal_id: Option<String>,
 }
 
 /// A status change of a withdrawal requested in an earlier batch.
@@ -348,7 +349,7 @@ impl Fold {
                     reference: reference.clone(),
                     ts,
                 }),
-                Event::WithdrawalRequested { withdrawal, account, asset, amount, destination } => {
+                Event::WithdrawalRequested { withdrawal, account, asset, amount, destination, client_withdrawal_id } => {
                     self.withdrawal_index.insert(withdrawal.0, self.withdrawals.len());
                     self.withdrawals.push(WithdrawalRow {
                         withdrawal: withdrawal.0,
@@ -359,6 +360,7 @@ impl Fold {
                         status: WithdrawalStatus::Pending,
                         requested_at: ts,
                         updated_at: ts,
+                        client_withdrawal_id: client_withdrawal_id.map(|c| c.as_str().to_owned()),
                     });
                 }
                 Event::WithdrawalCompleted { withdrawal, .. } => {
@@ -455,7 +457,8 @@ impl Fold {
                 Event::SettlementBooked { .. }
                 | Event::SettlementBumped { .. }
                 | Event::SettlementConfirmed { .. }
-                | Event::SettlementCancelled { .. } => {}
+                | Event::SettlementCancelled { .. }
+                | Event::SettlementLeadershipClaimed { .. } => {}
             }
         }
         Ok(())
@@ -535,7 +538,7 @@ impl Fold {
             tx,
             &self.withdrawals,
             "INSERT INTO withdrawals (withdrawal_id, account_id, asset_id, amount, destination, status, requested_at, \
-             updated_at) VALUES ",
+             updated_at, client_withdrawal_id) VALUES ",
             "",
         )
         .await?;
@@ -624,7 +627,7 @@ impl SqlRow for DepositRow {
 }
 
 impl SqlRow for WithdrawalRow {
-    const COLS: usize = 8;
+    const COLS: usize = 9;
     fn bind<'q>(&'q self, q: SqlQuery<'q>) -> Result<SqlQuery<'q>, StoreError> {
         Ok(q.bind(to_sql(self.withdrawal, "withdrawal id")?)
             .bind(to_sql(self.account, "account id")?)
@@ -633,7 +636,8 @@ impl SqlRow for WithdrawalRow {
             .bind(self.destination.as_str())
             .bind(self.status.as_str())
             .bind(to_sql(self.requested_at, "timestamp")?)
-            .bind(to_sql(self.updated_at, "timestamp")?))
+            .bind(to_sql(self.updated_at, "timestamp")?)
+            .bind(self.client_withdrawal_id.as_deref()))
     }
 }
 

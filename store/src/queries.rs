@@ -265,7 +265,7 @@ fn order_record(r: &AnyRow) -> Result<OrderRecord, StoreError> {
 }
 
 const WITHDRAWAL_COLUMNS: &str =
-    "withdrawal_id, account_id, asset_id, amount, destination, status, requested_at, updated_at";
+    "withdrawal_id, account_id, asset_id, amount, destination, status, requested_at, updated_at, client_withdrawal_id";
 
 fn withdrawal_record(r: &AnyRow) -> Result<WithdrawalRecord, StoreError> {
     Ok(WithdrawalRecord {
@@ -277,6 +277,7 @@ fn withdrawal_record(r: &AnyRow) -> Result<WithdrawalRecord, StoreError> {
         status: WithdrawalStatus::parse(r.try_get(5)?)?,
         requested_at: Timestamp(from_sql(r.try_get(6)?, "timestamp")?),
         updated_at: Timestamp(from_sql(r.try_get(7)?, "timestamp")?),
+        client_withdrawal_id: r.try_get(8)?,
     })
 }
 

@@ -188,6 +188,7 @@ pub struct WithdrawalRecord {
     pub status: WithdrawalStatus,
     pub requested_at: Timestamp,
     pub updated_at: Timestamp,
+    pub client_withdrawal_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -160,6 +160,7 @@ pub async fn custody_node(data_dir: &Path, operator_token: &str) -> tandem::node
             master_key: tandem_custody::MasterKey::generate(),
             prime_pool_target: 0,
             demo: true,
+            secrets_dir: None,
         }),
         bind: "127.0.0.1:0".parse().unwrap(),
         exchange: tandem_matching::ExchangeConfig::default(),

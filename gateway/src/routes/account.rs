@@ -58,24 +58,37 @@ async fn withdraw(gw: Data<Gateway>, account: tandem_matching::AccountId, req: H
         return Err(RejectReason::ZeroAmount.into());
     }
     let destination = destination(&gw, &spec.symbol, &r.destination)?;
-    let applied = gw.submit(Command::RequestWithdrawal { account, asset, amount, destination }).await?;
+    let client_withdrawal_id = match r.client_withdrawal_id.as_deref() {
+        Some(c) => Some(dto::client_withdrawal_id(c)?),
+        None => crate::idempotency::derived_client_id(&req),
+    };
+    let command = match client_withdrawal_id {
+        Some(client_withdrawal_id) => {
+            Command::RequestClientWithdrawal { account, asset, amount, destination, client_withdrawal_id }
+        }
+        None => Command::RequestWithdrawal { account, asset, amount, destination },
+    };
+    let applied = gw.submit(command).await?;
     if let Some(reason) = dto::rejection(&applied.events) {
-        return Err(reason.into());
+        return Err(duplicate_or(&gw, account, reason).await);
     }
     let f = gw.fmt();
     let withdrawal = applied
         .events
         .iter()
         .find_map(|e| match e {
-            Event::WithdrawalRequested { withdrawal, asset, amount, destination, .. } => Some(WithdrawalJson {
-                withdrawal_id: withdrawal.0,
-                asset: f.asset(*asset),
-                amount: f.amount(*asset, *amount),
-                destination: destination.clone(),
-                status: "pending".into(),
-                requested_at: applied.timestamp.0,
-                updated_at: applied.timestamp.0,
-            }),
+            Event::WithdrawalRequested { withdrawal, asset, amount, destination, client_withdrawal_id, .. } => {
+                Some(WithdrawalJson {
+                    withdrawal_id: withdrawal.0,
+                    asset: f.asset(*asset),
+                    amount: f.amount(*asset, *amount),
+                    destination: destination.clone(),
+                    status: "pending".into(),
+                    requested_at: applied.timestamp.0,
+                    updated_at: applied.timestamp.0,
+                    client_withdrawal_id: client_withdrawal_id.map(|c| c.as_str().to_owned()),
+                })
+            }
             _ => None,
         })
         .ok_or_else(|| ApiError::unavailable("the engine accepted the withdrawal but reported none"))?;
@@ -89,6 +102,22 @@ async fn withdraw(gw: Data<Gateway>, account: tandem_matching::AccountId, req: H
     );
     crate::auth::keep_signed_request(&gw, signed).await;
     Ok(HttpResponse::Ok().json(json!({ "withdrawal": withdrawal })))
+}
+
+/// An engine reject as an API error; a duplicate client withdrawal id carries the withdrawal it
+/// already made, so a client retrying after a lost reply learns what its first attempt did.
+async fn duplicate_or(gw: &Gateway, account: tandem_matching::AccountId, reason: RejectReason) -> ApiError {
+    let err = ApiError::from(reason);
+    let RejectReason::DuplicateClientWithdrawalId(existing) = reason else { return err };
+    // The projection may not hold it yet: wait for it to catch up with the engine first.
+    let record = match gw.catch_up_all().await {
+        Ok(()) => gw.store.withdrawal(existing).await.ok().flatten(),
+        Err(_) => None,
+    };
+    match record.filter(|w| w.account_id == account) {
+        Some(w) => err.with("withdrawal", json!(WithdrawalJson::from_record(gw.fmt(), &w))),
+        None => err.with("withdrawal", json!({ "withdrawal_id": existing.0 })),
+    }
 }
 
 async fn withdrawals(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {

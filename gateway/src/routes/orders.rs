@@ -76,7 +76,10 @@ async fn place(gw: Data<Gateway>, account: AccountId, req: HttpRequest, body: Ra
     let (market, spec) = dto::market_by_symbol(&gw.engine_config, &r.market)?;
     let (bd, qd) = dto::market_decimals(&gw.engine_config, spec);
     let quantity = Quantity(engine_range("quantity", units("quantity", &r.quantity, bd)?)?);
-    let client_order_id = r.client_order_id.as_deref().map(client_order_id).transpose()?;
+    let client_order_id = match r.client_order_id.as_deref() {
+        Some(c) => Some(client_order_id(c)?),
+        None => crate::idempotency::derived_client_id(&req),
+    };
     let kind = match r.order_type {
         OrderTypeReq::Limit => {
             if r.protection_price.is_some() {

@@ -102,7 +102,16 @@ impl Exchange {
 
     /// With changes to the test gateway configuration.
     pub async fn start_with(change: impl FnOnce(&mut GatewayConfig)) -> Exchange {
-        let (owner, gateway) = build(change).await;
+        Exchange::start_gateway(build(change).await).await
+    }
+
+    /// With the idempotency records kept in `records` (which the test can then tamper with).
+    pub async fn start_with_records(records: std::sync::Arc<dyn tandem_gateway::idempotency::IdempotencyStore>) -> Exchange {
+        let (owner, gateway) = build(|_| {}).await;
+        Exchange::start_gateway((owner, gateway.with_idempotency_store(records))).await
+    }
+
+    async fn start_gateway((owner, gateway): (Sequencer, tandem_gateway::Gateway)) -> Exchange {
         let sequencer = owner.handle();
         let relay = gateway.relay();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();

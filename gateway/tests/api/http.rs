@@ -596,3 +596,73 @@ async fn an_idempotency_key_makes_a_retried_write_happen_once() {
     assert_eq!(open(&bob).await, 1);
     ex.stop().await;
 }
+
+#[actix_web::test]
+async fn a_retried_withdrawal_or_order_never_acts_twice() {
+    use tandem_gateway::idempotency::{IdempotencyStore, MemoryRecords};
+    let records = std::sync::Arc::new(MemoryRecords::default());
+    let ex = Exchange::start_with_records(records.clone()).await;
+    let alice = ex.user().await;
+    ex.deposit_usd(&alice, "1000.00").await;
+    let send = async |path: &str, key: Option<&str>, body: &str| {
+        let mut headers = Exchange::headers(&alice, stamp(), "POST", path, body.as_bytes());
+        if let Some(key) = key {
+            headers.push(("Idempotency-Key", key.to_owned()));
+        }
+        ex.raw(Method::POST, path, &headers, body.as_bytes()).await
+    };
+    let usd = async || {
+        let b = ex.signed(&alice, "GET", "/v1/balances", "").await.ok()["balances"].clone();
+        let usd = b.as_array().unwrap().iter().find(|b| b["asset"] == "USD").unwrap().clone();
+        (usd["available"].as_str().unwrap().to_owned(), usd["locked"].as_str().unwrap().to_owned())
+    };
+    let payout = |amount: &str, id: Option<&str>| {
+        let mut w = json!({"asset": "USD", "amount": amount, "destination": "IBAN DE89"});
+        if let Some(id) = id {
+            w["client_withdrawal_id"] = json!(id);
+        }
+        w.to_string()
+    };
+
+    // A client withdrawal id is used once per account; the refusal names the withdrawal it made.
+    let first = send("/v1/withdrawals", None, &payout("100.00", Some("payout-7"))).await;
+    let made = first.ok()["withdrawal"].clone();
+    assert_eq!(made["client_withdrawal_id"], "payout-7");
+    let again = send("/v1/withdrawals", None, &payout("100.00", Some("payout-7"))).await;
+    again.err(409, "duplicate_client_withdrawal_id");
+    assert_eq!(again.body["withdrawal"]["withdrawal_id"], made["withdrawal_id"]);
+    assert_eq!(again.body["withdrawal"]["amount"], "100.00");
+    assert_eq!(usd().await, ("900.00".into(), "100.00".into()));
+    // A refused request does not use up its id; a bad id is refused before anything happens.
+    send("/v1/withdrawals", None, &payout("5000.00", Some("payout-8"))).await.err(400, "insufficient_balance");
+    send("/v1/withdrawals", None, &payout("20.00", Some("payout-8"))).await.ok();
+    send("/v1/withdrawals", None, &payout("20.00", Some("no spaces"))).await.err(400, "bad_request");
+    assert_eq!(usd().await, ("880.00".into(), "120.00".into()));
+
+    // With an Idempotency-Key and no id of its own, a withdrawal is made under an id derived from
+    // the key. Its record lost (a 503 is not kept: the outcome was unknown; or Redis restarted
+    // empty), the retry reaches the engine, which refuses it instead of paying twice.
+    let first = send("/v1/withdrawals", Some("payout-9"), &payout("50.00", None)).await;
+    let made = first.ok()["withdrawal"].clone();
+    assert!(made["client_withdrawal_id"].as_str().unwrap().starts_with("idem-"), "{made}");
+    records.forget(&format!("{}:payout-9", alice.key)).await.unwrap();
+    let retry = send("/v1/withdrawals", Some("payout-9"), &payout("50.00", None)).await;
+    retry.err(409, "duplicate_client_withdrawal_id");
+    assert_eq!(retry.body["withdrawal"]["withdrawal_id"], made["withdrawal_id"]);
+    assert_eq!(usd().await, ("830.00".into(), "170.00".into()));
+    let list = ex.signed(&alice, "GET", "/v1/withdrawals", "").await;
+    assert_eq!(list.ok()["withdrawals"].as_array().unwrap().len(), 3);
+    assert_eq!(list.ok()["withdrawals"][0]["client_withdrawal_id"], made["client_withdrawal_id"]);
+
+    // Orders alike: the retry meets the first order's derived client order id.
+    let order = limit_order(Side::Buy, "100.00", "0.5");
+    let first = send("/v1/orders", Some("order-1"), &order).await;
+    let placed = first.ok().clone();
+    records.forget(&format!("{}:order-1", alice.key)).await.unwrap();
+    let retry = send("/v1/orders", Some("order-1"), &order).await;
+    retry.err(409, "duplicate_client_order_id");
+    assert_eq!(retry.body["order"]["order_id"], placed["order"]["order_id"]);
+    let open = ex.signed(&alice, "GET", "/v1/orders", "").await.ok()["orders"].as_array().unwrap().len();
+    assert_eq!(open, 1, "one order, not two");
+    ex.stop().await;
+}

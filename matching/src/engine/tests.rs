@@ -404,6 +404,89 @@ fn client_order_ids_never_make_a_second_order() {
 }
 
 #[test]
+fn client_withdrawal_ids_never_pay_twice() {
+    let mut h = Harness::new();
+    let (a, b) = (h.account(COIN, 0), h.account(COIN, 0));
+    let cid = ClientWithdrawalId::new("payout-1").unwrap();
+    let withdraw = |account, amount| Command::RequestClientWithdrawal {
+        account,
+        asset: BTC,
+        amount: Amount(amount),
+        destination: "bcrt1q...".into(),
+        client_withdrawal_id: cid,
+    };
+    // Refused requests do not take the id.
+    assert_eq!(rejection(&h.run(withdraw(a, 2 * COIN))), Some(RejectReason::InsufficientBalance));
+    let ev = h.run(withdraw(a, COIN / 4));
+    let Event::WithdrawalRequested { withdrawal, client_withdrawal_id, .. } = &ev[0] else { panic!("{ev:?}") };
+    assert_eq!(*client_withdrawal_id, Some(cid));
+    let first = *withdrawal;
+    assert_eq!(h.engine.withdrawal_by_client_id(a, cid), Some(first));
+    // A retry is refused with the withdrawal already made, even after it completed or the
+    // account froze; the balance moved once.
+    assert_eq!(rejection(&h.run(withdraw(a, COIN / 4))), Some(RejectReason::DuplicateClientWithdrawalId(first)));
+    h.run(Command::CompleteWithdrawal { withdrawal: first });
+    h.run(Command::FreezeAccount { account: a });
+    assert_eq!(rejection(&h.run(withdraw(a, COIN / 4))), Some(RejectReason::DuplicateClientWithdrawalId(first)));
+    assert_eq!(h.bal(a, BTC), (COIN * 3 / 4, 0));
+    // Ids are per account, and survive a snapshot.
+    assert!(matches!(h.run(withdraw(b, COIN / 2))[0], Event::WithdrawalRequested { .. }));
+    let mut restored = Engine::from_snapshot_bytes(&h.engine.snapshot_bytes()).unwrap();
+    assert_eq!(restored.state_hash(), h.engine.state_hash());
+    let again = restored.apply(&Envelope { seq: Seq(1_000), timestamp: Timestamp(1), command: withdraw(b, COIN / 2) });
+    assert!(matches!(rejection(&again), Some(RejectReason::DuplicateClientWithdrawalId(_))));
+}
+
+#[test]
+fn only_the_current_settlement_leader_moves_chain_money() {
+    let mut h = Harness::new();
+    let a = h.account(0, 0);
+    let deposit = |n: u32| Command::CreditChainDeposit {
+        account: a,
+        holder: a,
+        asset: BTC,
+        amount: Amount(1_000),
+        reference: format!("{n:064x}:0"),
+    };
+    let fenced = |epoch, command| Command::AsSettlementLeader { epoch, command: Box::new(command) };
+    // Before any claim the node's own services act directly (the embedded journal).
+    h.run(deposit(1));
+    assert_eq!(h.bal(a, BTC), (1_000, 0));
+
+    assert!(matches!(h.run(Command::ClaimSettlementLeadership { epoch: 1 })[..], [Event::SettlementLeadershipClaimed { epoch: 1 }]));
+    assert_eq!(rejection(&h.run(deposit(2))), Some(RejectReason::NotSettlementLeader));
+    h.run(fenced(1, deposit(2)));
+    assert_eq!(h.bal(a, BTC), (2_000, 0));
+
+    // A new leader: the old one's commands are refused, whatever they are.
+    h.run(Command::ClaimSettlementLeadership { epoch: 3 });
+    assert_eq!(rejection(&h.run(fenced(1, deposit(3)))), Some(RejectReason::StaleLeaderEpoch));
+    assert_eq!(rejection(&h.run(fenced(1, Command::FailWithdrawal { withdrawal: WithdrawalId(1) }))), Some(RejectReason::StaleLeaderEpoch));
+    assert_eq!(rejection(&h.run(Command::ClaimSettlementLeadership { epoch: 2 })), Some(RejectReason::StaleLeaderEpoch));
+    assert_eq!(rejection(&h.run(fenced(3, Command::ClaimSettlementLeadership { epoch: 4 }))), Some(RejectReason::NotSettlementLeader));
+    assert_eq!(h.bal(a, BTC), (2_000, 0));
+    let events = h.run(fenced(3, deposit(3)));
+    assert!(events.iter().any(|e| matches!(e, Event::DepositCredited { .. })), "{events:?}");
+    // Commands that are no chain's stay open to everyone, e.g. an operator's reversal.
+    h.run(Command::ReverseDeposit { asset: BTC, reference: format!("{:064x}:0", 3) });
+    assert_eq!(h.bal(a, BTC), (2_000, 0));
+    // The epoch is state: a restored engine fences alike.
+    let mut restored = Engine::from_snapshot_bytes(&h.engine.snapshot_bytes()).unwrap();
+    assert_eq!(restored.settlement_epoch(), 3);
+    let stale = restored.apply(&Envelope { seq: Seq(1_000), timestamp: Timestamp(1), command: fenced(1, deposit(4)) });
+    assert_eq!(rejection(&stale), Some(RejectReason::StaleLeaderEpoch));
+}
+
+#[test]
+fn a_snapshot_of_another_version_is_refused_as_such() {
+    let h = Harness::new();
+    let mut bytes = h.engine.snapshot_bytes();
+    assert_eq!(bytes[0] as u32, crate::snapshot::SNAPSHOT_VERSION, "the version is the first byte");
+    bytes[0] = 3;
+    assert!(matches!(Engine::from_snapshot_bytes(&bytes), Err(crate::SnapshotError::Version(3))));
+}
+
+#[test]
 fn halt_blocks_trading_but_not_cancels() {
     let mut h = Harness::new();
     let a = h.account(COIN, 0);

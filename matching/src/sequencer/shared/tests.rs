@@ -144,3 +144,41 @@ fn a_record_read_twice_is_applied_once() {
     assert_eq!(balances[1].available, Amount(100), "credited once");
     s.shutdown();
 }
+
+#[test]
+fn a_client_withdrawal_on_the_log_twice_pays_once() {
+    let log = MemorySharedLog::default();
+    let (a, b) = (replica(&log, genesis(), 0), replica(&log, genesis(), 0));
+    let h = a.handle();
+    let account = opened(&h.submit_blocking(open_account()).unwrap());
+    let btc = AssetId(0);
+    let deposit = Command::CreditDeposit { account, asset: btc, amount: Amount(1_000), reference: "wire-1".into() };
+    h.submit_blocking(deposit).unwrap();
+    // The same submission twice, as when a writer retried one whose first publish had in fact
+    // landed (its outcome was unknown), or a client retried after a 503.
+    let withdrawal = Submission {
+        origin: 7,
+        request: 1,
+        timestamp: Timestamp(1),
+        command: Command::RequestClientWithdrawal {
+            account,
+            asset: btc,
+            amount: Amount(400),
+            destination: "bcrt1q...".into(),
+            client_withdrawal_id: crate::types::ClientWithdrawalId::new("payout-1").unwrap(),
+        },
+    };
+    log.append_raw(withdrawal.encode());
+    log.append_raw(withdrawal.encode());
+    for s in [&a, &b] {
+        wait_for(&s.handle(), 5);
+        let balance = s.handle().read_blocking(move |e| e.balance(account, btc)).unwrap().unwrap();
+        assert_eq!((balance.available, balance.locked), (Amount(600), Amount(400)), "paid once");
+        assert_eq!(s.handle().read_blocking(|e| e.pending_withdrawals().len()).unwrap(), 1);
+    }
+    let hash = |s: &Sequencer| s.handle().read_blocking(|e| e.state_hash()).unwrap();
+    assert_eq!(hash(&a), hash(&b));
+    for s in [a, b] {
+        s.shutdown();
+    }
+}
