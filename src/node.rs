@@ -272,6 +272,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
             .map_err(|e| anyhow::anyhow!(e))
             .context("request budgets and idempotency records in Redis")?;
         gateway = gateway
+            .with_shared_replay_guard(connection.clone(), &redis.prefix)
             .with_limit_store(Arc::new(tandem_gateway::limits::RedisLimits::new(connection.clone(), &redis.prefix)))
             .with_idempotency_store(Arc::new(tandem_gateway::idempotency::RedisRecords::new(connection, &redis.prefix)));
     }

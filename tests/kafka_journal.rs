@@ -234,7 +234,8 @@ fn settlement_on_a_shared_journal_needs_a_shared_postgresql_store() {
 /// A replica killed under load: clients that lose it go on at the other replica, retrying what
 /// had no answer with the same client order id. Every order acknowledged before the kill is on
 /// the other replica, and no order is there twice. The replicas share one PostgreSQL store, so
-/// an API key made through one is known to both.
+/// an API key made through one is known to both, and one Redis, so a signed request captured at
+/// one is refused at the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_killed_under_load_loses_no_acknowledged_order_and_doubles_none() {
     let broker = Broker::start();
@@ -243,7 +244,9 @@ async fn a_replica_killed_under_load_loses_no_acknowledged_order_and_doubles_non
     // Named like the store tests' schemas, which drop those over an hour old.
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let store = format!("{pg}#tandem_test_{now}_{:08x}", rand::random::<u32>());
-    let shared = ["--store-url", store.as_str(), "--migrate"];
+    let redis = std::env::var("TANDEM_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("tandem-test:{}:{}:", std::process::id(), rand::random::<u32>());
+    let shared = ["--store-url", store.as_str(), "--migrate", "--redis-url", redis.as_str(), "--redis-prefix", prefix.as_str()];
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (port_a, port_b) = (free_port(), free_port());
     let node_a = serve(dir_a.path(), &journal, port_a, &shared);
@@ -251,6 +254,17 @@ async fn a_replica_killed_under_load_loses_no_acknowledged_order_and_doubles_non
     let _node_b = serve(dir_b.path(), &journal, port_b, &shared);
     let mut b = connect(port_b, dir_b.path()).await;
     let (_, key) = trader(&mut a, "bidder", "USD").await;
+
+    // A signed order sent to A, then its very bytes to B: refused there.
+    let Auth::Key { key: api_key, secret } = &key else { unreachable!() };
+    let captured = json!({"market": "EUR-USD", "side": "buy", "type": "limit", "price": "1.00", "quantity": "1.00",
+                          "client_order_id": "captured"})
+    .to_string();
+    let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let signature = tandem_gateway::sign(secret, ts, "POST", "/v1/orders", captured.as_bytes());
+    let signed = [("x-tandem-key", api_key.clone()), ("x-tandem-timestamp", ts.to_string()), ("x-tandem-signature", signature)];
+    assert_eq!(raw_post(port_a, "/v1/orders", &signed, &captured).await, 200);
+    assert_eq!(raw_post(port_b, "/v1/orders", &signed, &captured).await, 401, "captured at A, replayed at B");
 
     const TASKS: usize = 4;
     const ORDERS: usize = 60;
@@ -313,9 +327,25 @@ async fn a_replica_killed_under_load_loses_no_acknowledged_order_and_doubles_non
     let before = on_b.len();
     on_b.dedup();
     assert_eq!(on_b.len(), before, "an order placed twice");
-    assert_eq!(on_b.len(), TASKS * ORDERS, "one order per client order id");
+    assert_eq!(on_b.len(), TASKS * ORDERS + 1, "one order per client order id");
     for id in &acked_on_a {
         assert!(on_b.binary_search(id).is_ok(), "order {id}, acknowledged by A, is not on B");
     }
     drop(a);
+}
+
+/// The status of a POST with exactly these headers and body.
+async fn raw_post(port: u16, path: &str, headers: &[(&str, String)], body: &str) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut request = format!("POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", body.len());
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    answer.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or_else(|| panic!("no status in {answer:?}"))
 }

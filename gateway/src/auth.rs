@@ -258,7 +258,7 @@ pub async fn check_credentials(
     if !verify(&secret, ts, method, path_and_query, body, signature) {
         return Err(ApiError::unauthorized("bad_signature", "the request signature does not match"));
     }
-    first_use(gw, method, path_and_query, signature, ts)?;
+    first_use(gw, method, path_and_query, signature, ts).await?;
     Ok(account)
 }
 
@@ -266,12 +266,18 @@ pub async fn check_credentials(
 /// is refused. Hex case is folded so the same signature bytes count as the same signature.
 /// Reads (`GET`) are exempt: repeating one changes nothing, and pollers may legitimately send
 /// the same read twice in a millisecond. A WebSocket `auth` counts as a change.
-fn first_use(gw: &Gateway, method: &str, path_and_query: &str, signature: &str, ts: u64) -> Result<(), ApiError> {
+async fn first_use(gw: &Gateway, method: &str, path_and_query: &str, signature: &str, ts: u64) -> Result<(), ApiError> {
     let read = method == "GET" && path_and_query != "/v1/ws";
-    if read || gw.replays.first_use(&signature.to_ascii_lowercase(), ts, now_millis()) {
-        Ok(())
-    } else {
-        Err(ApiError::unauthorized("replayed_request", "this exact signed request was already received"))
+    if read {
+        return Ok(());
+    }
+    match gw.replays.first_use_everywhere(&signature.to_ascii_lowercase(), ts, now_millis()).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(ApiError::unauthorized("replayed_request", "this exact signed request was already received")),
+        Err(e) => {
+            tracing::error!(error = %e, "replay guard unavailable");
+            Err(ApiError::unavailable("the replay guard cannot be reached: nothing was done, retry shortly"))
+        }
     }
 }
 
@@ -292,7 +298,7 @@ pub async fn check_device_credentials(
     if !verify_device(&device, ts, method, path_and_query, body, signature) {
         return Err(ApiError::unauthorized("bad_signature", "the request signature does not match"));
     }
-    first_use(gw, method, path_and_query, signature, ts)?;
+    first_use(gw, method, path_and_query, signature, ts).await?;
     Ok(account)
 }
 
@@ -316,7 +322,7 @@ pub async fn check_cosigner_credentials(
     if !verify_device(&key, ts, method, path_and_query, body, signature) {
         return Err(ApiError::unauthorized("bad_signature", "the request signature does not match"));
     }
-    first_use(gw, method, path_and_query, signature, ts)?;
+    first_use(gw, method, path_and_query, signature, ts).await?;
     Ok(key)
 }
 

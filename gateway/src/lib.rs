@@ -167,6 +167,13 @@ impl Gateway {
         self
     }
 
+    /// Claims every signed change's signature in Redis too, so a request captured at one gateway
+    /// is refused at every other gateway sharing it.
+    pub fn with_shared_replay_guard(mut self, connection: redis_link::RedisConnection, prefix: &str) -> Gateway {
+        self.replays = replay_guard::ReplayGuard::new(self.config.recv_window_ms).with_redis(connection, prefix);
+        self
+    }
+
     /// The slot for the settlement service's [`Reconciler`]; keep a clone before [`serve`].
     pub fn reconciler_slot(&self) -> ReconcilerSlot {
         self.reconciler.clone()
