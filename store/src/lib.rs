@@ -97,6 +97,8 @@ pub enum Backend {
 const FILE_POOL_CONNECTIONS: u32 = 4;
 /// PostgreSQL connections per process.
 const PG_POOL_CONNECTIONS: u32 = 8;
+/// How long a query waits for a connection (PostgreSQL restarting) before it fails.
+const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A writer waits this long for another writer (the projector, an API-key insert) to commit.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -167,6 +169,8 @@ impl Store {
         }
         let pool = AnyPoolOptions::new()
             .max_connections(PG_POOL_CONNECTIONS)
+            // A database that is away answers a read with an error in seconds, not half a minute.
+            .acquire_timeout(PG_ACQUIRE_TIMEOUT)
             .after_connect(move |conn, _| {
                 let schema = schema.clone();
                 Box::pin(async move {
