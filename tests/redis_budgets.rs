@@ -1,7 +1,8 @@
 //! `tandem serve --redis-url` on the real Redis the test command starts (`TANDEM_TEST_REDIS`
 //! points elsewhere): an API key's request budget is counted in Redis, under the exchange's key
 //! prefix, and a request over it is answered `429 rate_limited` with `Retry-After`, placing
-//! nothing. A Redis that cannot be reached at start stops the node with a clear error.
+//! nothing. A Redis that cannot be reached at start stops the node with a clear error; one that
+//! goes away under a running node leaves reads working and refuses signed changes until it is back.
 
 mod common;
 
@@ -93,4 +94,92 @@ fn a_redis_that_cannot_be_reached_stops_the_start() {
     assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("in Redis") && said.contains("127.0.0.1"), "{said}");
+}
+
+/// Redis stopped under a running node, then started again (a redis-server of the test's own):
+/// reads go on (budgets counted in the process meanwhile), signed changes are refused with 503
+/// and change nothing (the replay guard and the idempotency records live there), and once Redis
+/// is back everything works again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_redis_is_down_reads_go_on_and_changes_are_refused_not_doubled() {
+    let redis_port = free_port();
+    let redis_server = || {
+        Command::new("redis-server")
+            .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian's redis-server package) on PATH")
+    };
+    let mut redis = KillOnDrop(redis_server());
+    let wait_redis = || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", redis_port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_redis();
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = std::fs::File::create(tmp.path().join("serve.log")).unwrap();
+    let redis_url = format!("redis://127.0.0.1:{redis_port}");
+    let _node = KillOnDrop(
+        Command::new(BIN)
+            .args(["serve", "--operator-token", TOKEN, "--bind", &format!("127.0.0.1:{port}")])
+            .args(["--redis-url", &redis_url, "--redis-prefix", "t:", "--data-dir"])
+            .arg(tmp.path())
+            .env_remove("TANDEM_MASTER_KEY")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut c = loop {
+        if let Ok(mut c) = Client::connect(&url).await {
+            if let Ok((200, _)) = c.send("GET", "/v1/health", None, &Auth::None).await {
+                break c;
+            }
+        }
+        assert!(Instant::now() < deadline, "tandem serve did not come up; see {}", tmp.path().display());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let op = Auth::Operator(TOKEN.into());
+    let (_, a) = c.send("POST", "/v1/operator/accounts", Some(&json!({"kind": "partner", "label": "p"})), &op).await.unwrap();
+    let key = Auth::Key { key: a["api_key"].as_str().unwrap().into(), secret: a["api_secret"].as_str().unwrap().into() };
+    let usd = json!({"account_id": a["account_id"], "asset": "USD", "amount": "1000.00", "reference": "wire-1"});
+    assert_eq!(c.send("POST", "/v1/operator/deposits", Some(&usd), &op).await.unwrap().0, 200);
+    let bid = |n: u32| json!({"market": "BTC-USD", "side": "buy", "type": "limit", "price": "100", "quantity": "0.1",
+                              "client_order_id": format!("b-{n}")});
+    let (s, v) = c.send("POST", "/v1/orders", Some(&bid(1)), &key).await.unwrap();
+    assert_eq!(s, 200, "{v}");
+
+    drop(redis);
+    let (s, v) = c.send("GET", "/v1/markets", None, &Auth::None).await.unwrap();
+    assert_eq!(s, 200, "public reads go on: {v}");
+    let (s, before) = c.send("GET", "/v1/balances", None, &key).await.unwrap();
+    assert_eq!(s, 200, "signed reads go on: {before}");
+    let (s, v) = c.send("POST", "/v1/orders", Some(&bid(2)), &key).await.unwrap();
+    assert_eq!((s, v["error"]["code"].as_str()), (503, Some("unavailable")), "{v}");
+    let (_, after) = c.send("GET", "/v1/balances", None, &key).await.unwrap();
+    assert_eq!(after, before, "the refused order changed nothing");
+    let (_, open) = c.send("GET", "/v1/orders", None, &key).await.unwrap();
+    assert_eq!(open["orders"].as_array().unwrap().len(), 1, "{open}");
+
+    redis = KillOnDrop(redis_server());
+    wait_redis();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, v) = c.send("POST", "/v1/orders", Some(&bid(2)), &key).await.unwrap();
+        if s == 200 {
+            break;
+        }
+        assert_eq!(s, 503, "{v}");
+        assert!(Instant::now() < deadline, "no order after Redis came back: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, open) = c.send("GET", "/v1/orders", None, &key).await.unwrap();
+    assert_eq!(open["orders"].as_array().unwrap().len(), 2, "{open}");
+    drop(redis);
 }
