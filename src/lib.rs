@@ -6,6 +6,7 @@
 pub mod bench_http;
 pub mod bench_settlement;
 pub mod client;
+pub mod config_file;
 pub mod cosigner;
 pub mod custody_cli;
 pub mod demo;

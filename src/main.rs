@@ -1,5 +1,5 @@
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -308,7 +308,8 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let args = tandem::config_file::merge(&Cli::command(), std::env::args_os().collect())?;
+    let cli = Cli::parse_from(args);
     match cli.command {
         Cmd::Journal { command: JournalCmd::Verify { data_dir, json } } => journal_cli::verify(&data_dir, json),
         Cmd::Journal { command: JournalCmd::Inspect { data_dir, from, limit } } => journal_cli::inspect(&data_dir, from, limit),

@@ -161,9 +161,13 @@ async fn projections_catch_up_after_postgresql_restarts() {
     let balances = ok(&mut c, "GET", "/v1/balances", None, &key).await;
     let usd = balances["balances"].as_array().unwrap().iter().find(|b| b["asset"] == "USD").unwrap().clone();
     assert_eq!((usd["available"].as_str(), usd["locked"].as_str()), (Some("360.00"), Some("40.00")), "{usd}");
-    // History lives in the store: it is unavailable, not wrong.
+    // History lives in the store: it is unavailable, not wrong; the node says it is not ready
+    // (a load balancer sends traffic elsewhere) but alive.
     let (status, body) = c.send("GET", "/v1/deposits", None, &key).await.unwrap();
     assert_eq!(status, 503, "{body}");
+    let (status, body) = c.send("GET", "/ready", None, &Auth::None).await.unwrap();
+    assert_eq!((status, &body["checks"]["store"]), (503, &json!("unavailable")), "{body}");
+    assert_eq!(c.send("GET", "/health", None, &Auth::None).await.unwrap().0, 200);
 
     // Back: the projector, which kept its batch, writes everything that happened meanwhile.
     pg.start_again();
@@ -179,6 +183,8 @@ async fn projections_catch_up_after_postgresql_restarts() {
         assert!(Instant::now() < deadline, "the projections did not catch up: {status} {body}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let ready = ok(&mut c, "GET", "/ready", None, &Auth::None).await;
+    assert_eq!(ready["ready"], json!(true), "{ready}");
     let orders = ok(&mut c, "GET", "/v1/orders?status=all&limit=100", None, &key).await;
     let mut ids: Vec<&str> = orders["orders"].as_array().unwrap().iter().map(|o| o["client_order_id"].as_str().unwrap()).collect();
     ids.sort();

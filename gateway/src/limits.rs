@@ -236,7 +236,10 @@ pub async fn middleware(
 ) -> Result<actix_web::dev::ServiceResponse<actix_web::body::EitherBody<impl actix_web::body::MessageBody>>, actix_web::Error> {
     use actix_web::HttpMessage as _;
     let gateway = req.app_data::<actix_web::web::Data<crate::Gateway>>().cloned();
-    let ip = req.peer_addr().map(|a| a.ip().to_string());
+    // Probes (load balancers, monitoring) are not budgeted: refusing them would take a
+    // healthy process out of service.
+    let probe = matches!(req.path(), "/health" | "/ready" | "/metrics" | "/v1/health");
+    let ip = req.peer_addr().map(|a| a.ip().to_string()).filter(|_| !probe);
     let ip_budget = match (&gateway, &ip) {
         (Some(gw), Some(ip)) => gw.limiter.spend(Subject::Ip(ip), 1).await,
         _ => None,

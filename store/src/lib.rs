@@ -198,6 +198,12 @@ impl Store {
         Ok(Store { pool, backend: Backend::Postgres })
     }
 
+    /// Whether the database answers (a readiness check).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// The engine this store runs on.
     pub fn backend(&self) -> Backend {
         self.backend

@@ -15,6 +15,8 @@ use tandem_matching::{DepthLevel, MarketId};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/v1/health", |r| r.route(web::get().to(health))))
+        .service(resource("/health", |r| r.route(web::get().to(health))))
+        .service(resource("/ready", |r| r.route(web::get().to(ready))))
         .service(resource("/v1/markets", |r| r.route(web::get().to(markets))))
         .service(resource("/v1/markets/{symbol}/book", |r| r.route(web::get().to(book))))
         .service(resource("/v1/markets/{symbol}/trades", |r| r.route(web::get().to(trades))));
@@ -33,6 +35,27 @@ async fn health(gw: Data<Gateway>) -> HttpResponse {
             "last_seq": gw.sequencer.metrics().last_seq.load(Ordering::Relaxed),
             "projected_seq": projected,
         })),
+    }
+}
+
+/// Whether this process should get traffic: the engine answers (and its journal works) and the
+/// store answers (history, keys). `/health` only says the process lives; a load balancer
+/// routes by `/ready`.
+async fn ready(gw: Data<Gateway>) -> HttpResponse {
+    let engine = tokio::time::timeout(Duration::from_secs(2), gw.sequencer.read(|e| e.last_seq())).await;
+    let engine_ok = matches!(engine, Ok(Ok(_))) && !gw.sequencer.has_failed();
+    let store_ok = matches!(tokio::time::timeout(Duration::from_secs(2), gw.store.ping()).await, Ok(Ok(())));
+    let check = |ok: bool| if ok { "ok" } else { "unavailable" };
+    let body = json!({
+        "ready": engine_ok && store_ok,
+        "checks": { "engine": check(engine_ok), "store": check(store_ok) },
+        "last_seq": gw.sequencer.metrics().last_seq.load(Ordering::Relaxed),
+        "projected_seq": gw.projector.projected_seq().0,
+    });
+    if engine_ok && store_ok {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::build(StatusCode::SERVICE_UNAVAILABLE).json(body)
     }
 }
 
