@@ -3,7 +3,9 @@
 //!
 //! Without `--credentials` it starts its own node (journal durable, group commit as configured,
 //! or on a Kafka partition with `--journal-url`) in a temporary data dir, so one command
-//! measures the whole path.
+//! measures the whole path. With `--replicas N` (a Kafka journal) it starts N nodes on the one
+//! partition, sharing a store (`--store-url`, PostgreSQL), and spreads the connections over them:
+//! a cluster of gateways, each a full node with its own engine, API and projector, in one process.
 
 use crate::client::{Auth, Client};
 use crate::demo::Credentials;
@@ -29,6 +31,10 @@ pub struct BenchOptions {
     pub client_order_ids: bool,
     /// The own node's journal (ignored with `credentials`).
     pub journal: node::JournalLocation,
+    /// Own nodes on the one (Kafka) journal, connections spread over them.
+    pub replicas: usize,
+    /// The own nodes' store (default: each its own SQLite).
+    pub store: node::StoreLocation,
 }
 
 #[derive(Debug)]
@@ -51,40 +57,28 @@ impl BenchReport {
 }
 
 pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
-    let mut owned_node = None;
-    let mut _tmp = None;
-    let (base_url, accounts) = match &opts.credentials {
+    let mut owned_nodes = Vec::new();
+    let mut _tmp = Vec::new();
+    anyhow::ensure!(
+        opts.replicas <= 1 || matches!(opts.journal, node::JournalLocation::Kafka { .. }),
+        "--replicas needs a shared journal (--journal-url)"
+    );
+    let (base_urls, accounts) = match &opts.credentials {
         Some(path) => {
             let creds: Credentials = serde_json::from_slice(&std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)?;
             let accounts: Vec<Auth> = creds.accounts.iter().map(|a| a.auth()).collect();
-            (creds.base_url, accounts)
+            (vec![creds.base_url], accounts)
         }
         None => {
-            let dir = tempfile::tempdir()?;
             let token = tandem_gateway::random_hex(16);
-            let node = node::start(NodeOptions {
-                data_dir: dir.path().to_path_buf(),
-                store: Default::default(),
-                custody: None,
-                bind: ([127, 0, 0, 1], 0).into(),
-                exchange: ExchangeConfig::default(),
-                gateway: tandem_gateway::GatewayConfig {
-                    operator_token: token.clone(),
-                    // The load comes from 8 accounts on one IP: it measures the exchange, not budgets.
-                    limits: tandem_gateway::limits::LimitConfig::UNLIMITED,
-                    ..Default::default()
-                },
-                sequencer: SequencerConfig { snapshot_every: 1_000_000, ..SequencerConfig::default() },
-                http_workers: opts.http_workers,
-                redis: None,
-                journal: opts.journal.clone(),
-            })
-            .await?;
-            let accounts = open_bench_accounts(&node, &token, 8).await?;
-            let url = node.base_url();
-            owned_node = Some(node);
-            _tmp = Some(dir);
-            (url, accounts)
+            for _ in 0..opts.replicas.max(1) {
+                let dir = tempfile::tempdir()?;
+                let node = start_node(dir.path(), &token, &opts).await?;
+                owned_nodes.push(node);
+                _tmp.push(dir);
+            }
+            let accounts = open_bench_accounts(&owned_nodes[0], &token, 8).await?;
+            (owned_nodes.iter().map(|n| n.base_url()).collect(), accounts)
         }
     };
 
@@ -93,7 +87,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
     let counters = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
     let mut tasks = Vec::new();
     for c in 0..opts.connections {
-        let (url, auth) = (base_url.clone(), accounts[c % accounts.len()].clone());
+        let (url, auth) = (base_urls[c % base_urls.len()].clone(), accounts[c % accounts.len()].clone());
         let (stop, measuring, counters) = (stop.clone(), measuring.clone(), counters.clone());
         let client_order_ids = opts.client_order_ids;
         tasks.push(tokio::spawn(async move {
@@ -139,7 +133,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
     for t in tasks {
         hist.add(t.await??)?;
     }
-    if let Some(node) = owned_node {
+    for node in owned_nodes {
         node.shutdown().await?;
     }
     let (accepted, rejected, errors) =
@@ -201,8 +195,9 @@ async fn open_bench_accounts(node: &node::Node, token: &str, n: usize) -> anyhow
 
 pub fn print(report: &BenchReport, opts: &BenchOptions) {
     println!(
-        "{} connections, {:.1} s: {} orders ({} accepted, {} rejected, {} transport errors), {:.0} orders/s; latency p50 {} us, p99 {} us, p99.9 {} us, max {} us",
+        "{} connections over {} node(s), {:.1} s: {} orders ({} accepted, {} rejected, {} transport errors), {:.0} orders/s; latency p50 {} us, p99 {} us, p99.9 {} us, max {} us",
         opts.connections,
+        opts.replicas.max(1),
         report.seconds,
         report.orders,
         report.accepted,
@@ -214,4 +209,26 @@ pub fn print(report: &BenchReport, opts: &BenchOptions) {
         report.p999_us,
         report.max_us
     );
+}
+
+/// One of the bench's own nodes: no custody, no request budgets (the load comes from 8 accounts
+/// on one IP: it measures the exchange, not budgets).
+async fn start_node(dir: &std::path::Path, token: &str, opts: &BenchOptions) -> anyhow::Result<node::Node> {
+    node::start(NodeOptions {
+        data_dir: dir.to_path_buf(),
+        store: opts.store.clone(),
+        custody: None,
+        bind: ([127, 0, 0, 1], 0).into(),
+        exchange: ExchangeConfig::default(),
+        gateway: tandem_gateway::GatewayConfig {
+            operator_token: token.to_owned(),
+            limits: tandem_gateway::limits::LimitConfig::UNLIMITED,
+            ..Default::default()
+        },
+        sequencer: SequencerConfig { snapshot_every: 1_000_000, ..SequencerConfig::default() },
+        http_workers: opts.http_workers,
+        redis: None,
+        journal: opts.journal.clone(),
+    })
+    .await
 }

@@ -290,6 +290,13 @@ enum BenchCmd {
         /// Journal the own node's commands on this Kafka partition (`kafka://host:port/topic`).
         #[arg(long, value_name = "URL")]
         journal_url: Option<String>,
+        /// Own nodes on the one journal (needs --journal-url), connections spread over them.
+        #[arg(long, default_value_t = 1)]
+        replicas: usize,
+        /// The own nodes' store (`postgres://...#schema`, created and migrated); default each
+        /// its own SQLite.
+        #[arg(long, value_name = "URL")]
+        store_url: Option<String>,
     },
     /// Window close to broadcast of a settlement batch whose vault inputs (one wallet's, with
     /// presignatures ready) are signed through the relay; own node on an embedded devnet.
@@ -530,7 +537,17 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Bench {
             command:
-                BenchCmd::Http { credentials, connections, seconds, warmup_seconds, http_workers, client_order_ids, journal_url },
+                BenchCmd::Http {
+                    credentials,
+                    connections,
+                    seconds,
+                    warmup_seconds,
+                    http_workers,
+                    client_order_ids,
+                    journal_url,
+                    replicas,
+                    store_url,
+                },
         } => {
             let opts = bench_http::BenchOptions {
                 credentials,
@@ -540,6 +557,8 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
                 http_workers,
                 client_order_ids,
                 journal: node::JournalLocation::parse(journal_url.as_deref(), false)?,
+                replicas,
+                store: node::StoreLocation::parse(store_url.as_deref(), true)?,
             };
             let report = bench_http::run(opts.clone()).await?;
             bench_http::print(&report, &opts);
