@@ -42,7 +42,14 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.begin_write().await?;
-        let cursor: i64 = sqlx::query_scalar(stmt(self.backend, "SELECT seq FROM projection_cursor WHERE id = 1")).fetch_one(&mut *tx).await?;
+        // Replicas sharing a PostgreSQL store project the same commands: the cursor row is
+        // locked, so a second projector waits for the first to commit, then sees its cursor and
+        // skips what it wrote (SQLite's write transaction is exclusive already).
+        let read_cursor = match self.backend {
+            crate::Backend::Postgres => "SELECT seq FROM projection_cursor WHERE id = 1 FOR UPDATE",
+            crate::Backend::Sqlite => "SELECT seq FROM projection_cursor WHERE id = 1",
+        };
+        let cursor: i64 = sqlx::query_scalar(stmt(self.backend, read_cursor)).fetch_one(&mut *tx).await?;
         let mut last = crate::records::from_sql(cursor, "projected seq")?;
         let mut items = Vec::with_capacity(batch.len());
         for a in batch {

@@ -461,6 +461,23 @@ async fn applying_twice_changes_nothing() {
 }
 
 #[tokio::test]
+async fn replicas_projecting_into_one_store_write_each_command_once() {
+    let h = scenario();
+    let expected = {
+        let alone = Store::open_in_memory().await.unwrap();
+        project(&alone, &h.log, 1000).await;
+        dump(&alone).await
+    };
+    let pg = crate::test_stores().await.pop().unwrap();
+    let schema: String = sqlx::query_scalar("SELECT current_schema()::text").fetch_one(&pg.pool).await.unwrap();
+    let other = Store::open_postgres(&crate::test_postgres_url(), Some(&schema)).await.unwrap();
+    // Two replicas project the same log at the same time, in batches that do not line up.
+    tokio::join!(project(&pg, &h.log, 3), project(&other, &h.log, 4), project(&pg, &h.log, 1));
+    assert_eq!(dump(&pg).await, expected);
+    assert_eq!(dump(&other).await, expected);
+}
+
+#[tokio::test]
 async fn reset_and_replay_gives_the_same_rows() {
     let h = scenario();
     for store in crate::test_stores().await {
