@@ -220,6 +220,9 @@ pub struct Engine {
     /// The current settlement leader's epoch (0: no leader ever claimed; the embedded node's
     /// own services submit the chain's commands directly).
     pub(crate) settlement_epoch: u64,
+    /// Per market, how many commands touched its book: the `book_seq` of market data. State,
+    /// not a process's count, so every replica and every restart numbers updates alike.
+    pub(crate) book_seqs: Vec<u64>,
 }
 
 impl Engine {
@@ -232,8 +235,9 @@ impl Engine {
         let pool = ledger.open(AccountKind::SettlementPool);
         debug_assert_eq!((fee, pool), (FEE_ACCOUNT, SETTLEMENT_POOL));
         ledger.touched.clear();
+        let n_markets = config.markets.len();
         Ok(Engine {
-            books: vec![MarketBook::default(); config.markets.len()],
+            books: vec![MarketBook::default(); n_markets],
             config,
             rules,
             ledger,
@@ -243,6 +247,7 @@ impl Engine {
             next_trade: 1,
             last_seq: seq,
             settlement_epoch: 0,
+            book_seqs: vec![0; n_markets],
         })
     }
 
@@ -268,6 +273,7 @@ impl Engine {
     /// Like [`Engine::apply`], appending to a reused buffer (the hot path).
     pub fn apply_into(&mut self, seq: Seq, ts: Timestamp, command: &Command, out: &mut Vec<Event>) {
         self.last_seq = seq;
+        let first_event = out.len();
         let command = match self.unfence(command) {
             Ok(command) => command,
             Err(reason) => {
@@ -320,6 +326,41 @@ impl Engine {
             return;
         }
         self.flush_balances(out);
+        self.count_book_changes(&out[first_event..]);
+    }
+
+    /// One more `book_seq` for each market whose book the events touched (a level that gained,
+    /// lost or changed an order), once per command.
+    fn count_book_changes(&mut self, events: &[Event]) {
+        // One market per command but for cancel-all: no allocation in the common case.
+        let mut first = None;
+        let mut others: Vec<MarketId> = Vec::new();
+        for e in events {
+            let market = match e {
+                Event::OrderAccepted(a) if !a.is_market => a.market,
+                Event::Trade(t) => t.market,
+                Event::OrderClosed { market, .. } | Event::OrderAmended { market, .. } => *market,
+                _ => continue,
+            };
+            match first {
+                Some(m) if m == market => continue,
+                None => first = Some(market),
+                Some(_) if others.contains(&market) => continue,
+                Some(_) => others.push(market),
+            }
+            if let Some(n) = self.book_seqs.get_mut(market.0 as usize) {
+                *n += 1;
+            }
+        }
+    }
+
+    /// The book's version: how many commands have touched it (see [`BookUpdate`](crate::BookUpdate)).
+    pub fn book_seq(&self, market: MarketId) -> Option<u64> {
+        self.book_seqs.get(market.0 as usize).copied()
+    }
+
+    pub(crate) fn book_seqs(&self) -> &[u64] {
+        &self.book_seqs
     }
 
     fn claim_settlement_leadership(&mut self, epoch: u64, out: &mut Vec<Event>) -> Result<(), RejectReason> {

@@ -53,8 +53,10 @@ pub struct Applied {
 }
 
 /// New aggregate quantities of the price levels one command touched (0: the level is gone).
-/// `book_seq` counts book changes per market, so a client holding a depth snapshot with
-/// `book_seq = n` applies updates `n + 1, n + 2, ...` and knows it missed one on a gap.
+/// `book_seq` counts the commands that touched the market's book, so a client holding a depth
+/// snapshot with `book_seq = n` applies updates `n + 1, n + 2, ...` and knows it missed one on a
+/// gap. The engine keeps the count (in snapshots too): every replica of a shared journal, and a
+/// process after a restart, numbers the same update alike, so a client may switch gateways.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BookUpdate {
     pub market: MarketId,
@@ -430,7 +432,6 @@ fn engine_loop(
     stopping: Arc<AtomicBool>,
 ) {
     let mut since_snapshot = 0u64;
-    let mut book_seqs = vec![0u64; engine.config().markets.len()];
     let mut touched = Vec::new();
     loop {
         select! {
@@ -441,7 +442,7 @@ fn engine_loop(
                     let mut events = Vec::with_capacity(8);
                     engine.apply_into(envelope.seq, envelope.timestamp, &envelope.command, &mut events);
                     count(&metrics, &events);
-                    let book_updates = book_updates(&engine, &events, &mut book_seqs, &mut touched);
+                    let book_updates = book_updates(&engine, &events, &mut touched);
                     let applied = Arc::new(Applied {
                         seq: envelope.seq,
                         timestamp: envelope.timestamp,
@@ -475,7 +476,7 @@ fn engine_loop(
             }
             recv(queries) -> q => {
                 let Ok(query) = q else { continue };
-                query(&engine, &book_seqs);
+                query(&engine, engine.book_seqs());
             }
         }
     }
@@ -483,23 +484,18 @@ fn engine_loop(
     // consistent, until shutdown.
     while !stopping.load(Ordering::Acquire) {
         match queries.recv_timeout(std::time::Duration::from_millis(50)) {
-            Ok(q) => q(&engine, &book_seqs),
+            Ok(q) => q(&engine, engine.book_seqs()),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
     }
     for q in queries.try_iter() {
-        q(&engine, &book_seqs);
+        q(&engine, engine.book_seqs());
     }
 }
 
 /// Levels the events touched, with their quantities now.
-fn book_updates(
-    engine: &Engine,
-    events: &[Event],
-    book_seqs: &mut [u64],
-    touched: &mut Vec<(MarketId, Side, Price)>,
-) -> Vec<BookUpdate> {
+fn book_updates(engine: &Engine, events: &[Event], touched: &mut Vec<(MarketId, Side, Price)>) -> Vec<BookUpdate> {
     touched.clear();
     for e in events {
         match e {
@@ -523,10 +519,12 @@ fn book_updates(
         let quantity = engine.level_quantity(market, side, price);
         match updates.last_mut() {
             Some(u) if u.market == market => u.levels.push((side, price, quantity)),
-            _ => {
-                book_seqs[market.0 as usize] += 1;
-                updates.push(BookUpdate { market, book_seq: book_seqs[market.0 as usize], levels: vec![(side, price, quantity)] });
-            }
+            // The engine counted this command for the market (the same events, the same rule).
+            _ => updates.push(BookUpdate {
+                market,
+                book_seq: engine.book_seq(market).unwrap_or(0),
+                levels: vec![(side, price, quantity)],
+            }),
         }
     }
     updates

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 /// 2: deposits with their account and amount (reversals), frozen accounts.
 /// 3: settlement: holders' settled amounts, open batches, deposit holders.
-/// 4: client withdrawal ids, the settlement leader's epoch.
+/// 4: client withdrawal ids, the settlement leader's epoch, each book's `book_seq`.
 pub const SNAPSHOT_VERSION: u32 = 4;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +40,8 @@ pub struct EngineSnapshot {
     pub client_ids: Vec<(AccountId, ClientOrderId, OrderId)>,
     pub markets: Vec<MarketSnapshot>,
     pub settlement_epoch: u64,
+    /// Per market, the book's `book_seq`.
+    pub book_seqs: Vec<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +137,7 @@ impl Engine {
             client_ids,
             markets,
             settlement_epoch: self.settlement_epoch,
+            book_seqs: self.book_seqs.clone(),
         }
     }
 
@@ -171,7 +174,7 @@ impl Engine {
         if s.balances.len() != s.accounts.len() * n_assets || s.totals.len() != n_assets {
             return Err(bad("balance table does not match accounts and assets"));
         }
-        if s.markets.len() != s.config.markets.len() {
+        if s.markets.len() != s.config.markets.len() || s.book_seqs.len() != s.config.markets.len() {
             return Err(bad("market count does not match the configuration"));
         }
         let mut ledger = Ledger::new(n_assets);
@@ -200,6 +203,7 @@ impl Engine {
             next_trade: s.next_trade,
             last_seq: s.last_seq,
             settlement_epoch: s.settlement_epoch,
+            book_seqs: s.book_seqs,
         };
         for (m, market) in s.markets.into_iter().enumerate() {
             engine.books[m].halted = market.halted;

@@ -487,6 +487,22 @@ fn a_snapshot_of_another_version_is_refused_as_such() {
 }
 
 #[test]
+fn book_seq_counts_the_commands_that_touch_a_book_and_survives_a_snapshot() {
+    let mut h = Harness::new();
+    let a = h.account(COIN, 0);
+    assert_eq!(h.engine.book_seq(MKT), Some(0));
+    let id = order_id(&h.limit(a, Side::Sell, 100, 10_000));
+    assert_eq!(h.engine.book_seq(MKT), Some(1), "a resting order");
+    h.run(Command::CancelOrder { account: a, order: OrderRef::Id(OrderId(999)) });
+    assert_eq!(h.engine.book_seq(MKT), Some(1), "a rejected command touches nothing");
+    h.run(Command::CancelOrder { account: a, order: OrderRef::Id(id) });
+    assert_eq!(h.engine.book_seq(MKT), Some(2));
+    let restored = Engine::from_snapshot_bytes(&h.engine.snapshot_bytes()).unwrap();
+    assert_eq!(restored.book_seq(MKT), Some(2), "kept in snapshots");
+    assert_eq!(h.engine.book_seq(MarketId(99)), None);
+}
+
+#[test]
 fn halt_blocks_trading_but_not_cancels() {
     let mut h = Harness::new();
     let a = h.account(COIN, 0);
