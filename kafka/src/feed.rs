@@ -1,4 +1,7 @@
 //! The reading end of the journal: the topic's one partition from a given offset, in order.
+//!
+//! The journal is written without transactions or compaction, so its offsets are contiguous;
+//! the sequencer's reader checks that and seeks back over a gap ([`SharedFeed::seek`]).
 
 use std::time::Duration;
 
@@ -11,6 +14,9 @@ use crate::config::{KafkaConfig, KafkaError};
 
 pub struct KafkaFeed {
     consumer: BaseConsumer,
+    topic: String,
+    /// The offset of the next record `poll` hands over.
+    next: u64,
 }
 
 impl KafkaFeed {
@@ -39,7 +45,7 @@ impl KafkaFeed {
         consumer
             .assign(&assignment)
             .map_err(|e| assign_err(e.to_string()))?;
-        Ok(KafkaFeed { consumer })
+        Ok(KafkaFeed { consumer, topic: config.topic.clone(), next: offset })
     }
 }
 
@@ -56,6 +62,19 @@ impl KafkaFeed {
 }
 
 impl SharedFeed for KafkaFeed {
+    fn next_position(&self) -> u64 {
+        self.next
+    }
+
+    fn seek(&mut self, position: u64) -> Result<(), String> {
+        let offset = i64::try_from(position).map_err(|_| "offset out of range".to_string())?;
+        self.consumer
+            .seek(&self.topic, 0, Offset::Offset(offset), Duration::from_secs(5))
+            .map_err(|e| format!("seeking to offset {position}: {e}"))?;
+        self.next = position;
+        Ok(())
+    }
+
     fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<SharedRecord>, String> {
         let mut records = Vec::new();
         let mut timeout = wait;
@@ -68,6 +87,7 @@ impl SharedFeed for KafkaFeed {
                 Some(Ok(message)) => {
                     let position = u64::try_from(message.offset())
                         .map_err(|_| "a negative offset".to_string())?;
+                    self.next = self.next.max(position + 1);
                     records.push(SharedRecord {
                         position,
                         bytes: message.payload().unwrap_or_default().to_vec(),

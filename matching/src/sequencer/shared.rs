@@ -58,11 +58,17 @@ pub trait SharedLog: Send + 'static {
     fn publish(&mut self, records: &[Vec<u8>]) -> Result<(), String>;
 }
 
-/// The reading end: every record from a starting position on, in log order.
+/// The reading end: every record from a starting position on, in log order. Positions are
+/// contiguous (0, 1, 2, ...): a replica that handed over a record after a gap would number
+/// commands unlike the others.
 pub trait SharedFeed: Send + 'static {
     /// Up to `max` next records, waiting up to `wait` for the first; an error is transient (the
     /// reader tries again).
     fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<SharedRecord>, String>;
+    /// The position of the next record `poll` returns.
+    fn next_position(&self) -> u64;
+    /// Reads on from `position` (after a gap: records before it were not visible yet).
+    fn seek(&mut self, position: u64) -> Result<(), String>;
 }
 
 type Pending = Arc<Mutex<HashMap<u64, Reply>>>;
@@ -182,6 +188,8 @@ fn feed_loop(
     failed: &AtomicBool,
 ) {
     let mut last_position: Option<u64> = None;
+    let mut expected = feed.next_position();
+    let mut gaps = 0u64;
     let mut stopping_since: Option<Instant> = None;
     let mut last_error_logged: Option<Instant> = None;
     loop {
@@ -206,9 +214,22 @@ fn feed_loop(
         };
         let mut items = Vec::with_capacity(records.len());
         for record in records {
-            if last_position.is_some_and(|p| record.position <= p) {
+            if record.position < expected {
                 continue; // read twice
             }
+            if record.position > expected {
+                // A later record showed before an earlier one (Tansu does this with producers
+                // writing at once): handing it over would shift every seq after it.
+                gaps += 1;
+                if gaps.is_power_of_two() {
+                    tracing::warn!(expected, got = record.position, gaps, "the log showed a later record first; reading again");
+                }
+                if let Err(e) = feed.seek(expected) {
+                    tracing::warn!(error = %e, position = expected, "cannot seek the shared log; retrying");
+                }
+                break;
+            }
+            expected += 1;
             last_position = Some(record.position);
             let submission = match Submission::decode(&record.bytes) {
                 Ok(s) => s,
@@ -298,6 +319,15 @@ impl SharedFeed for MemoryFeed {
             .collect();
         self.next += out.len() as u64;
         Ok(out)
+    }
+
+    fn next_position(&self) -> u64 {
+        self.next
+    }
+
+    fn seek(&mut self, position: u64) -> Result<(), String> {
+        self.next = position;
+        Ok(())
     }
 }
 
