@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, KillOnDrop, BIN};
+use common::{free_port, ok, KillOnDrop, BIN};
 use serde_json::{json, Value};
 use tandem::client::{Auth, Client};
 use tandem_kafka::testing::Broker;
@@ -67,28 +67,9 @@ fn serve(dir: &Path, journal: &str, port: u16, extra: &[&str]) -> KillOnDrop {
 }
 
 async fn connect(port: u16, dir: &Path) -> Client {
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(mut c) = Client::connect(&url).await {
-            if let Ok((200, _)) = c.send("GET", "/v1/health", None, &Auth::None).await {
-                return c;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "tandem serve did not come up; see {}",
-            dir.display()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::connect_when_healthy(port, dir).await
 }
 
-async fn ok(c: &mut Client, method: &str, path: &str, body: Option<&Value>, auth: &Auth) -> Value {
-    let (s, v) = c.send(method, path, body, auth).await.unwrap();
-    assert_eq!(s, 200, "{method} {path}: {v}");
-    v
-}
 
 /// A partner account holding 1000.00 of `asset`, opened through `c`'s node.
 async fn trader(c: &mut Client, label: &str, asset: &str) -> (u64, Auth) {
@@ -234,10 +215,7 @@ fn settlement_on_a_shared_journal_needs_a_shared_postgresql_store() {
 async fn a_replica_killed_under_load_loses_no_acknowledged_order_and_doubles_none() {
     let broker = Broker::start();
     let journal = format!("kafka://{}/tandem.commands", broker.addr);
-    let pg = std::env::var("TANDEM_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    // Named like the store tests' schemas, which drop those over an hour old.
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let store = format!("{pg}#tandem_test_{now}_{:08x}", rand::random::<u32>());
+    let store = common::postgres_store_url();
     let redis = std::env::var("TANDEM_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let prefix = format!("tandem-test:{}:{}:", std::process::id(), rand::random::<u32>());
     let shared = ["--store-url", store.as_str(), "--migrate", "--redis-url", redis.as_str(), "--redis-prefix", prefix.as_str()];

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, KillOnDrop, BIN};
-use serde_json::{json, Value};
-use tandem::client::{Auth, Client};
+use common::{connect_when_healthy, free_port, ok, KillOnDrop, BIN};
+use serde_json::json;
+use tandem::client::Auth;
 
 const TOKEN: &str = "postgres-restart-test-token";
 
@@ -102,25 +102,6 @@ fn chown_to_postgres(path: &Path) {
     }
 }
 
-async fn connect(port: u16, dir: &Path) -> Client {
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(mut c) = Client::connect(&url).await {
-            if let Ok((200, _)) = c.send("GET", "/v1/health", None, &Auth::None).await {
-                return c;
-            }
-        }
-        assert!(Instant::now() < deadline, "tandem serve did not come up; see {}", dir.display());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn ok(c: &mut Client, method: &str, path: &str, body: Option<&Value>, auth: &Auth) -> Value {
-    let (s, v) = c.send(method, path, body, auth).await.unwrap();
-    assert_eq!(s, 200, "{method} {path}: {v}");
-    v
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn projections_catch_up_after_postgresql_restarts() {
@@ -139,7 +120,7 @@ async fn projections_catch_up_after_postgresql_restarts() {
             .spawn()
             .unwrap(),
     );
-    let mut c = connect(port, dir.path()).await;
+    let mut c = connect_when_healthy(port, dir.path()).await;
     let op = Auth::Operator(TOKEN.into());
     let made = ok(&mut c, "POST", "/v1/operator/accounts", Some(&json!({"kind": "partner", "label": "p"})), &op).await;
     let account = made["account_id"].as_u64().unwrap();

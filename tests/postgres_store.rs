@@ -7,10 +7,9 @@ mod common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use common::{free_port, BIN};
-use serde_json::{json, Value};
+use common::{free_port, ok, BIN};
+use serde_json::json;
 use tandem::client::{Auth, Client};
 
 const TOKEN: &str = "postgres-store-test-token";
@@ -46,23 +45,7 @@ async fn start(dir: &Path, store: &str, port: u16) -> (Served, Client) {
     let log = std::fs::File::create(dir.join(format!("serve-{port}.log"))).unwrap();
     let child = serve(dir, store, port).stdout(Stdio::null()).stderr(log).spawn().unwrap();
     let served = Served(child);
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(mut c) = Client::connect(&url).await {
-            if let Ok((200, _)) = c.send("GET", "/v1/health", None, &Auth::None).await {
-                return (served, c);
-            }
-        }
-        assert!(Instant::now() < deadline, "tandem serve did not come up; see {}", dir.display());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn ok(c: &mut Client, method: &str, path: &str, body: Option<&Value>, auth: &Auth) -> Value {
-    let (s, v) = c.send(method, path, body, auth).await.unwrap();
-    assert_eq!(s, 200, "{method} {path}: {v}");
-    v
+    (served, common::connect_when_healthy(port, dir).await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

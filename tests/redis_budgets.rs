@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{free_port, KillOnDrop, BIN};
 use serde_json::json;
-use tandem::client::{Auth, Client};
+use tandem::client::Auth;
 
 const TOKEN: &str = "redis-budgets-test-token";
 
@@ -44,17 +44,7 @@ async fn an_api_keys_budget_is_counted_in_redis() {
     let port = free_port();
     let log = std::fs::File::create(tmp.path().join("serve.log")).unwrap();
     let _node = KillOnDrop(serve(tmp.path(), &redis_url(), &prefix, port).stdout(Stdio::null()).stderr(log).spawn().unwrap());
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut c = loop {
-        if let Ok(mut c) = Client::connect(&url).await {
-            if let Ok((200, _)) = c.send("GET", "/v1/health", None, &Auth::None).await {
-                break c;
-            }
-        }
-        assert!(Instant::now() < deadline, "tandem serve did not come up; see {}", tmp.path().display());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let mut c = common::connect_when_healthy(port, tmp.path()).await;
 
     let op = Auth::Operator(TOKEN.into());
     let (s, a) = c.send("POST", "/v1/operator/accounts", Some(&json!({"kind": "partner", "label": "p"})), &op).await.unwrap();
@@ -134,17 +124,7 @@ async fn while_redis_is_down_reads_go_on_and_changes_are_refused_not_doubled() {
             .spawn()
             .unwrap(),
     );
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut c = loop {
-        if let Ok(mut c) = Client::connect(&url).await {
-            if let Ok((200, _)) = c.send("GET", "/v1/health", None, &Auth::None).await {
-                break c;
-            }
-        }
-        assert!(Instant::now() < deadline, "tandem serve did not come up; see {}", tmp.path().display());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let mut c = common::connect_when_healthy(port, tmp.path()).await;
     let op = Auth::Operator(TOKEN.into());
     let (_, a) = c.send("POST", "/v1/operator/accounts", Some(&json!({"kind": "partner", "label": "p"})), &op).await.unwrap();
     let key = Auth::Key { key: a["api_key"].as_str().unwrap().into(), secret: a["api_secret"].as_str().unwrap().into() };

@@ -50,17 +50,7 @@ impl Cluster {
 }
 
 async fn connect(port: u16, dir: &Path) -> Client {
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Ok(mut c) = Client::connect(&url).await {
-            if let Ok((200, _)) = c.send("GET", "/v1/health", None, &Auth::None).await {
-                return c;
-            }
-        }
-        assert!(Instant::now() < deadline, "tandem serve did not come up; see {}", dir.display());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::connect_when_healthy(port, dir).await
 }
 
 /// The settlement epoch the replica at `port` leads (0: it follows), from its `/metrics`.
@@ -128,13 +118,10 @@ async fn one_replica_settles_at_a_time_and_another_takes_over_when_it_dies() {
     let master = tandem_custody::MasterKey::generate();
     let master_key = tmp.path().join("master.key");
     std::fs::write(&master_key, master.to_hex().as_bytes()).unwrap();
-    // Named like the store tests' schemas, which drop those over an hour old.
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let schema = format!("tandem_test_{now}_{:08x}", rand::random::<u32>());
-    let pg = std::env::var("TANDEM_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+
     let cluster = Cluster {
         journal: format!("kafka://{}/tandem.commands", broker.addr),
-        store: format!("{pg}#{schema}"),
+        store: common::postgres_store_url(),
         bitcoind: bitcoind.url().to_owned(),
         master_key,
         secrets: tmp.path().join("secrets"),

@@ -3,14 +3,14 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rand::RngCore;
 
 use crate::error::{CustodyError, Result};
 
-/// Atomically replaces `path` with `bytes` and makes it durable.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// `bytes` durably in a new temporary file next to `path`, then `place(tmp, path)`.
+fn via_temp(path: &Path, bytes: &[u8], place: impl FnOnce(&Path, &Path) -> std::io::Result<()>) -> (PathBuf, std::io::Result<()>) {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut suffix = [0u8; 6];
     rand::rngs::OsRng.fill_bytes(&mut suffix);
@@ -19,8 +19,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        fs::rename(&tmp, path)
+        place(&tmp, path)
     })();
+    (tmp, res)
+}
+
+/// Atomically replaces `path` with `bytes` and makes it durable.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let (tmp, res) = via_temp(path, bytes, |tmp, path| fs::rename(tmp, path));
     if let Err(e) = res {
         let _ = fs::remove_file(&tmp);
         return Err(CustodyError::io(path, e));
@@ -32,16 +39,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// as it was. Processes sharing a directory that race to create the same record agree on one.
 pub fn write_new(path: &Path, bytes: &[u8]) -> Result<bool> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut suffix = [0u8; 6];
-    rand::rngs::OsRng.fill_bytes(&mut suffix);
-    let tmp = dir.join(format!(".tmp-{}", hex::encode(suffix)));
-    let res = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        // A hard link, unlike a rename, never replaces: whole file or nothing, first one wins.
-        fs::hard_link(&tmp, path)
-    })();
+    // A hard link, unlike a rename, never replaces: whole file or nothing, first one wins.
+    let (tmp, res) = via_temp(path, bytes, |tmp, path| fs::hard_link(tmp, path));
     let _ = fs::remove_file(&tmp);
     match res {
         Ok(()) => {

@@ -60,6 +60,29 @@ fn wait_for(h: &SequencerHandle, seq: u64) {
     }
 }
 
+/// Submits until the broker takes a command again (refusals meanwhile are `Unavailable`).
+fn accepted_once_back(h: &SequencerHandle, within: Duration) -> std::sync::Arc<tandem_matching::Applied> {
+    let deadline = Instant::now() + within;
+    loop {
+        match h.submit_blocking(open_account()) {
+            Ok(a) => return a,
+            Err(SequencerError::Unavailable(e)) => {
+                assert!(Instant::now() < deadline, "the broker did not come back: {e}");
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// A replica reading the partition from its start reaches `h`'s state at `seq`.
+fn a_fresh_replica_agrees(config: &KafkaConfig, h: &SequencerHandle, seq: u64) {
+    let fresh = replica(config, genesis(), 0, None);
+    wait_for(&fresh.handle(), seq);
+    wait_for(h, seq);
+    assert_eq!(hash(&fresh.handle()), hash(h));
+    fresh.shutdown();
+}
+
 fn hash(h: &SequencerHandle) -> tandem_matching::StateHash {
     h.read_blocking(|e| e.state_hash()).unwrap()
 }
@@ -151,27 +174,11 @@ fn a_broker_that_stops_answering_refuses_commands_and_loses_nothing_acknowledged
     );
 
     broker.resume();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let applied = loop {
-        match h.submit_blocking(open_account()) {
-            Ok(a) => break a,
-            Err(SequencerError::Unavailable(e)) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "the broker did not come back: {e}"
-                );
-            }
-            Err(e) => panic!("{e}"),
-        }
-    };
+    let applied = accepted_once_back(&h, Duration::from_secs(30));
     // The refused command had an unknown outcome: it may have landed after all. Either way
     // every acknowledged one is in the partition, in order, and a fresh replica agrees.
     assert!(applied.seq.0 >= 7, "{:?}", applied.seq);
-    let fresh = replica(&config, genesis(), 0, None);
-    wait_for(&fresh.handle(), applied.seq.0);
-    wait_for(&h, applied.seq.0);
-    assert_eq!(hash(&fresh.handle()), hash(&h));
-    fresh.shutdown();
+    a_fresh_replica_agrees(&config, &h, applied.seq.0);
     s.shutdown();
 }
 
@@ -196,22 +203,9 @@ fn a_broker_restarted_with_its_data_loses_nothing_acknowledged() {
 
     // Back, with the partition it had: writing goes on after what was acknowledged.
     broker.start_again();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let applied = loop {
-        match h.submit_blocking(open_account()) {
-            Ok(a) => break a,
-            Err(SequencerError::Unavailable(e)) => {
-                assert!(Instant::now() < deadline, "the broker did not come back: {e}");
-            }
-            Err(e) => panic!("{e}"),
-        }
-    };
+    let applied = accepted_once_back(&h, Duration::from_secs(60));
     assert!(applied.seq.0 >= 7, "{:?}", applied.seq);
     // A replica reading the restarted broker from the start holds every acknowledged command.
-    let fresh = replica(&config, genesis(), 0, None);
-    wait_for(&fresh.handle(), applied.seq.0);
-    wait_for(&h, applied.seq.0);
-    assert_eq!(hash(&fresh.handle()), hash(&h));
-    fresh.shutdown();
+    a_fresh_replica_agrees(&config, &h, applied.seq.0);
     s.shutdown();
 }

@@ -15,6 +15,36 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A client of the `tandem serve` on `port`, once it answers `/v1/health` (its log is in `dir`).
+pub async fn connect_when_healthy(port: u16, dir: &Path) -> Client {
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Ok(mut c) = Client::connect(&url).await {
+            if let Ok((200, _)) = c.send("GET", "/v1/health", None, &Auth::None).await {
+                return c;
+            }
+        }
+        assert!(Instant::now() < deadline, "tandem serve did not come up; see {}", dir.display());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The body of a request that must answer 200.
+pub async fn ok(c: &mut Client, method: &str, path: &str, body: Option<&Value>, auth: &Auth) -> Value {
+    let (s, v) = c.send(method, path, body, auth).await.unwrap();
+    assert_eq!(s, 200, "{method} {path}: {v}");
+    v
+}
+
+/// A PostgreSQL schema of a test's own, named like the store tests' schemas (which drop those
+/// over an hour old): `TANDEM_TEST_POSTGRES`, else the test machine's database.
+pub fn postgres_store_url() -> String {
+    let pg = std::env::var("TANDEM_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    format!("{pg}#tandem_test_{now}_{:08x}", rand::random::<u32>())
+}
+
 pub struct Demo {
     child: Child,
     pub dir: PathBuf,
