@@ -144,7 +144,7 @@ impl SharedFeed for LaterFirst {
     fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<SharedRecord>, String> {
         let mut records = self.feed.poll(max, wait)?;
         self.polls += 1;
-        if self.polls % 3 == 0 && records.len() > 1 {
+        if self.polls.is_multiple_of(3) && records.len() > 1 {
             records.remove(0);
         }
         Ok(records)
