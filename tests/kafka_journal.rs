@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, ok, KillOnDrop, BIN};
+use common::{connect_when_healthy as connect, free_port, ok, KillOnDrop, BIN};
 use serde_json::{json, Value};
 use tandem::client::{Auth, Client};
 use tandem_kafka::testing::Broker;
@@ -66,9 +66,6 @@ fn serve(dir: &Path, journal: &str, port: u16, extra: &[&str]) -> KillOnDrop {
     KillOnDrop(child)
 }
 
-async fn connect(port: u16, dir: &Path) -> Client {
-    common::connect_when_healthy(port, dir).await
-}
 
 
 /// A partner account holding 1000.00 of `asset`, opened through `c`'s node.

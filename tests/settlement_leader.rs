@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, KillOnDrop, BIN};
+use common::{connect_when_healthy as connect, free_port, KillOnDrop, BIN};
 use serde_json::{json, Value};
 use tandem::client::{Auth, Client};
 use tandem_kafka::testing::Broker;
@@ -49,9 +49,6 @@ impl Cluster {
     }
 }
 
-async fn connect(port: u16, dir: &Path) -> Client {
-    common::connect_when_healthy(port, dir).await
-}
 
 /// The settlement epoch the replica at `port` leads (0: it follows), from its `/metrics`.
 async fn leading(port: u16) -> u64 {

@@ -335,13 +335,7 @@ impl Engine {
         // One market per command but for cancel-all: no allocation in the common case.
         let mut first = None;
         let mut others: Vec<MarketId> = Vec::new();
-        for e in events {
-            let market = match e {
-                Event::OrderAccepted(a) if !a.is_market => a.market,
-                Event::Trade(t) => t.market,
-                Event::OrderClosed { market, .. } | Event::OrderAmended { market, .. } => *market,
-                _ => continue,
-            };
+        for (market, _, _) in events.iter().flat_map(Event::touched_levels) {
             match first {
                 Some(m) if m == market => continue,
                 None => first = Some(market),

@@ -208,6 +208,23 @@ pub enum RejectReason {
     NotSettlementLeader,
 }
 
+impl Event {
+    /// The book levels this event changes, as `(market, side, price)`: what market-data updates
+    /// report and what `book_seq` counts (one rule for both).
+    pub fn touched_levels(&self) -> impl Iterator<Item = (MarketId, Side, Price)> {
+        let levels = match self {
+            Event::OrderAccepted(a) if !a.is_market => [Some((a.market, a.side, a.price)), None],
+            Event::Trade(t) => [Some((t.market, t.taker_side.opposite(), t.price)), None],
+            Event::OrderClosed { market, side, price, .. } => [Some((*market, *side, *price)), None],
+            Event::OrderAmended { market, side, previous_price, price, .. } => {
+                [Some((*market, *side, *previous_price)), Some((*market, *side, *price))]
+            }
+            _ => [None, None],
+        };
+        levels.into_iter().flatten()
+    }
+}
+
 impl RejectReason {
     /// Stable machine-readable code.
     pub fn code(self) -> &'static str {

@@ -497,18 +497,7 @@ fn engine_loop(
 /// Levels the events touched, with their quantities now.
 fn book_updates(engine: &Engine, events: &[Event], touched: &mut Vec<(MarketId, Side, Price)>) -> Vec<BookUpdate> {
     touched.clear();
-    for e in events {
-        match e {
-            Event::OrderAccepted(a) if !a.is_market => touched.push((a.market, a.side, a.price)),
-            Event::Trade(t) => touched.push((t.market, t.taker_side.opposite(), t.price)),
-            Event::OrderClosed { market, side, price, .. } => touched.push((*market, *side, *price)),
-            Event::OrderAmended { market, side, previous_price, price, .. } => {
-                touched.push((*market, *side, *previous_price));
-                touched.push((*market, *side, *price));
-            }
-            _ => {}
-        }
-    }
+    touched.extend(events.iter().flat_map(Event::touched_levels));
     if touched.is_empty() {
         return Vec::new();
     }
