@@ -246,6 +246,7 @@ fn start_node(rt: &tokio::runtime::Runtime, dir: &Path, provider: &Keypair) -> N
         http_workers: 2,
         redis: None,
         journal: Default::default(),
+        project: true,
     }))
     .unwrap()
 }

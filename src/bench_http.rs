@@ -229,6 +229,7 @@ async fn start_node(dir: &std::path::Path, token: &str, opts: &BenchOptions) -> 
         http_workers: opts.http_workers,
         redis: None,
         journal: opts.journal.clone(),
+        project: true,
     })
     .await
 }

@@ -86,6 +86,7 @@ pub async fn run(opts: SettlementBenchOptions) -> anyhow::Result<Vec<RoundReport
         http_workers: 2,
         redis: None,
         journal: Default::default(),
+        project: true,
     })
     .await?;
     let vaults = node.vaults.clone().context("the node has no custody")?;

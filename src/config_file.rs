@@ -1,8 +1,10 @@
 //! `tandem.toml`: the flags of a command, kept in a file.
 //!
 //! A section per command holds its flags by their long names (`[serve]`, `store-url = "..."`;
-//! `_` and `-` alike); a flag given on the command line or through its environment variable
-//! wins over the file, so one file serves several processes that differ in a flag or two. The
+//! `_` and `-` alike; `[custody.run]` for `tandem custody run`); the `[all]` section holds flags
+//! for every command that has them (a split exchange's store, journal and Redis), and a
+//! command's own section wins over it. A flag given on the command line or through its
+//! environment variable wins over the file, so one file serves several processes. The
 //! file is found with `--config PATH` or `TANDEM_CONFIG`. Rather than a second configuration
 //! model beside clap's, the file becomes command-line arguments: clap checks and documents
 //! every value exactly as if typed.
@@ -22,22 +24,47 @@ pub fn merge(command: &clap::Command, args: Vec<OsString>) -> anyhow::Result<Vec
     let Some(path) = path.or_else(|| std::env::var_os(ENV).map(PathBuf::from)) else {
         return Ok(args);
     };
-    let Some(name) = args.get(1).and_then(|a| a.to_str()).map(str::to_owned) else {
+    let Some(first) = args.get(1).and_then(|a| a.to_str()).map(str::to_owned) else {
         return Ok(args);
     };
-    let Some(sub) = command.find_subcommand(&name) else {
+    let Some(mut sub) = command.find_subcommand(&first) else {
         return Ok(args);
     };
+    // A command group's command (`custody run`): its section is `[custody.run]`.
+    let mut path_in_file = vec![first];
+    let mut depth = 2;
+    while let Some(next) = args.get(depth).and_then(|a| a.to_str()).and_then(|n| sub.find_subcommand(n)) {
+        path_in_file.push(next.get_name().to_owned());
+        sub = next;
+        depth += 1;
+    }
+    let name = path_in_file.join(".");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let file: toml::Table = text.parse().with_context(|| format!("parsing {}", path.display()))?;
-    let Some(section) = file.get(&name) else {
-        return Ok(args);
+    let mut section: Option<&toml::Table> = Some(&file);
+    for part in &path_in_file {
+        section = section.and_then(|t| t.get(part)).and_then(|v| v.as_table());
+    }
+    let all = match file.get("all") {
+        Some(v) => Some(v.as_table().with_context(|| format!("{}: [all] must be a table", path.display()))?),
+        None => None,
     };
-    let section = section.as_table().with_context(|| format!("{}: [{name}] must be a table", path.display()))?;
-    for (key, value) in section {
+    let own: Vec<(&String, &toml::Value, bool)> = section
+        .into_iter()
+        .flatten()
+        // `[custody]` also holds `[custody.run]`: a table is a section, not a flag.
+        .filter(|(_, v)| !v.is_table())
+        .map(|(k, v)| (k, v, true))
+        .collect();
+    let shared = all.into_iter().flatten().filter(|(k, _)| !own.iter().any(|(o, _, _)| o.replace('_', "-") == k.replace('_', "-")));
+    let entries: Vec<(&String, &toml::Value, bool)> = own.iter().copied().chain(shared.map(|(k, v)| (k, v, false))).collect();
+    for (key, value, required) in entries {
         let long = key.replace('_', "-");
         let Some(arg) = sub.get_arguments().find(|a| a.get_long() == Some(long.as_str())) else {
-            bail!("{}: [{name}] {key}: `tandem {name}` has no --{long}", path.display());
+            if !required {
+                continue;
+            }
+            bail!("{}: [{name}] {key}: `tandem {}` has no --{long}", path.display(), name.replace('.', " "));
         };
         let on_command_line = args.iter().any(|a| {
             a.to_str().is_some_and(|a| a == format!("--{long}") || a.starts_with(&format!("--{long}=")))
@@ -86,6 +113,7 @@ mod tests {
                 .arg(Arg::new("http-workers").long("http-workers"))
                 .arg(Arg::new("migrate").long("migrate").action(ArgAction::SetTrue)),
         )
+        .subcommand(clap::Command::new("custody").subcommand(clap::Command::new("run").arg(Arg::new("bind").long("bind"))))
     }
 
     fn args(a: &[&str]) -> Vec<OsString> {
@@ -115,6 +143,15 @@ mod tests {
         std::fs::write(&file, "[serve]\nbnd = \"x\"\n").unwrap();
         let err = merge(&cli(), args(&["tandem", "serve", "--config", path])).unwrap_err().to_string();
         assert!(err.contains("--bnd"), "{err}");
+        // [all] fills in what a command's own section leaves out, and only flags it has.
+        std::fs::write(&file, "[all]\nstore-url = \"postgres://db/all\"\nbind = \"0.0.0.0:1\"\nno-such-flag = 1\n[serve]\nbind = \"0.0.0.0:2\"\n").unwrap();
+        let merged = merge(&cli(), args(&["tandem", "serve", "--config", path])).unwrap();
+        assert_eq!(merged, args(&["tandem", "serve", "--bind", "0.0.0.0:2", "--store-url", "postgres://db/all"]));
+        // A command group's command reads its dotted section.
+        std::fs::write(&file, "[all]\nbind = \"0.0.0.0:1\"\n[custody.run]\nbind = \"0.0.0.0:3\"\n").unwrap();
+        let merged = merge(&cli(), args(&["tandem", "custody", "run", "--config", path])).unwrap();
+        assert_eq!(merged, args(&["tandem", "custody", "run", "--bind", "0.0.0.0:3"]));
+
         // Without --config (or TANDEM_CONFIG) nothing changes.
         assert_eq!(merge(&cli(), args(&["tandem", "serve"])).unwrap(), args(&["tandem", "serve"]));
     }

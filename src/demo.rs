@@ -105,6 +105,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         http_workers: 2,
         redis: None,
         journal: Default::default(),
+        project: true,
     })
     .await?;
     let base_url = node.base_url();

@@ -41,7 +41,7 @@ pub struct DepositService {
     /// Reversals waiting for an operator (see the module docs).
     pub reversals_pending: Arc<AtomicI64>,
     /// The provider's pool: custodial deposit addresses (none: only vault addresses are watched).
-    pub pool: Option<Arc<crate::provider::PoolVault>>,
+    pub pool: Option<crate::provider::PoolAddresses>,
     /// The settlement leadership turn it runs in (see [`crate::leadership`]); its commands
     /// carry it. `None` on an embedded journal.
     pub leader_epoch: Option<u64>,
@@ -65,7 +65,7 @@ impl DepositService {
             start_height: 0,
             interval: Duration::from_secs(1),
             reversals_pending: Default::default(),
-            pool: node.vaults.as_ref().map(|v| v.pool.clone()),
+            pool: node.vaults.as_ref().map(|v| v.pool.addresses().clone()),
             leader_epoch: None,
         })
     }

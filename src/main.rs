@@ -3,8 +3,8 @@ use clap::{CommandFactory, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+use tandem::process::{ChainArgs, CustodyArgs, ExchangeArgs, LimitArgs};
 use tandem::{bench_http, custody_cli, demo, journal_cli, node, wallet};
-use tandem_matching::{ExchangeConfig, SequencerConfig};
 
 #[derive(Parser)]
 #[command(name = "tandem", version, about = "Instant exchange on split custody")]
@@ -31,105 +31,48 @@ enum Cmd {
         #[arg(long, default_value_t = 100_000)]
         snapshot_every: u64,
     },
-    /// Runs an exchange node on a data dir.
+    /// Runs an exchange node on a data dir: every part in one process.
     Serve {
-        #[arg(long)]
-        data_dir: PathBuf,
-        /// The node's database: `postgres://user@host:port/db` (append `#schema` for a schema of
-        /// its own); default SQLite in the data dir.
-        #[arg(long, env = "TANDEM_STORE_URL")]
-        store_url: Option<String>,
-        /// Bring a PostgreSQL store's tables up to this version at start (else they must be:
-        /// `tandem migrate`). A SQLite store in the data dir is always migrated.
-        #[arg(long)]
-        migrate: bool,
-        /// The command journal: `kafka://host:port/topic`, one partition every replica of the
-        /// exchange writes and reads in order; default segment files in the data dir.
-        #[arg(long, env = "TANDEM_JOURNAL_URL", value_name = "URL")]
-        journal_url: Option<String>,
+        #[command(flatten)]
+        exchange: ExchangeArgs,
         /// Also publish every applied command's events on `<journal topic>.events` (keyed by
         /// seq; a consumer keeps the first record per seq).
         #[arg(long, requires = "journal_url")]
         publish_events: bool,
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        bind: SocketAddr,
-        /// Bearer token for the operator API.
-        #[arg(long, env = "TANDEM_OPERATOR_TOKEN", hide_env_values = true)]
-        operator_token: String,
-        /// Assets and markets as JSON (default: BTC, USD, BTC-USD).
-        #[arg(long)]
-        markets: Option<PathBuf>,
-        #[arg(long, default_value_t = 2)]
-        http_workers: usize,
-        /// Snapshot every this many commands.
-        #[arg(long, default_value_t = 100_000)]
-        snapshot_every: u64,
-        /// File holding the master key (64 hex characters); else TANDEM_MASTER_KEY; without
-        /// either the node runs without custody.
-        #[arg(long)]
-        master_key_file: Option<PathBuf>,
-        /// Safe-prime pairs to keep ready in the background.
-        #[arg(long, default_value_t = 4)]
-        prime_pool_target: usize,
-        /// Where the sealed custody secrets live (provider identity, pool seed, vault key
-        /// shares); default `custody/secrets` in the data dir. Replicas of one exchange share
-        /// one directory.
-        #[arg(long, env = "TANDEM_CUSTODY_SECRETS_DIR", value_name = "DIR")]
-        custody_secrets_dir: Option<PathBuf>,
-        /// The Bitcoin network (bitcoin, testnet, signet, regtest).
-        #[arg(long, default_value = "bitcoin")]
-        network: String,
-        /// A bitcoind's JSON-RPC (of the same network): deposits to vault addresses are
-        /// credited from it. Without it, no chain deposits are credited.
-        #[arg(long, value_name = "URL")]
-        bitcoind: Option<String>,
-        #[arg(long, env = "TANDEM_RPC_USER", default_value = "")]
-        rpc_user: String,
-        #[arg(long, env = "TANDEM_RPC_PASSWORD", hide_env_values = true, default_value = "")]
-        rpc_password: String,
-        /// Confirmations before a deposit from outside is credited.
-        #[arg(long, default_value_t = 3)]
-        deposit_confirmations: u32,
-        /// Scan the chain for deposits from this height (vaults hold nothing older).
-        #[arg(long, default_value_t = 0)]
-        chain_start_height: u32,
-        /// Close a settlement window this many seconds after the last batch finished.
-        #[arg(long, default_value_t = 600)]
-        settlement_window_secs: u64,
-        /// ...or as soon as this many movements (vaults to settle, withdrawals) wait.
-        #[arg(long, default_value_t = 1000)]
-        settlement_max_movements: usize,
-        /// Confirmations before a batch is final in the ledger.
-        #[arg(long, default_value_t = 3)]
-        settlement_confirmations: u32,
-        /// Seconds the wallets of a batch have to co-sign before it is rebuilt without them.
-        #[arg(long, default_value_t = 120)]
-        signing_deadline_secs: u64,
-        /// Seconds a broadcast batch may wait unconfirmed, underpaying the chain's fee estimate,
-        /// before it is replaced by a version paying more (RBF, paid by the pool).
-        #[arg(long, default_value_t = 1800)]
-        settlement_bump_after_secs: u64,
-        /// Seconds a wallet that missed a signing deadline sits out of batches.
-        #[arg(long, default_value_t = 600)]
-        settlement_late_penalty_secs: u64,
-        /// Seconds after a wallet was first late before its debt is force-settled with its
-        /// vault's co-signer (2-of-3 vaults).
-        #[arg(long, default_value_t = 86_400)]
-        settlement_force_after_secs: u64,
-        /// Redis shared by every gateway of this exchange (`redis://host:port`): request
-        /// budgets count there, the same whichever gateway a caller reaches. Without it each
-        /// process counts its own.
-        #[arg(long, env = "TANDEM_REDIS_URL", value_name = "URL")]
-        redis_url: Option<String>,
-        /// Prefix of this exchange's Redis keys.
-        #[arg(long, default_value = "tandem:")]
-        redis_prefix: String,
-        /// Request weight an API key, device or co-signer may spend per minute (0: no limit).
-        #[arg(long, default_value_t = 60_000)]
-        limit_per_caller: u32,
-        /// Request weight one IP address may spend per minute (0: no limit).
-        #[arg(long, default_value_t = 120_000)]
-        limit_per_ip: u32,
+        #[command(flatten)]
+        limits: LimitArgs,
+        #[command(flatten)]
+        custody: CustodyArgs,
+        #[command(flatten)]
+        chain: ChainArgs,
+    },
+    /// One process of a split exchange: the public API (HTTP and WebSocket). Any number of
+    /// gateways serve the same exchange.
+    Gateway {
+        #[command(flatten)]
+        exchange: ExchangeArgs,
+        #[command(flatten)]
+        limits: LimitArgs,
+        /// The custody process (`tandem custody run`), where `/v1/mpc/...` is forwarded.
+        #[arg(long, env = "TANDEM_RELAY_URL", value_name = "URL")]
+        relay_url: Option<String>,
+    },
+    /// One process of a split exchange: keeps the store's projections and publishes the event
+    /// stream (`<journal topic>.events`); a second one is a hot standby.
+    Matching {
+        #[command(flatten)]
+        exchange: ExchangeArgs,
+    },
+    /// One process of a split exchange: credits chain deposits and settles batches while it
+    /// holds the settlement lock (others stand by), signing through the custody process.
+    Settlement {
+        #[command(flatten)]
+        exchange: ExchangeArgs,
+        #[command(flatten)]
+        chain: ChainArgs,
+        /// The custody process (`tandem custody run`) whose internal API signs.
+        #[arg(long, env = "TANDEM_CUSTODY_URL", value_name = "URL")]
+        custody_url: String,
     },
     /// Reconciles ledger against chain on a running node (`GET /v1/operator/reconciliation`):
     /// prints the report; exits 1 on any difference, 2 if it cannot be read.
@@ -220,6 +163,15 @@ enum CosignerCmd {
 
 #[derive(Subcommand)]
 enum CustodyCmd {
+    /// One process of a split exchange: the provider's signer. Hosts the MPC relay (gateways
+    /// forward to it), takes the provider's part in vault creation and signing, and serves the
+    /// custody API the settlement process signs through.
+    Run {
+        #[command(flatten)]
+        exchange: ExchangeArgs,
+        #[command(flatten)]
+        custody: CustodyArgs,
+    },
     /// Pregenerates safe-prime pairs (tens of seconds each) into the node's prime pool.
     GenPrimes {
         #[arg(long)]
@@ -358,153 +310,13 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
             };
             demo::run(opts).await
         }
-        Cmd::Serve {
-            data_dir,
-            store_url,
-            migrate,
-            journal_url,
-            publish_events,
-            bind,
-            operator_token,
-            markets,
-            http_workers,
-            snapshot_every,
-            master_key_file,
-            prime_pool_target,
-            custody_secrets_dir,
-            network,
-            bitcoind,
-            rpc_user,
-            rpc_password,
-            deposit_confirmations,
-            chain_start_height,
-            settlement_window_secs,
-            settlement_max_movements,
-            settlement_confirmations,
-            signing_deadline_secs,
-            settlement_bump_after_secs,
-            settlement_late_penalty_secs,
-            settlement_force_after_secs,
-            redis_url,
-            redis_prefix,
-            limit_per_caller,
-            limit_per_ip,
-        } => {
-            let network = tandem::parse_network(&network)?;
-            let store = node::StoreLocation::parse(store_url.as_deref(), migrate)?;
-            if journal_url.is_some() && bitcoind.is_some() && !matches!(store, node::StoreLocation::Postgres { .. }) {
-                // Replicas of a shared journal take turns at settlement under a lock in the
-                // shared store: two settlement services would spend the same coins.
-                anyhow::bail!(
-                    "--bitcoind with --journal-url needs a PostgreSQL --store-url shared by the replicas: the settlement \
-                     leader is elected there"
-                );
-            }
-            let custody = if master_key_file.is_some() || std::env::var_os(custody_cli::MASTER_KEY_ENV).is_some() {
-                Some(node::CustodyOptions {
-                    master_key: custody_cli::load_master_key(master_key_file.as_deref())?,
-                    prime_pool_target,
-                    demo: false,
-                    secrets_dir: custody_secrets_dir,
-                })
-            } else {
-                tracing::warn!("no master key: running without custody");
-                None
-            };
-            let exchange = match markets {
-                Some(p) => serde_json::from_slice::<ExchangeConfig>(&std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?)
-                    .with_context(|| format!("parsing {}", p.display()))?,
-                None => ExchangeConfig::default(),
-            };
-            let mut n = node::start(node::NodeOptions {
-                data_dir,
-                store,
-                custody,
-                bind,
-                exchange,
-                gateway: tandem_gateway::GatewayConfig {
-                    operator_token,
-                    bitcoin_network: network,
-                    limits: tandem_gateway::limits::LimitConfig {
-                        per_caller_per_minute: limit_per_caller,
-                        per_ip_per_minute: limit_per_ip,
-                    },
-                    ..Default::default()
-                },
-                sequencer: SequencerConfig { snapshot_every, ..SequencerConfig::default() },
-                http_workers,
-                redis: redis_url.map(|url| node::RedisOptions { url, prefix: redis_prefix }),
-                journal: node::JournalLocation::parse(journal_url.as_deref(), publish_events)?,
-            })
-            .await?;
-            let services = match bitcoind {
-                Some(url) => {
-                    let auth = tandem_settlement::BitcoindAuth::UserPass { user: rpc_user, password: rpc_password };
-                    let chain = tandem_settlement::Bitcoind::connect(tandem_settlement::BitcoindConfig::new(url, auth, network))
-                        .await
-                        .context("connecting to bitcoind")?;
-                    let chain: std::sync::Arc<dyn tandem_settlement::Chain> = std::sync::Arc::new(chain);
-                    let policy = tandem_settlement::deposits::DepositPolicy { confirmations: deposit_confirmations };
-                    let deposits = tandem::deposits::DepositService {
-                        start_height: chain_start_height,
-                        interval: Duration::from_secs(2),
-                        ..tandem::deposits::DepositService::for_node(&n, chain.clone(), policy)?
-                    };
-                    let config = tandem::settlement::SettlementConfig {
-                        window: Duration::from_secs(settlement_window_secs),
-                        max_movements: settlement_max_movements,
-                        confirmations: settlement_confirmations,
-                        signing_deadline: Duration::from_secs(signing_deadline_secs),
-                        bump_after: Duration::from_secs(settlement_bump_after_secs),
-                        late_penalty: Duration::from_secs(settlement_late_penalty_secs),
-                        force_after: Duration::from_secs(settlement_force_after_secs),
-                        ..Default::default()
-                    };
-                    let settlement = match &n.vaults {
-                        Some(_) => Some(tandem::settlement::SettlementService::for_node(&n, chain, config)?),
-                        None => {
-                            tracing::warn!("no custody: nothing is settled on chain");
-                            None
-                        }
-                    };
-                    let reconciler = n.reconciler.clone();
-                    let start = move |leader_epoch: Option<u64>| {
-                        let mut tasks = vec![tandem::deposits::DepositService { leader_epoch, ..deposits.clone() }.spawn()];
-                        if let Some(s) = &settlement {
-                            let service = tandem::settlement::SettlementService { leader_epoch, ..(**s).clone() };
-                            tasks.push(std::sync::Arc::new(service).spawn(&reconciler));
-                        }
-                        tasks
-                    };
-                    if journal_url.is_some() {
-                        tracing::info!("settlement runs on whichever replica leads; trying for the lead");
-                        let leader = tandem::leadership::LeaderLoop {
-                            store: n.store.clone(),
-                            sequencer: n.sequencer.clone(),
-                            start: Box::new(move |epoch| Ok(start(Some(epoch)))),
-                            interval: Duration::from_secs(1),
-                            leading: n.settlement_leader.clone(),
-                        };
-                        vec![leader.spawn()]
-                    } else {
-                        start(None)
-                    }
-                }
-                None => {
-                    tracing::warn!("no --bitcoind: chain deposits are not credited and nothing is settled");
-                    Vec::new()
-                }
-            };
-            println!("listening on {}", n.base_url());
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                r = n.wait() => tracing::warn!(result = ?r, "server stopped"),
-            }
-            for task in services {
-                task.abort();
-            }
-            n.shutdown().await
+        Cmd::Serve { exchange, publish_events, limits, custody, chain } => {
+            tandem::process::serve(exchange, limits, custody, chain, publish_events).await
         }
+        Cmd::Gateway { exchange, limits, relay_url } => tandem::process::gateway(exchange, limits, relay_url).await,
+        Cmd::Matching { exchange } => tandem::process::matching(exchange).await,
+        Cmd::Settlement { exchange, chain, custody_url } => tandem::process::settlement(exchange, chain, custody_url).await,
+        Cmd::Custody { command: CustodyCmd::Run { exchange, custody } } => tandem::process::custody(exchange, custody).await,
         Cmd::Reconcile { url, operator_token } => {
             let mut client = tandem::client::Client::connect(&url).await?;
             let auth = tandem::client::Auth::Operator(operator_token);
@@ -611,7 +423,10 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Journal { .. } | Cmd::Wallet(_) | Cmd::Custody { .. } | Cmd::Cosigner { command: CosignerCmd::Init { .. } } => {
+        Cmd::Journal { .. }
+        | Cmd::Wallet(_)
+        | Cmd::Custody { command: CustodyCmd::GenPrimes { .. } | CustodyCmd::NewMasterKey { .. } }
+        | Cmd::Cosigner { command: CosignerCmd::Init { .. } } => {
             unreachable!("handled in main")
         }
     }

@@ -36,6 +36,9 @@ pub struct NodeOptions {
     pub redis: Option<RedisOptions>,
     /// Where the command journal is.
     pub journal: JournalLocation,
+    /// This process keeps the store's projections; `false`: another process of the exchange
+    /// does (`tandem matching`), and this one follows the store's cursor.
+    pub project: bool,
 }
 
 /// The node's command journal.
@@ -205,6 +208,8 @@ pub struct Node {
     /// The settlement leadership epoch this node leads (0: it does not lead, or settlement has
     /// no leader: an embedded journal), shown in `/metrics`.
     pub settlement_leader: Arc<std::sync::atomic::AtomicU64>,
+    /// It keeps the projections (else another process does).
+    projects: bool,
     server: actix_web::dev::ServerHandle,
     server_task: tokio::task::JoinHandle<std::io::Result<()>>,
     core: Option<Sequencer>,
@@ -218,18 +223,31 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
     let wanted = opts.exchange.to_engine()?;
 
     let store = opts.store.open(&dirs).await?;
+    if !opts.project && opts.journal == JournalLocation::DataDir {
+        bail!("only a replica of a shared journal may leave projecting to another process");
+    }
     let projected = store.projected_seq().await?;
     let (sink, sink_rx) = crossbeam_channel::bounded::<Arc<Applied>>(1 << 16);
     // Before the engine is rebuilt: the rebuild feeds the projector what it has not seen.
-    let projector = Projector::spawn(store.clone(), sink_rx, projected);
+    let projector = match opts.project {
+        true => Projector::spawn(store.clone(), sink_rx, projected),
+        false => {
+            drop(sink_rx);
+            Projector::follow(store.clone(), Duration::from_millis(10))
+        }
+    };
     let (core, engine_config) = match &opts.journal {
         JournalLocation::DataDir => start_on_files(&dirs, wanted, projected, sink, opts.sequencer).await?,
         JournalLocation::Kafka { config: kafka, publish_events } => {
             let snapshots = SnapshotStore::open(&dirs.shared_snapshots())?;
-            let (kafka, sequencer, publish_events) = (kafka.clone(), opts.sequencer, *publish_events);
+            let (kafka, sequencer, publish_events, project) = (kafka.clone(), opts.sequencer, *publish_events, opts.project);
             // Kafka's clients block: off the runtime.
             let started = tokio::task::spawn_blocking(move || {
-                let (mut sinks, mut snapshot_limit) = (vec![sink], projected);
+                // A snapshot newer than the projections would skip what they have not seen.
+                let (mut sinks, mut snapshot_limit) = match project {
+                    true => (vec![sink], projected),
+                    false => (Vec::new(), Seq(u64::MAX)),
+                };
                 if publish_events {
                     // The publisher thread ends when the sequencer drops its sink.
                     let (events, published, _publisher) = crate::shared_journal::spawn_event_publisher(&kafka)?;
@@ -240,7 +258,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
             })
             .await??;
             let last_seq = started.0.handle().metrics().last_seq.load(std::sync::atomic::Ordering::Relaxed);
-            if projected.0 > last_seq {
+            if opts.project && projected.0 > last_seq {
                 started.0.shutdown();
                 bail!(
                     "the store has projected seq {} but the Kafka journal ends at {last_seq}; run `tandem store rebuild`",
@@ -321,7 +339,15 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
         service.clone().spawn();
         vaults = Some(service);
     }
-    let server = tandem_gateway::serve(gateway, listener, opts.http_workers)?;
+    // With custody here, its internal API too (for a settlement process elsewhere).
+    let extra: tandem_gateway::ExtraRoutes = match &vaults {
+        Some(v) => {
+            let v = v.clone();
+            Arc::new(move |cfg: &mut actix_web::web::ServiceConfig| crate::custodian::api::configure(cfg, v.clone()))
+        }
+        None => Arc::new(|_: &mut actix_web::web::ServiceConfig| {}),
+    };
+    let server = tandem_gateway::serve_with(gateway, listener, opts.http_workers, extra)?;
     let server_handle = server.handle();
     let server_task = tokio::spawn(server);
     tracing::info!(%addr, "API listening");
@@ -336,6 +362,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
         vaults,
         reconciler,
         settlement_leader,
+        projects: opts.project,
         server: server_handle,
         server_task,
         core: Some(core),
@@ -410,7 +437,7 @@ impl Node {
         if let Some(core) = self.core.take() {
             tokio::task::spawn_blocking(move || core.shutdown()).await?;
         }
-        if !self.projector.wait_for(Seq(last), Duration::from_secs(30)).await {
+        if self.projects && !self.projector.wait_for(Seq(last), Duration::from_secs(30)).await {
             tracing::warn!(last, "projections still behind at shutdown; they catch up on the next start");
         }
         Ok(())

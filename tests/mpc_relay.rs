@@ -232,6 +232,7 @@ async fn start_node(dir: &Path, provider: &Keypair) -> Node {
         http_workers: 2,
         redis: None,
         journal: Default::default(),
+        project: true,
     })
     .await
     .unwrap()

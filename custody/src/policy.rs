@@ -82,6 +82,27 @@ pub enum RefusalCode {
 }
 
 impl RefusalCode {
+    pub const ALL: [RefusalCode; 13] = [
+        RefusalCode::WrongSigners,
+        RefusalCode::WrongPurpose,
+        RefusalCode::MissingInputValue,
+        RefusalCode::ForeignInput,
+        RefusalCode::UnexpectedOutput,
+        RefusalCode::ObligationUnpaid,
+        RefusalCode::BadFee,
+        RefusalCode::OverSpend,
+        RefusalCode::TooEarly,
+        RefusalCode::ProviderReachable,
+        RefusalCode::BadIntent,
+        RefusalCode::UnknownKey,
+        RefusalCode::DoublePay,
+    ];
+
+    /// The code named by [`RefusalCode::as_str`].
+    pub fn parse(name: &str) -> Option<RefusalCode> {
+        RefusalCode::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RefusalCode::WrongSigners => "wrong_signers",
@@ -501,6 +522,14 @@ mod tests {
     use bitcoin::transaction::Version;
     use bitcoin::{OutPoint, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
     use std::str::FromStr;
+
+    #[test]
+    fn every_refusal_code_reads_back_from_its_name() {
+        for code in RefusalCode::ALL {
+            assert_eq!(RefusalCode::parse(code.as_str()), Some(code));
+        }
+        assert_eq!(RefusalCode::parse("no_such_code"), None);
+    }
 
     fn script(n: u8) -> ScriptBuf {
         // A P2WPKH-shaped script with a recognisable 20-byte program.

@@ -62,6 +62,22 @@ pub struct GatewayConfig {
     pub mpc: RelayConfig,
     /// Request budgets per caller and per IP (see [`limits`]).
     pub limits: limits::LimitConfig,
+    /// Which routes this process serves.
+    pub surface: ApiSurface,
+    /// Where the MPC relay is hosted when not here (`http://host:port` of the custody
+    /// process): `/v1/mpc/...` is forwarded there, so wallets and co-signers keep one base URL.
+    pub relay_upstream: Option<String>,
+}
+
+/// Which routes a process serves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ApiSurface {
+    /// The whole API: market data, trading, accounts, wallets, the MPC relay, the operator.
+    #[default]
+    Public,
+    /// A service behind the gateways (matching, settlement, custody): probes, metrics and the
+    /// operator routes; and the MPC relay where `relay` (the custody process hosts it).
+    Internal { relay: bool },
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -76,6 +92,8 @@ impl std::fmt::Debug for GatewayConfig {
             .field("open_enrolment", &self.open_enrolment)
             .field("mpc", &self.mpc)
             .field("limits", &self.limits)
+            .field("surface", &self.surface)
+            .field("relay_upstream", &self.relay_upstream)
             .finish()
     }
 }
@@ -91,6 +109,8 @@ impl Default for GatewayConfig {
             open_enrolment: false,
             mpc: RelayConfig::default(),
             limits: limits::LimitConfig::default(),
+            surface: ApiSurface::Public,
+            relay_upstream: None,
         }
     }
 }
@@ -246,16 +266,34 @@ pub fn configure(cfg: &mut web::ServiceConfig, gateway: Data<Gateway>) {
         )
         .app_data(web::QueryConfig::default().error_handler(error::query_extractor_error))
         .app_data(web::PathConfig::default().error_handler(error::path_extractor_error))
-        .configure(routes::public::configure)
-        .configure(routes::orders::configure)
-        .configure(routes::account::configure)
-        .configure(routes::settlement::configure)
+        .configure(routes::public::configure_probes)
+        .configure(routes::settlement::configure_operator)
         .configure(routes::operator::configure)
-        .configure(routes::wallet::configure)
-        .configure(|cfg| routes::mpc::configure(cfg, gateway.config.mpc.max_request_bytes))
-        .service(routes::resource("/v1/ws", |r| r.route(web::get().to(ws::connect))))
         .service(routes::resource("/metrics", |r| r.route(web::get().to(metrics::scrape))))
         .default_service(web::to(error::not_found));
+    let relay_here = match gateway.config.surface {
+        ApiSurface::Public => {
+            cfg.configure(routes::public::configure)
+                .configure(routes::orders::configure)
+                .configure(routes::account::configure)
+                .configure(routes::settlement::configure)
+                .configure(routes::wallet::configure)
+                .service(routes::resource("/v1/ws", |r| r.route(web::get().to(ws::connect))));
+            true
+        }
+        ApiSurface::Internal { relay } => relay,
+    };
+    let max_request_bytes = gateway.config.mpc.max_request_bytes;
+    match (&gateway.config.relay_upstream, relay_here) {
+        (Some(upstream), true) => {
+            let wait = gateway.config.mpc.max_wait;
+            cfg.configure(|cfg| routes::mpc_forward::configure(cfg, upstream, max_request_bytes, wait));
+        }
+        (None, true) => {
+            cfg.configure(|cfg| routes::mpc::configure(cfg, max_request_bytes));
+        }
+        (_, false) => {}
+    }
 }
 
 /// Runs the API on `listener` with `workers` threads. The caller awaits (or spawns) the server.
@@ -264,10 +302,26 @@ pub fn serve(
     listener: std::net::TcpListener,
     workers: usize,
 ) -> std::io::Result<actix_web::dev::Server> {
+    serve_with(gateway, listener, workers, Arc::new(|_: &mut web::ServiceConfig| {}))
+}
+
+/// Routes a process adds beside the gateway's (the custody process's internal API).
+pub type ExtraRoutes = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
+
+/// [`serve`], with `extra` routes registered in every worker's app too.
+pub fn serve_with(
+    gateway: Gateway,
+    listener: std::net::TcpListener,
+    workers: usize,
+    extra: ExtraRoutes,
+) -> std::io::Result<actix_web::dev::Server> {
     let data = Data::new(gateway);
     let server = HttpServer::new(move || {
-        let data = data.clone();
-        App::new().wrap(actix_web::middleware::from_fn(limits::middleware)).configure(move |cfg| configure(cfg, data))
+        let (data, extra) = (data.clone(), extra.clone());
+        App::new()
+            .wrap(actix_web::middleware::from_fn(limits::middleware))
+            .configure(move |cfg| configure(cfg, data))
+            .configure(move |cfg| extra(cfg))
     })
     .workers(workers.max(1))
     .listen(listener)?

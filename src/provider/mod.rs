@@ -38,7 +38,7 @@ use tandem_store::{Store, VaultAddressRecord, VaultRecord};
 
 pub mod pool;
 pub mod signing;
-pub use pool::PoolVault;
+pub use pool::{PoolAddresses, PoolVault};
 pub use signing::SignError;
 
 use crate::mpc_link::{party_role, InProcessRelayLink};
@@ -95,6 +95,16 @@ pub fn group_id_of(eid: ExecutionId) -> GroupId {
     let mut id = [0u8; 16];
     id.copy_from_slice(&eid.0[..16]);
     GroupId(id)
+}
+
+/// The script of a withdrawal's destination address, which must be of `network`.
+pub fn destination_script(destination: &str, network: bitcoin::Network) -> anyhow::Result<bitcoin::ScriptBuf> {
+    let address = destination
+        .parse::<bitcoin::Address<bitcoin::address::NetworkUnchecked>>()
+        .map_err(|e| anyhow!("destination {destination:?} does not parse: {e}"))?
+        .require_network(network)
+        .map_err(|e| anyhow!("destination {destination:?}: {e}"))?;
+    Ok(address.script_pubkey())
 }
 
 /// Names of the provider's sealed records.

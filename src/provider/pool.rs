@@ -9,11 +9,15 @@
 //! Why not an MPC vault: these coins are the provider's custody by definition (no user share to
 //! split with); one sealed seed under the operator's master key is the honest model, and an
 //! HSM can replace it behind the same two calls (addresses and signing an input).
+//!
+//! The addresses are derived from the pool's extended public key ([`PoolAddresses`]), so the
+//! services that only watch and build (deposits, settlement, reconciliation) need no secret:
+//! in a split deployment they get the xpub from the custody process.
 
 use std::collections::HashMap;
 
 use anyhow::Context;
-use bitcoin::bip32::{ChildNumber, Xpriv};
+use bitcoin::bip32::{ChildNumber, Xpriv, Xpub};
 use bitcoin::secp256k1::Secp256k1;
 use bitcoin::{Address, Network, ScriptBuf, Transaction, TxOut, Witness};
 use tandem_custody::EncryptedShareStore;
@@ -22,14 +26,67 @@ use tandem_settlement::SingleKey;
 
 const SEED_RECORD: &str = "pool-seed";
 
+/// The pool's secret side: signs its inputs.
 pub struct PoolVault {
     master: Xpriv,
-    network: Network,
+    addresses: PoolAddresses,
 }
 
 impl std::fmt::Debug for PoolVault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PoolVault").field("network", &self.network).finish_non_exhaustive()
+        f.debug_struct("PoolVault").field("network", &self.addresses.network).finish_non_exhaustive()
+    }
+}
+
+/// The pool's public side: every account's pool address, from the extended public key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolAddresses {
+    xpub: Xpub,
+    network: Network,
+}
+
+impl PoolAddresses {
+    pub fn new(xpub: Xpub, network: Network) -> PoolAddresses {
+        PoolAddresses { xpub, network }
+    }
+
+    pub fn xpub(&self) -> &Xpub {
+        &self.xpub
+    }
+
+    pub fn network(&self) -> Network {
+        self.network
+    }
+
+    fn index_of(account: AccountId) -> anyhow::Result<u32> {
+        // Normal (non-hardened) indexes stop at 2^31.
+        u32::try_from(account.0).ok().filter(|i| *i < (1 << 31)).context("account id too large for a pool address")
+    }
+
+    fn path(account: AccountId) -> anyhow::Result<[ChildNumber; 2]> {
+        Ok([ChildNumber::from_normal_idx(0)?, ChildNumber::from_normal_idx(Self::index_of(account)?)?])
+    }
+
+    /// The pool deposit address of `account`.
+    pub fn deposit_script(&self, account: AccountId) -> anyhow::Result<ScriptBuf> {
+        let child = self.xpub.derive_pub(&Secp256k1::verification_only(), &Self::path(account)?)?;
+        Ok(ScriptBuf::new_p2wpkh(&bitcoin::CompressedPublicKey(child.public_key).wpubkey_hash()))
+    }
+
+    pub fn deposit_address(&self, account: AccountId) -> anyhow::Result<Address> {
+        Ok(Address::from_script(&self.deposit_script(account)?, self.network)?)
+    }
+
+    /// The scripts of accounts `1..=accounts`, with their account: every address of the pool.
+    pub fn scripts(&self, accounts: u64) -> anyhow::Result<HashMap<ScriptBuf, AccountId>> {
+        (1..=accounts).map(|a| Ok((self.deposit_script(AccountId(a))?, AccountId(a)))).collect()
+    }
+}
+
+impl std::ops::Deref for PoolVault {
+    type Target = PoolAddresses;
+    fn deref(&self) -> &PoolAddresses {
+        &self.addresses
     }
 }
 
@@ -45,37 +102,22 @@ impl PoolVault {
 
     pub fn from_seed(seed: &[u8; 32], network: Network) -> anyhow::Result<PoolVault> {
         let master = Xpriv::new_master(network, seed).context("deriving the pool's master key")?;
-        Ok(PoolVault { master, network })
+        let xpub = Xpub::from_priv(&Secp256k1::signing_only(), &master);
+        Ok(PoolVault { master, addresses: PoolAddresses::new(xpub, network) })
     }
 
-    fn key(&self, index: u32) -> anyhow::Result<SingleKey> {
-        let path = [ChildNumber::from_normal_idx(0)?, ChildNumber::from_normal_idx(index)?];
-        let child = self.master.derive_priv(&Secp256k1::new(), &path)?;
+    pub fn addresses(&self) -> &PoolAddresses {
+        &self.addresses
+    }
+
+    fn key(&self, account: AccountId) -> anyhow::Result<SingleKey> {
+        let child = self.master.derive_priv(&Secp256k1::new(), &PoolAddresses::path(account)?)?;
         SingleKey::from_secret_bytes(child.private_key.secret_bytes()).context("a derived pool key is invalid")
-    }
-
-    fn index_of(account: AccountId) -> anyhow::Result<u32> {
-        // Normal (non-hardened) indexes stop at 2^31.
-        u32::try_from(account.0).ok().filter(|i| *i < (1 << 31)).context("account id too large for a pool address")
-    }
-
-    /// The pool deposit address of `account`.
-    pub fn deposit_script(&self, account: AccountId) -> anyhow::Result<ScriptBuf> {
-        Ok(self.key(Self::index_of(account)?)?.script())
-    }
-
-    pub fn deposit_address(&self, account: AccountId) -> anyhow::Result<Address> {
-        Ok(Address::from_script(&self.deposit_script(account)?, self.network)?)
-    }
-
-    /// The scripts of accounts `1..=accounts`, with their account: every address of the pool.
-    pub fn scripts(&self, accounts: u64) -> anyhow::Result<HashMap<ScriptBuf, AccountId>> {
-        (1..=accounts).map(|a| Ok((self.deposit_script(AccountId(a))?, AccountId(a)))).collect()
     }
 
     /// Signs input `index` of `tx`, which spends `prevout` from the pool address of `account`.
     pub fn sign_input(&self, account: AccountId, tx: &Transaction, index: usize, prevout: &TxOut) -> anyhow::Result<Witness> {
-        let key = self.key(Self::index_of(account)?)?;
+        let key = self.key(account)?;
         key.sign_input(tx, index, prevout).map_err(|e| anyhow::anyhow!(e))
     }
 }
@@ -93,5 +135,16 @@ mod tests {
         assert!(a.is_p2wpkh());
         assert_eq!(pool.scripts(5).unwrap().get(&a), Some(&AccountId(3)));
         assert!(pool.deposit_script(AccountId(1 << 31)).is_err());
+    }
+
+    #[test]
+    fn the_public_side_derives_the_addresses_the_secret_side_signs_for() {
+        let pool = PoolVault::from_seed(&[9; 32], Network::Regtest).unwrap();
+        let public = PoolAddresses::new(*pool.xpub(), Network::Regtest);
+        for account in [1, 2, 77] {
+            let script = public.deposit_script(AccountId(account)).unwrap();
+            let key = pool.key(AccountId(account)).unwrap();
+            assert_eq!(script, key.script(), "account {account}");
+        }
     }
 }

@@ -47,6 +47,10 @@ pub enum SignError {
     /// The session failed (partner offline or timed out, transport, storage).
     #[error("signing failed: {0}")]
     Failed(String),
+    /// Custody itself could not be asked (a custody process unreachable): no session was
+    /// opened, so nothing about the partner is known.
+    #[error("custody unavailable: {0}")]
+    CustodyUnavailable(String),
 }
 
 /// [`BatchFacts`], owned.
@@ -477,12 +481,7 @@ impl VaultService {
 
     /// The script of a withdrawal's destination address on this provider's network.
     pub(crate) fn destination_script(&self, destination: &str) -> anyhow::Result<ScriptBuf> {
-        let address = destination
-            .parse::<bitcoin::Address<bitcoin::address::NetworkUnchecked>>()
-            .map_err(|e| anyhow::anyhow!("destination {destination:?} does not parse: {e}"))?
-            .require_network(self.network)
-            .map_err(|e| anyhow::anyhow!("destination {destination:?}: {e}"))?;
-        Ok(address.script_pubkey())
+        super::destination_script(destination, self.network)
     }
 
     /// The scripts of an account's vault addresses.

@@ -58,8 +58,8 @@ use tandem_settlement::{Chain, TxStatus};
 use tandem_store::{BatchLegRecord, BatchRecord, BatchVersionRecord, Store};
 
 use crate::deposits::deposit_reference;
-use crate::provider::signing::SignError;
-use crate::provider::VaultService;
+use crate::custodian::{Custodian, InProcess};
+use crate::provider::SignError;
 use record::{InputSigner, StoredPlan};
 
 /// When windows close and how batches are made.
@@ -154,7 +154,8 @@ pub struct SettlementService {
     pub chain: Arc<dyn Chain>,
     pub sequencer: SequencerHandle,
     pub store: Store,
-    pub vaults: Arc<VaultService>,
+    /// The provider's signatures and pool addresses (in process, or a custody process).
+    pub custodian: Arc<dyn Custodian>,
     pub btc: AssetId,
     pub config: SettlementConfig,
     /// The leadership turn it runs in, among replicas of a shared journal (`None`: the only
@@ -206,14 +207,25 @@ impl SettlementService {
         config: SettlementConfig,
         leader_epoch: Option<u64>,
     ) -> anyhow::Result<Arc<Self>> {
+        let custodian = Arc::new(InProcess(node.vaults.clone().context("settlement needs the node's custody")?));
+        Ok(Arc::new(SettlementService { leader_epoch, ..(*Self::with_custodian(node, custodian, chain, config)?).clone() }))
+    }
+
+    /// Settlement on `node`'s ledger with the provider's custody elsewhere (a custody process).
+    pub fn with_custodian(
+        node: &crate::node::Node,
+        custodian: Arc<dyn Custodian>,
+        chain: Arc<dyn Chain>,
+        config: SettlementConfig,
+    ) -> anyhow::Result<Arc<Self>> {
         Ok(Arc::new(SettlementService {
             chain,
             sequencer: node.sequencer.clone(),
             store: node.store.clone(),
-            vaults: node.vaults.clone().context("settlement needs the node's custody")?,
+            custodian,
             btc: crate::node::btc_asset(&node.engine_config)?,
             config,
-            leader_epoch,
+            leader_epoch: None,
         }))
     }
 
@@ -360,7 +372,7 @@ impl SettlementService {
         // A destination that is not an address on this network can never be paid: refund it.
         let mut payable = Vec::new();
         for (id, w) in withdrawals {
-            match self.vaults.destination_script(&w.destination) {
+            match crate::provider::destination_script(&w.destination, self.custodian.pool().network()) {
                 Ok(script) => payable.push((id, w, script)),
                 Err(e) => {
                     tracing::error!(withdrawal = id.0, error = %format!("{e:#}"), "withdrawal cannot be paid; refunding it");
@@ -398,14 +410,14 @@ impl SettlementService {
             });
             in_batch.insert(holder);
         }
-        let pool_scripts = self.vaults.pool.scripts(accounts)?;
+        let pool_scripts = self.custodian.pool().scripts(accounts)?;
         for (s, account) in &pool_scripts {
             signer_of.insert(s.clone(), InputSigner::Pool { account: account.0 });
         }
         let pool = Pool {
             holder: SETTLEMENT_POOL.0,
             utxos: self.counted_utxos(&pool_scripts.keys().cloned().collect::<Vec<_>>()).await?,
-            receive_script: self.vaults.pool.deposit_script(SETTLEMENT_POOL)?,
+            receive_script: self.custodian.pool().deposit_script(SETTLEMENT_POOL)?,
         };
         let plan_withdrawals: Vec<batch::Withdrawal> = payable
             .iter()
@@ -509,7 +521,7 @@ impl SettlementService {
             utxos: self.counted_utxos(&scripts).await?,
             receive_script: receive,
         };
-        let pool = Pool { holder: SETTLEMENT_POOL.0, utxos: Vec::new(), receive_script: self.vaults.pool.deposit_script(SETTLEMENT_POOL)? };
+        let pool = Pool { holder: SETTLEMENT_POOL.0, utxos: Vec::new(), receive_script: self.custodian.pool().deposit_script(SETTLEMENT_POOL)? };
         let rate = self.chain.fee_rate(self.config.fee_target_blocks).await?;
         let params = PlanParams { fee_rate_sat_per_kvb: (rate.to_sat_per_kwu() * 4).max(1_000), dust: self.config.dust };
         let plan = match batch::plan(std::slice::from_ref(&participant), &[], &pool, &params) {
@@ -638,7 +650,7 @@ impl SettlementService {
             match &input.signer {
                 InputSigner::Pool { account } => {
                     let prevout = psbt.inputs[index].witness_utxo.as_ref().context("an input without its value")?;
-                    let witness = self.vaults.pool.sign_input(AccountId(*account), &psbt.unsigned_tx, index, prevout)?;
+                    let witness = self.custodian.sign_pool_input(AccountId(*account), &psbt.unsigned_tx, index, prevout).await?;
                     self.store.add_batch_signature(b.id, version, index as u32, &serialize_hex(&witness)).await?;
                     self.crash(CrashPoint::InputSigned)?;
                 }
@@ -672,9 +684,7 @@ impl SettlementService {
                 let indexes: Vec<u32> = inputs.iter().map(|i| i.index).collect();
                 let intent = SpendIntent::new(purpose, psbt.clone(), inputs, &signers)?;
                 // A wallet that never answers must not hold the batch past its deadline.
-                let signed = tokio::time::timeout_at(until, self.vaults.sign(intent))
-                    .await
-                    .unwrap_or_else(|_| Err(SignError::Failed("no answer before the signing deadline".into())));
+                let signed = self.custodian.sign(intent, until).await;
                 match signed {
                     Ok(sigs) => {
                         for (index, sig) in indexes.iter().zip(sigs) {
@@ -682,6 +692,8 @@ impl SettlementService {
                             self.crash(CrashPoint::InputSigned)?;
                         }
                     }
+                    // Not the wallet's fault: try again next tick, nobody is late.
+                    Err(e @ SignError::CustodyUnavailable(_)) => return Err(anyhow!(e)),
                     Err(e) => {
                         tracing::warn!(batch = b.id, version, inputs = indexes.len(), holder, error = %e, "batch inputs not signed yet");
                         return Ok::<_, anyhow::Error>(Some(holder));

@@ -107,7 +107,7 @@ impl SettlementService {
         for (account, addresses) in &holders {
             scripts_of.insert(account.0, addresses.iter().map(|(s, _, _)| s.clone()).collect());
         }
-        scripts_of.insert(SETTLEMENT_POOL.0, self.vaults.pool.scripts(accounts)?.into_keys().collect());
+        scripts_of.insert(SETTLEMENT_POOL.0, self.custodian.pool().scripts(accounts)?.into_keys().collect());
         let settled: BTreeMap<u64, i64> = settled.into_iter().map(|(h, v)| (h.0, v as i64)).collect();
 
         let mut report = Vec::new();

@@ -36,6 +36,38 @@ impl Projector {
     }
 }
 
+impl Projector {
+    /// For a process that leaves projecting to another (`tandem gateway` beside `tandem
+    /// matching`): a handle that follows the store's own cursor, read every `interval`, so
+    /// history reads still wait for the caller's writes to be projected.
+    pub fn follow(store: Store, interval: Duration) -> ProjectorHandle {
+        let (published, seq) = watch::channel(Seq(0));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if published.is_closed() {
+                    break;
+                }
+                match store.projected_seq().await {
+                    Ok(at) => {
+                        published.send_if_modified(|s| {
+                            let advanced = at > *s;
+                            if advanced {
+                                *s = at;
+                            }
+                            advanced
+                        });
+                    }
+                    Err(e) => tracing::debug!(error = %e, "cannot read the projection cursor"),
+                }
+            }
+        });
+        ProjectorHandle { seq }
+    }
+}
+
 /// Where the projector has got to; cheap to clone.
 #[derive(Clone)]
 pub struct ProjectorHandle {

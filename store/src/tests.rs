@@ -721,6 +721,19 @@ async fn projector_keeps_up_and_answers_wait_for() {
     }
 }
 
+#[tokio::test]
+async fn a_follower_sees_what_another_process_projected() {
+    let h = scenario();
+    for store in crate::test_stores().await {
+        let follower = Projector::follow(store.clone(), Duration::from_millis(10));
+        let last = h.log.last().unwrap().seq;
+        assert!(!follower.wait_for(last, Duration::from_millis(50)).await, "nothing projected yet");
+        project(&store, &h.log, 7).await;
+        assert!(follower.wait_for(last, Duration::from_secs(10)).await);
+        assert_eq!(follower.projected_seq(), last);
+    }
+}
+
 /// Not a timed assertion: prints how fast a file-backed store projects a realistic mix.
 #[tokio::test]
 async fn projection_throughput() {

@@ -203,6 +203,7 @@ pub async fn custody_node(data_dir: &Path, operator_token: &str) -> tandem::node
         http_workers: 2,
         redis: None,
         journal: Default::default(),
+        project: true,
     })
     .await
     .expect("the node starts")

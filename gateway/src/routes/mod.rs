@@ -4,6 +4,7 @@
 
 pub mod account;
 pub mod mpc;
+pub mod mpc_forward;
 pub mod operator;
 pub mod orders;
 pub mod public;

@@ -13,11 +13,15 @@ use std::time::Duration;
 use tandem_matching::config::to_decimal;
 use tandem_matching::{DepthLevel, MarketId};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
+/// What every process answers, the services behind the gateways too.
+pub fn configure_probes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/v1/health", |r| r.route(web::get().to(health))))
         .service(resource("/health", |r| r.route(web::get().to(health))))
-        .service(resource("/ready", |r| r.route(web::get().to(ready))))
-        .service(resource("/v1/markets", |r| r.route(web::get().to(markets))))
+        .service(resource("/ready", |r| r.route(web::get().to(ready))));
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/v1/markets", |r| r.route(web::get().to(markets))))
         .service(resource("/v1/markets/{symbol}/book", |r| r.route(web::get().to(book))))
         .service(resource("/v1/markets/{symbol}/trades", |r| r.route(web::get().to(trades))));
 }

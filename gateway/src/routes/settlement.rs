@@ -18,8 +18,11 @@ use tandem_matching::{BatchId, RejectReason};
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/v1/settlement", |r| r.route(web::get().to(position))))
         .service(resource("/v1/settlement/batches/{id}", |r| r.route(web::get().to(batch))))
-        .service(resource("/v1/cosigner/batches/{id}", |r| r.route(web::get().to(cosigner_batch))))
-        .service(resource("/v1/operator/batches", |r| r.route(web::get().to(operator_batches))))
+        .service(resource("/v1/cosigner/batches/{id}", |r| r.route(web::get().to(cosigner_batch))));
+}
+
+pub fn configure_operator(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/v1/operator/batches", |r| r.route(web::get().to(operator_batches))))
         .service(resource("/v1/operator/reconciliation", |r| r.route(web::get().to(reconciliation))));
 }
 
