@@ -265,3 +265,106 @@ relay-url = "{custody_url}"
     assert_eq!(sold["order"]["status"], "new", "{sold}");
     drop(cluster);
 }
+
+/// Hot standby: two `tandem matching` processes follow the journal; the one that got there
+/// first projects each batch, the other finds it done (the cursor lock), and both publish the
+/// event stream (consumers keep one record per seq). One is killed while orders stream in
+/// through two gateways: the other goes on, every acknowledged order is in the history once,
+/// and the event stream holds every seq with no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_matching_process_killed_under_load_leaves_the_standby_projecting_and_publishing() {
+    use tandem_matching::SharedFeed as _;
+    let broker = Broker::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let journal = format!("kafka://{}/tandem.commands", broker.addr);
+    let config = dir.join("tandem.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[all]\njournal-url = \"{journal}\"\nstore-url = \"{}\"\nredis-url = \"redis://127.0.0.1:6379\"\n\
+             redis-prefix = \"tandem-split-test-{:08x}:\"\noperator-token = \"{TOKEN}\"\n[matching]\nmigrate = true\n\
+             [gateway]\nlimit-per-caller = 0\nlimit-per-ip = 0\n",
+            common::postgres_store_url(),
+            rand::random::<u32>()
+        ),
+    )
+    .unwrap();
+    let mut cluster = Cluster { dir: dir.clone(), config, processes: Vec::new() };
+    cluster.start("matching-1", free_port(), &["matching"]).await;
+    cluster.start("matching-2", free_port(), &["matching"]).await;
+    let gateway_ports = [free_port(), free_port()];
+    let mut gw1 = cluster.start("gateway-1", gateway_ports[0], &["gateway"]).await;
+    cluster.start("gateway-2", gateway_ports[1], &["gateway"]).await;
+
+    let made = common::ok(&mut gw1, "POST", "/v1/operator/accounts", Some(&json!({"kind": "partner", "label": "bidder"})), &operator()).await;
+    let key = Auth::Key { key: made["api_key"].as_str().unwrap().into(), secret: made["api_secret"].as_str().unwrap().into() };
+    let usd = json!({"account_id": made["account_id"], "asset": "USD", "amount": "1000000.00", "reference": "wire-bidder"});
+    common::ok(&mut gw1, "POST", "/v1/operator/deposits", Some(&usd), &operator()).await;
+
+    const TASKS: usize = 4;
+    const ORDERS: usize = 50;
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let (key, port, dir) = (key.clone(), gateway_ports[t % 2], dir.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut client = connect_when_healthy(port, &dir).await;
+            for n in 0..ORDERS {
+                let order = json!({"market": "BTC-USD", "side": "buy", "type": "limit", "price": "50000.00",
+                                   "quantity": "0.001", "client_order_id": format!("t{t}-{n}")});
+                loop {
+                    match client.send("POST", "/v1/orders", Some(&order), &key).await.unwrap() {
+                        (200, _) => break,
+                        (503, _) => tokio::time::sleep(Duration::from_millis(20)).await,
+                        (s, v) => panic!("order t{t}-{n}: {s} {v}"),
+                    }
+                }
+            }
+        }));
+    }
+    // Kill the first matching process (SIGKILL) while the orders stream in.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, h) = gw1.send("GET", "/v1/health", None, &Auth::None).await.unwrap();
+        if h["last_seq"].as_u64().unwrap_or(0) > 60 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no load reached the journal: {h}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cluster.processes.remove(0);
+    for t in tasks {
+        t.await.unwrap();
+    }
+
+    // The standby projects everything; the gateways see it through the store's cursor.
+    let last = wait_for("the projections to catch up", 60, async || {
+        let (_, h) = gw1.send("GET", "/v1/health", None, &Auth::None).await.unwrap();
+        let (last, projected) = (h["last_seq"].as_u64().unwrap(), h["projected_seq"].as_u64().unwrap());
+        (last == projected).then_some(last)
+    })
+    .await;
+    let listed = common::ok(&mut gw1, "GET", "/v1/orders?limit=1000", None, &key).await;
+    let mut ids: Vec<String> =
+        listed["orders"].as_array().unwrap().iter().map(|o| o["client_order_id"].as_str().unwrap().to_owned()).collect();
+    ids.sort();
+    let count = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "no order twice");
+    assert_eq!(count, TASKS * ORDERS, "every acknowledged order is there");
+
+    // The event stream: every seq after the genesis up to the last, each kept once however
+    // often it came.
+    let events = tandem_kafka::events::events_config(&tandem_kafka::KafkaConfig::parse(&journal).unwrap());
+    let mut feed = tandem_kafka::KafkaFeed::connect(&events, 0).unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.len() < last as usize - 1 {
+        let missing: Vec<u64> = (2..=last).filter(|s| !seen.contains(s)).take(10).collect();
+        assert!(Instant::now() < deadline, "{} of {} seqs on the event stream; missing {missing:?}", seen.len(), last - 1);
+        for r in feed.poll(1024, Duration::from_millis(200)).unwrap() {
+            seen.insert(tandem_kafka::events::EventRecord::decode(&r.bytes).unwrap().seq.0);
+        }
+    }
+    assert_eq!(seen.iter().copied().collect::<Vec<_>>(), (2..=last).collect::<Vec<_>>(), "no gap");
+}

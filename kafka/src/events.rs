@@ -1,6 +1,9 @@
 //! The event stream: every applied command's events, in seq order, on a topic of their own
 //! (`<journal topic>.events`, one partition), for consumers outside the exchange.
 //!
+//! The stream starts at seq 2: seq 1 is the journal's genesis (the assets and markets), which the
+//! engine is built from rather than applying it, so it has no events.
+//!
 //! A record's key is its seq (8 bytes, big-endian) and its value JSON:
 //! `{"seq": N, "timestamp": ms, "events": [...]}` (the engine's own event types). A publisher
 //! resumes after the last seq the topic holds; seqs are the journal's, so a record published
