@@ -6,6 +6,12 @@
 //! measures the whole path. With `--replicas N` (a Kafka journal) it starts N nodes on the one
 //! partition, sharing a store (`--store-url`, PostgreSQL), and spreads the connections over them:
 //! a cluster of gateways, each a full node with its own engine, API and projector, in one process.
+//!
+//! With `--urls` it drives a running exchange of one process per service (`scripts/cluster`):
+//! it opens its accounts through the operator API, credits them USD by operator deposit and BTC
+//! the only way BTC arrives, on chain: a coinbase to each account's pool deposit address
+//! (derived from the custody process's pool key), matured on the cluster's regtest bitcoind and
+//! credited by its settlement process.
 
 use crate::client::{Auth, Client};
 use crate::demo::Credentials;
@@ -35,6 +41,22 @@ pub struct BenchOptions {
     pub replicas: usize,
     /// The own nodes' store (default: each its own SQLite).
     pub store: node::StoreLocation,
+    /// A running cluster to drive instead of own nodes.
+    pub cluster: Option<ClusterTarget>,
+}
+
+/// A running exchange of one process per service.
+#[derive(Clone, Debug)]
+pub struct ClusterTarget {
+    /// Its gateways; connections are spread over them.
+    pub gateways: Vec<String>,
+    pub operator_token: String,
+    /// The custody process (for the pool's key).
+    pub custody_url: String,
+    /// The cluster's regtest bitcoind, with its RPC user and password.
+    pub bitcoind: String,
+    pub rpc_user: String,
+    pub rpc_password: String,
 }
 
 #[derive(Debug)]
@@ -63,13 +85,14 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
         opts.replicas <= 1 || matches!(opts.journal, node::JournalLocation::Kafka { .. }),
         "--replicas needs a shared journal (--journal-url)"
     );
-    let (base_urls, accounts) = match &opts.credentials {
-        Some(path) => {
+    let (base_urls, accounts) = match (&opts.credentials, &opts.cluster) {
+        (_, Some(target)) => (target.gateways.clone(), fund_cluster_accounts(target, 8).await?),
+        (Some(path), None) => {
             let creds: Credentials = serde_json::from_slice(&std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)?;
             let accounts: Vec<Auth> = creds.accounts.iter().map(|a| a.auth()).collect();
             (vec![creds.base_url], accounts)
         }
-        None => {
+        (None, None) => {
             let token = tandem_gateway::random_hex(16);
             for _ in 0..opts.replicas.max(1) {
                 let dir = tempfile::tempdir()?;
@@ -193,11 +216,60 @@ async fn open_bench_accounts(node: &node::Node, token: &str, n: usize) -> anyhow
     Ok(out)
 }
 
+/// `n` partner accounts on a running cluster, each with 1,000,000 USD and 50 BTC (a matured
+/// coinbase to its pool deposit address, credited by the cluster's settlement process).
+async fn fund_cluster_accounts(target: &ClusterTarget, n: usize) -> anyhow::Result<Vec<Auth>> {
+    let operator = Auth::Operator(target.operator_token.clone());
+    let mut gateway = Client::connect(&target.gateways[0]).await?;
+    let network = bitcoin::Network::Regtest;
+    let custodian = crate::custodian::http::HttpCustodian::connect(&target.custody_url, &target.operator_token, network).await?;
+    let pool = crate::custodian::Custodian::pool(&custodian).clone();
+    let auth = tandem_settlement::BitcoindAuth::UserPass { user: target.rpc_user.clone(), password: target.rpc_password.clone() };
+    let chain = tandem_settlement::Bitcoind::connect(tandem_settlement::BitcoindConfig::new(target.bitcoind.clone(), auth, network))
+        .await
+        .context("connecting to the cluster's bitcoind")?;
+    let mut out = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let label = format!("bench-{}-{i}", tandem_gateway::random_hex(4));
+        let (status, body) =
+            gateway.send("POST", "/v1/operator/accounts", Some(&json!({"kind": "partner", "label": label})), &operator).await?;
+        anyhow::ensure!(status < 300, "opening bench account: {status} {body}");
+        let account = body["account_id"].as_u64().context("account_id")?;
+        let usd = json!({"account_id": account, "asset": "USD", "amount": "1000000.00", "reference": format!("{label}-usd")});
+        let (status, credited) = gateway.send("POST", "/v1/operator/deposits", Some(&usd), &operator).await?;
+        anyhow::ensure!(status < 300, "crediting USD: {status} {credited}");
+        chain.generate_to(&pool.deposit_script(AccountId(account))?, 1).await?;
+        ids.push(account);
+        out.push(Auth::Key {
+            key: body["api_key"].as_str().context("api_key")?.to_string(),
+            secret: body["api_secret"].as_str().context("api_secret")?.to_string(),
+        });
+    }
+    // Coinbases spend after 100 blocks; the deposit service credits them at its confirmations.
+    let burn = bitcoin::ScriptBuf::new_p2wsh(&<bitcoin::WScriptHash as bitcoin::hashes::Hash>::from_byte_array([7; 32]));
+    chain.generate_to(&burn, 101).await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for account in ids {
+        loop {
+            let (_, a) = gateway.send("GET", &format!("/v1/operator/accounts/{account}"), None, &operator).await?;
+            let credited = a["balances"].as_array().into_iter().flatten().any(|b| b["asset"] == "BTC" && b["available"] != "0.00000000");
+            if credited {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "account {account}'s BTC was not credited: is the cluster's settlement process running?");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(out)
+}
+
 pub fn print(report: &BenchReport, opts: &BenchOptions) {
     println!(
-        "{} connections over {} node(s), {:.1} s: {} orders ({} accepted, {} rejected, {} transport errors), {:.0} orders/s; latency p50 {} us, p99 {} us, p99.9 {} us, max {} us",
+        "{} connections over {} {}, {:.1} s: {} orders ({} accepted, {} rejected, {} transport errors), {:.0} orders/s; latency p50 {} us, p99 {} us, p99.9 {} us, max {} us",
         opts.connections,
-        opts.replicas.max(1),
+        opts.cluster.as_ref().map_or(opts.replicas.max(1), |c| c.gateways.len()),
+        if opts.cluster.is_some() { "gateway(s) of a running cluster" } else { "node(s)" },
         report.seconds,
         report.orders,
         report.accepted,

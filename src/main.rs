@@ -249,6 +249,22 @@ enum BenchCmd {
         /// its own SQLite.
         #[arg(long, value_name = "URL")]
         store_url: Option<String>,
+        /// Drive a running cluster (`scripts/cluster`) through these gateways (comma-separated
+        /// URLs) instead of own nodes; needs the flags below.
+        #[arg(long, value_delimiter = ',', requires_all = ["operator_token", "custody_url", "bitcoind"])]
+        urls: Vec<String>,
+        #[arg(long, env = "TANDEM_OPERATOR_TOKEN", hide_env_values = true)]
+        operator_token: Option<String>,
+        /// The cluster's custody process (its pool key gives the accounts' BTC deposit addresses).
+        #[arg(long, value_name = "URL")]
+        custody_url: Option<String>,
+        /// The cluster's regtest bitcoind: the accounts' BTC arrives there.
+        #[arg(long, value_name = "URL")]
+        bitcoind: Option<String>,
+        #[arg(long, env = "TANDEM_RPC_USER", default_value = "")]
+        rpc_user: String,
+        #[arg(long, env = "TANDEM_RPC_PASSWORD", hide_env_values = true, default_value = "")]
+        rpc_password: String,
     },
     /// Window close to broadcast of a settlement batch whose vault inputs (one wallet's, with
     /// presignatures ready) are signed through the relay; own node on an embedded devnet.
@@ -359,8 +375,26 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
                     journal_url,
                     replicas,
                     store_url,
+                    urls,
+                    operator_token,
+                    custody_url,
+                    bitcoind,
+                    rpc_user,
+                    rpc_password,
                 },
         } => {
+            let cluster = match (urls.is_empty(), operator_token, custody_url, bitcoind) {
+                (true, ..) => None,
+                (false, Some(operator_token), Some(custody_url), Some(bitcoind)) => Some(bench_http::ClusterTarget {
+                    gateways: urls,
+                    operator_token,
+                    custody_url,
+                    bitcoind,
+                    rpc_user,
+                    rpc_password,
+                }),
+                _ => anyhow::bail!("--urls needs --operator-token, --custody-url and --bitcoind"),
+            };
             let opts = bench_http::BenchOptions {
                 credentials,
                 connections,
@@ -371,6 +405,7 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
                 journal: node::JournalLocation::parse(journal_url.as_deref(), false)?,
                 replicas,
                 store: node::StoreLocation::parse(store_url.as_deref(), true)?,
+                cluster,
             };
             let report = bench_http::run(opts.clone()).await?;
             bench_http::print(&report, &opts);
