@@ -1,4 +1,5 @@
-//! The settlement leader among replicas of a shared journal.
+//! Turns among replicas of a shared journal: the settlement leader ([`LeaderLoop`]) and the
+//! event stream's publisher ([`PublishLeader`]).
 //!
 //! Every replica applies the same commands, so any of them can take orders; but the chain's side
 //! (crediting deposits, booking, signing and broadcasting batches) must run in one process at a
@@ -118,6 +119,58 @@ impl LeaderLoop {
             }
         }
         drop(turn);
+        lead.resign().await;
+    }
+}
+
+/// The event stream publisher's role in the store's `leader_epochs`.
+pub const EVENTS_ROLE: &str = "events";
+
+/// Turns at publishing the event stream among the processes that publish it (`tandem
+/// matching`, a second one standing by): the one holding the role's lock publishes, the others
+/// keep what the stream may still lack (`tandem_kafka::events::spawn_led_publisher`). A process
+/// that loses the lock's connection stops at its next check; until then both may publish the
+/// same records (keyed by seq, byte for byte the same), which consumers keep once.
+pub struct PublishLeader {
+    pub store: Store,
+    pub turn: tandem_kafka::events::PublishTurn,
+    /// How often a follower tries for the lock, and the publisher checks it still holds it.
+    pub interval: Duration,
+}
+
+impl PublishLeader {
+    pub fn spawn(self) -> JoinHandle<()> {
+        tokio::spawn(async move { self.run().await })
+    }
+
+    async fn run(self) {
+        loop {
+            if self.turn.eligible.load(Ordering::Acquire) {
+                match self.store.try_lead(EVENTS_ROLE, 0).await {
+                    Ok(Some(lead)) => self.publish(lead).await,
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot try for the event stream's turn"),
+                }
+            }
+            tokio::time::sleep(self.interval).await;
+        }
+    }
+
+    async fn publish(&self, mut lead: Leadership) {
+        let epoch = lead.epoch();
+        self.turn.epoch.store(epoch, Ordering::Release);
+        tracing::info!(epoch, "this process publishes the event stream");
+        loop {
+            tokio::time::sleep(self.interval).await;
+            if !self.turn.eligible.load(Ordering::Acquire) {
+                break;
+            }
+            if let Err(e) = lead.check().await {
+                tracing::error!(epoch, error = %e, "the event stream's turn lost (its lock's connection failed)");
+                break;
+            }
+        }
+        self.turn.epoch.store(0, Ordering::Release);
         lead.resign().await;
     }
 }

@@ -210,6 +210,8 @@ pub struct Node {
     pub settlement_leader: Arc<std::sync::atomic::AtomicU64>,
     /// It keeps the projections (else another process does).
     projects: bool,
+    /// Tasks that live as long as the node (the event stream's turns).
+    background: Vec<tokio::task::JoinHandle<()>>,
     server: actix_web::dev::ServerHandle,
     server_task: tokio::task::JoinHandle<std::io::Result<()>>,
     core: Option<Sequencer>,
@@ -236,11 +238,22 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
             Projector::follow(store.clone(), Duration::from_millis(10))
         }
     };
+    let (mut events_turn, mut background) = (None, Vec::new());
     let (core, engine_config) = match &opts.journal {
         JournalLocation::DataDir => start_on_files(&dirs, wanted, projected, sink, opts.sequencer).await?,
         JournalLocation::Kafka { config: kafka, publish_events } => {
             let snapshots = SnapshotStore::open(&dirs.shared_snapshots())?;
             let (kafka, sequencer, publish_events, project) = (kafka.clone(), opts.sequencer, *publish_events, opts.project);
+            // On a shared store, publishers take turns under its lock; alone, it just publishes.
+            let turn = (publish_events && store.backend() == tandem_store::Backend::Postgres)
+                .then(tandem_kafka::events::PublishTurn::new);
+            if let Some(turn) = &turn {
+                events_turn = Some(turn.clone());
+                background.push(
+                    crate::leadership::PublishLeader { store: store.clone(), turn: turn.clone(), interval: Duration::from_millis(500) }
+                        .spawn(),
+                );
+            }
             // Kafka's clients block: off the runtime.
             let started = tokio::task::spawn_blocking(move || {
                 // A snapshot newer than the projections would skip what they have not seen.
@@ -250,7 +263,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
                 };
                 if publish_events {
                     // The publisher thread ends when the sequencer drops its sink.
-                    let (events, published, _publisher) = crate::shared_journal::spawn_event_publisher(&kafka)?;
+                    let (events, published, _publisher) = crate::shared_journal::spawn_event_publisher(&kafka, turn)?;
                     sinks.push(events);
                     snapshot_limit = snapshot_limit.min(published);
                 }
@@ -306,6 +319,13 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
     let reconciler = gateway.reconciler_slot();
     let settlement_leader = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let leading = settlement_leader.clone();
+    if let Some(turn) = events_turn {
+        gateway.metrics().register_gauge_fn(
+            "tandem_events_publisher_epoch",
+            "The event stream's turn this process holds (0: another process publishes)",
+            move || turn.epoch.load(std::sync::atomic::Ordering::Relaxed) as i64,
+        )?;
+    }
     gateway.metrics().register_gauge_fn(
         "tandem_settlement_leader_epoch",
         "The settlement leadership epoch this replica leads (0: it does not lead)",
@@ -363,6 +383,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
         reconciler,
         settlement_leader,
         projects: opts.project,
+        background,
         server: server_handle,
         server_task,
         core: Some(core),
@@ -425,6 +446,9 @@ impl Node {
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         if let Some(pool) = &self.prime_pool {
             pool.stop_filling();
+        }
+        for task in &self.background {
+            task.abort();
         }
         // Long polls on the MPC relay would otherwise hold the graceful stop for their wait.
         self.relay.close();

@@ -173,16 +173,21 @@ fn latest_snapshot(store: &SnapshotStore, limit: Seq) -> anyhow::Result<Option<(
     Ok(Some((engine, position)))
 }
 
-/// Publishes the events of everything applied after the stream's last seq; the seq the stream
-/// already holds is returned as a limit for the snapshot to start from.
+/// Publishes the events of everything applied after the stream's last seq (in `turn`, when
+/// several processes take turns); the seq the stream already holds is returned as a limit for
+/// the snapshot to start from.
 pub fn spawn_event_publisher(
     kafka: &KafkaConfig,
+    turn: Option<tandem_kafka::events::PublishTurn>,
 ) -> anyhow::Result<(crossbeam_channel::Sender<Arc<Applied>>, Seq, std::thread::JoinHandle<()>)> {
     let events = tandem_kafka::events::events_config(kafka);
     ensure_topic(&events)?;
     let published = tandem_kafka::events::last_published(&events)?;
     let (tx, rx) = crossbeam_channel::bounded(1 << 16);
-    let publisher = tandem_kafka::events::spawn_publisher(&events, rx, published)?;
+    let publisher = match turn {
+        Some(turn) => tandem_kafka::events::spawn_led_publisher(&events, rx, published, turn)?,
+        None => tandem_kafka::events::spawn_publisher(&events, rx, published)?,
+    };
     tracing::info!(topic = %events.topic, after = published.0, "publishing events");
     Ok((tx, published, publisher))
 }

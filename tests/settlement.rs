@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bitcoin::{Address, Amount, Network, ScriptBuf};
-use common::{ok_json, KillOnDrop};
+use common::{btc_total, wait_for, ok_json, KillOnDrop};
 use serde_json::{json, Value};
 use tandem::client::{Auth, Client};
 use tandem::deposits::DepositService;
@@ -126,31 +126,6 @@ fn start_cosigner(dir: &Path, url: &str, settlement_deadline_secs: u64) -> (Kill
     (process, identity)
 }
 
-/// "0.12345678" -> 12_345_678.
-fn sats(decimal: &Value) -> i64 {
-    let s = decimal.as_str().unwrap_or_else(|| panic!("not a decimal: {decimal}"));
-    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-    assert!(frac.len() <= 8, "{s}");
-    int.parse::<i64>().unwrap() * 100_000_000 + format!("{frac:0<8}").parse::<i64>().unwrap()
-}
-
-async fn btc_total(c: &mut Client, account: u64) -> i64 {
-    let (s, a) = c.send("GET", &format!("/v1/operator/accounts/{account}"), None, &Auth::Operator(TOKEN.into())).await.unwrap();
-    assert_eq!(s, 200, "{a}");
-    let b = a["balances"].as_array().unwrap().iter().find(|b| b["asset"] == "BTC").unwrap().clone();
-    sats(&b["available"]) + sats(&b["locked"])
-}
-
-async fn wait_for<T>(what: &str, secs: u64, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
 
 async fn operator(c: &mut Client, path: &str) -> Value {
     let (s, v) = c.send("GET", path, None, &Auth::Operator(TOKEN.into())).await.unwrap();
@@ -221,11 +196,11 @@ async fn world_with(test_chain: TestChain, opts: Options) -> World {
     test_chain.fund(&vaults.pool.deposit_script(SETTLEMENT_POOL).unwrap(), opts.pool_sat).await;
     test_chain.mine(1).await;
     let carol_deposit = wait_for("carol's deposit", 30, async || {
-        let t = btc_total(&mut c, carol.account).await;
+        let t = btc_total(&mut c, carol.account, TOKEN).await;
         (t > 0).then_some(t)
     })
     .await;
-    wait_for("the pool's deposit", 30, async || (btc_total(&mut c, SETTLEMENT_POOL.0).await > 0).then_some(())).await;
+    wait_for("the pool's deposit", 30, async || (btc_total(&mut c, SETTLEMENT_POOL.0, TOKEN).await > 0).then_some(())).await;
     let usd = json!({"account_id": dave.account, "asset": "USD", "amount": "100000.00", "reference": "wire-dave"});
     let (s, r) = c.send("POST", "/v1/operator/deposits", Some(&usd), &Auth::Operator(TOKEN.into())).await.unwrap();
     assert_eq!(s, 200, "{r}");
@@ -274,8 +249,8 @@ impl World {
         let chain = self.chain.chain();
         let dest = Address::from_str(DEST).unwrap().require_network(Network::Regtest).unwrap().script_pubkey();
         assert_eq!(chain_balance(&*chain, &dest).await, 5_000_000, "paid exactly once");
-        let carol_ledger = btc_total(&mut self.c, self.carol.account).await;
-        let dave_ledger = btc_total(&mut self.c, self.dave.account).await;
+        let carol_ledger = btc_total(&mut self.c, self.carol.account, TOKEN).await;
+        let dave_ledger = btc_total(&mut self.c, self.dave.account, TOKEN).await;
         assert_eq!(chain_balance(&*chain, &self.carol.vault).await, carol_ledger, "carol");
         assert_eq!(chain_balance(&*chain, &self.dave.vault).await, dave_ledger, "dave");
         assert!(dave_ledger > 9_900_000 && dave_ledger < 10_000_000, "dave got 0.1 BTC less his fees: {dave_ledger}");
@@ -568,8 +543,8 @@ async fn late_seller_scenario(test_chain: TestChain) {
     .await;
 
     let chain = w.chain.chain();
-    let carol_ledger = btc_total(&mut w.c, w.carol.account).await;
-    let dave_ledger = btc_total(&mut w.c, w.dave.account).await;
+    let carol_ledger = btc_total(&mut w.c, w.carol.account, TOKEN).await;
+    let dave_ledger = btc_total(&mut w.c, w.dave.account, TOKEN).await;
     assert_eq!(chain_balance(&*chain, &w.carol.vault).await, carol_ledger, "carol (one address: her change comes back to it)");
     assert_eq!(chain_balance(&*chain, &w.dave.vault).await, dave_ledger, "dave");
     assert!(carol_ledger < w.carol_deposit - 10_000_000, "carol paid 0.1 BTC and her fee share: {carol_ledger}");

@@ -52,21 +52,7 @@ impl Cluster {
 
 /// The settlement epoch the replica at `port` leads (0: it follows), from its `/metrics`.
 async fn leading(port: u16) -> u64 {
-    let Ok(text) = reqwest_text(port, "/metrics").await else { return 0 };
-    text.lines()
-        .find_map(|l| l.strip_prefix("tandem_settlement_leader_epoch "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// A plain-text page (HTTP/1.0: the server closes after the answer).
-async fn reqwest_text(port: u16, path: &str) -> Result<String, std::io::Error> {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).await?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).await?;
-    Ok(text)
+    common::metric(port, "tandem_settlement_leader_epoch").await
 }
 
 /// Waits until exactly one of `ports` leads, and returns its index and epoch.

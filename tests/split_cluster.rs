@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use bitcoin::hashes::Hash as _;
 use bitcoin::{Address, Network, ScriptBuf};
-use common::{connect_when_healthy, free_port, ok_json, KillOnDrop, BIN};
+use common::{btc_total, wait_for, connect_when_healthy, free_port, ok_json, KillOnDrop, BIN};
 use serde_json::{json, Value};
 use tandem::client::{Auth, Client};
 use tandem_kafka::testing::Broker;
-use tandem_matching::{AccountId, SETTLEMENT_POOL};
+use tandem_matching::SETTLEMENT_POOL;
 use tandem_settlement::{Chain, RegtestNode};
 
 const TOKEN: &str = "split-cluster-test-token";
@@ -84,29 +84,6 @@ fn operator() -> Auth {
     Auth::Operator(TOKEN.into())
 }
 
-/// "0.12345678" -> 12_345_678.
-fn sats(decimal: &Value) -> i64 {
-    let s = decimal.as_str().unwrap_or_else(|| panic!("not a decimal: {decimal}"));
-    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-    int.parse::<i64>().unwrap() * 100_000_000 + format!("{frac:0<8}").parse::<i64>().unwrap()
-}
-
-async fn btc_total(c: &mut Client, account: u64) -> i64 {
-    let a = common::ok(c, "GET", &format!("/v1/operator/accounts/{account}"), None, &operator()).await;
-    let b = a["balances"].as_array().unwrap().iter().find(|b| b["asset"] == "BTC").unwrap().clone();
-    sats(&b["available"]) + sats(&b["locked"])
-}
-
-async fn wait_for<T>(what: &str, secs: u64, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
 
 async fn newest_batch(c: &mut Client) -> Option<Value> {
     let b = common::ok(c, "GET", "/v1/operator/batches", None, &operator()).await;
@@ -199,11 +176,11 @@ relay-url = "{custody_url}"
     rpc.generate_to(&pool.deposit_script(SETTLEMENT_POOL).unwrap(), 1).await.unwrap();
     rpc.generate_to(&burn, 100).await.unwrap();
     let carol_deposit = wait_for("carol's deposit", 60, async || {
-        let t = btc_total(&mut gw2, carol.account).await;
+        let t = btc_total(&mut gw2, carol.account, TOKEN).await;
         (t > 0).then_some(t)
     })
     .await;
-    wait_for("the pool's deposit", 60, async || (btc_total(&mut gw1, SETTLEMENT_POOL.0).await > 0).then_some(())).await;
+    wait_for("the pool's deposit", 60, async || (btc_total(&mut gw1, SETTLEMENT_POOL.0, TOKEN).await > 0).then_some(())).await;
     let usd = json!({"account_id": dave.account, "asset": "USD", "amount": "100000.00", "reference": "wire-dave"});
     common::ok(&mut gw2, "POST", "/v1/operator/deposits", Some(&usd), &operator()).await;
 
@@ -242,13 +219,13 @@ relay-url = "{custody_url}"
     };
     let dest = Address::from_str(DEST).unwrap().require_network(Network::Regtest).unwrap().script_pubkey();
     assert_eq!(balance(&dest).await, 5_000_000, "paid exactly once");
-    let carol_ledger = btc_total(&mut gw1, carol.account).await;
-    let dave_ledger = btc_total(&mut gw2, dave.account).await;
+    let carol_ledger = btc_total(&mut gw1, carol.account, TOKEN).await;
+    let dave_ledger = btc_total(&mut gw2, dave.account, TOKEN).await;
     assert_eq!(balance(&carol.vault).await, carol_ledger, "carol");
     assert_eq!(balance(&dave.vault).await, dave_ledger, "dave");
     assert!(carol_ledger < carol_deposit - 15_000_000, "carol paid 0.15 BTC plus her fee share: {carol_ledger}");
     assert!(dave_ledger > 9_900_000 && dave_ledger < 10_000_000, "dave got 0.1 BTC less his fees: {dave_ledger}");
-    assert_eq!(btc_total(&mut gw2, AccountId(carol.account).0).await, carol_ledger, "both gateways agree");
+    assert_eq!(btc_total(&mut gw2, carol.account, TOKEN).await, carol_ledger, "both gateways agree");
 
     // Reconciliation is the settlement process's (it has the chain).
     let out = Command::new(BIN)
@@ -291,8 +268,9 @@ async fn a_matching_process_killed_under_load_leaves_the_standby_projecting_and_
     )
     .unwrap();
     let mut cluster = Cluster { dir: dir.clone(), config, processes: Vec::new() };
-    cluster.start("matching-1", free_port(), &["matching"]).await;
-    cluster.start("matching-2", free_port(), &["matching"]).await;
+    let matching_ports = [free_port(), free_port()];
+    cluster.start("matching-1", matching_ports[0], &["matching"]).await;
+    cluster.start("matching-2", matching_ports[1], &["matching"]).await;
     let gateway_ports = [free_port(), free_port()];
     let mut gw1 = cluster.start("gateway-1", gateway_ports[0], &["gateway"]).await;
     cluster.start("gateway-2", gateway_ports[1], &["gateway"]).await;
@@ -322,7 +300,8 @@ async fn a_matching_process_killed_under_load_leaves_the_standby_projecting_and_
             }
         }));
     }
-    // Kill the first matching process (SIGKILL) while the orders stream in.
+    // Kill the matching process whose turn it is to publish (SIGKILL) while the orders stream in.
+    let (leader, epoch) = one_publisher(&matching_ports).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (_, h) = gw1.send("GET", "/v1/health", None, &Auth::None).await.unwrap();
@@ -332,7 +311,9 @@ async fn a_matching_process_killed_under_load_leaves_the_standby_projecting_and_
         assert!(Instant::now() < deadline, "no load reached the journal: {h}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    cluster.processes.remove(0);
+    cluster.processes.remove(leader);
+    let (now, next) = one_publisher(&[matching_ports[1 - leader]]).await;
+    assert!(now == 0 && next > epoch, "the standby's turn: {next} after {epoch}");
     for t in tasks {
         t.await.unwrap();
     }
@@ -367,4 +348,23 @@ async fn a_matching_process_killed_under_load_leaves_the_standby_projecting_and_
         }
     }
     assert_eq!(seen.iter().copied().collect::<Vec<_>>(), (2..=last).collect::<Vec<_>>(), "no gap");
+}
+
+/// Waits until exactly one of the matching processes on `ports` publishes the event stream;
+/// its index and turn.
+async fn one_publisher(ports: &[u16]) -> (usize, u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut epochs = Vec::new();
+        for p in ports {
+            epochs.push(common::metric(*p, "tandem_events_publisher_epoch").await);
+        }
+        let publishing: Vec<usize> = (0..ports.len()).filter(|i| epochs[*i] > 0).collect();
+        if let [one] = publishing[..] {
+            return (one, epochs[one]);
+        }
+        assert!(publishing.len() <= 1, "two publishers at once: {epochs:?}");
+        assert!(Instant::now() < deadline, "nobody publishes: {epochs:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

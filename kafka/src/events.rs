@@ -10,6 +10,8 @@
 //! twice (two replicas publishing, or a retry whose first try landed) carries the same seq and
 //! content, and a consumer keeps the first per seq: delivered twice, effective once.
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -88,13 +90,59 @@ pub fn spawn_publisher(
     applied: crossbeam_channel::Receiver<Arc<Applied>>,
     after: Seq,
 ) -> Result<JoinHandle<()>, KafkaError> {
+    spawn(config, applied, after, None)
+}
+
+/// Whose turn it is to publish, among processes that follow the same journal: the epoch of the
+/// turn this process holds (a leadership lock elsewhere sets it), 0 while another's.
+#[derive(Clone, Debug, Default)]
+pub struct PublishTurn {
+    pub epoch: Arc<AtomicU64>,
+    /// Cleared when this publisher can no longer take a turn (it let records go that the
+    /// stream may still lack); the leadership loop then stops trying.
+    pub eligible: Arc<AtomicBool>,
+}
+
+impl PublishTurn {
+    pub fn new() -> PublishTurn {
+        PublishTurn { epoch: Arc::new(AtomicU64::new(0)), eligible: Arc::new(AtomicBool::new(true)) }
+    }
+
+    fn leading(&self) -> bool {
+        self.epoch.load(Ordering::Acquire) != 0
+    }
+}
+
+/// [`spawn_publisher`] for one of several processes of which one publishes at a time (`turn`).
+/// Out of turn it keeps what the stream may still lack (what the publishing process has not
+/// published yet, learnt from the topic every second); when its turn starts it reads where the
+/// stream ends and publishes on from there. Before each batch it checks it still has the turn.
+pub fn spawn_led_publisher(
+    config: &KafkaConfig,
+    applied: crossbeam_channel::Receiver<Arc<Applied>>,
+    after: Seq,
+    turn: PublishTurn,
+) -> Result<JoinHandle<()>, KafkaError> {
+    spawn(config, applied, after, Some(turn))
+}
+
+fn spawn(
+    config: &KafkaConfig,
+    applied: crossbeam_channel::Receiver<Arc<Applied>>,
+    after: Seq,
+    turn: Option<PublishTurn>,
+) -> Result<JoinHandle<()>, KafkaError> {
     let producer = producer(config)?;
     let config = config.clone();
     std::thread::Builder::new()
         .name("tandem-events".into())
-        .spawn(move || publish_until_closed(producer, &config, applied, after))
+        .spawn(move || Publisher { producer, config, after, turn, waiting: VecDeque::new(), in_turn: false }.run(applied))
         .map_err(|e| KafkaError::Config(format!("spawning the event publisher: {e}")))
 }
+
+/// Most records a publisher out of turn keeps for the stream (about the publishing process's
+/// lag); past it, it gives up being able to take a turn rather than publish a gap.
+const MAX_WAITING: usize = 1 << 20;
 
 fn producer(config: &KafkaConfig) -> Result<FutureProducer, KafkaError> {
     config
@@ -107,41 +155,116 @@ fn producer(config: &KafkaConfig) -> Result<FutureProducer, KafkaError> {
         .map_err(|e| KafkaError::Config(e.to_string()))
 }
 
-fn publish_until_closed(
-    mut producer: FutureProducer,
-    config: &KafkaConfig,
-    applied: crossbeam_channel::Receiver<Arc<Applied>>,
-    mut after: Seq,
-) {
-    const MAX_BATCH: usize = 1024;
-    while let Ok(first) = applied.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match applied.try_recv() {
-                Ok(a) => batch.push(a),
-                Err(_) => break,
+struct Publisher {
+    producer: FutureProducer,
+    config: KafkaConfig,
+    /// The last seq known to be on the stream.
+    after: Seq,
+    turn: Option<PublishTurn>,
+    /// Out of turn: applied records the stream may still lack, in seq order.
+    waiting: VecDeque<Arc<Applied>>,
+    /// Whether it held the turn at its last batch.
+    in_turn: bool,
+}
+
+impl Publisher {
+    fn run(mut self, applied: crossbeam_channel::Receiver<Arc<Applied>>) {
+        const MAX_BATCH: usize = 1024;
+        let mut learnt = std::time::Instant::now();
+        loop {
+            // A follower wakes without traffic too, to notice its turn.
+            let first = match applied.recv_timeout(Duration::from_millis(200)) {
+                Ok(a) => Some(a),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            };
+            let mut batch: Vec<Arc<Applied>> = first.into_iter().collect();
+            while !batch.is_empty() && batch.len() < MAX_BATCH {
+                match applied.try_recv() {
+                    Ok(a) => batch.push(a),
+                    Err(_) => break,
+                }
+            }
+            let Some(turn) = self.turn.clone() else {
+                self.publish_all(batch.iter());
+                continue;
+            };
+            self.waiting.extend(batch);
+            if !turn.leading() {
+                self.in_turn = false;
+                if learnt.elapsed() >= Duration::from_secs(1) {
+                    learnt = std::time::Instant::now();
+                    match last_published(&self.config) {
+                        Ok(seq) => self.after = self.after.max(seq),
+                        Err(e) => tracing::debug!(error = %e, "cannot read where the event stream ends"),
+                    }
+                }
+                self.forget_published();
+                if self.waiting.len() > MAX_WAITING && turn.eligible.swap(false, Ordering::AcqRel) {
+                    tracing::error!(
+                        kept = self.waiting.len(),
+                        "the publishing process is too far behind: this one will not take a turn (restart it to)"
+                    );
+                }
+                if !turn.eligible.load(Ordering::Acquire) {
+                    self.waiting.clear();
+                }
+                continue;
+            }
+            if !self.in_turn {
+                // Where the last turn's publisher stopped (retried: publishing past a gap is
+                // what must never happen).
+                loop {
+                    match last_published(&self.config) {
+                        Ok(seq) => {
+                            self.after = self.after.max(seq);
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot read where the event stream ends; retrying");
+                            std::thread::sleep(Duration::from_millis(500));
+                        }
+                    }
+                }
+                self.forget_published();
+                tracing::info!(after = self.after.0, epoch = turn.epoch.load(Ordering::Acquire), "publishing events: this process's turn");
+                self.in_turn = true;
+            }
+            while !self.waiting.is_empty() && turn.leading() {
+                let n = self.waiting.len().min(MAX_BATCH);
+                let chunk: Vec<Arc<Applied>> = self.waiting.drain(..n).collect();
+                self.publish_all(chunk.iter());
             }
         }
+    }
+
+    fn forget_published(&mut self) {
+        while self.waiting.front().is_some_and(|a| a.seq <= self.after) {
+            self.waiting.pop_front();
+        }
+    }
+
+    /// Publishes the records after `after`, retrying until they land.
+    fn publish_all<'a>(&mut self, batch: impl Iterator<Item = &'a Arc<Applied>>) {
         let records: Vec<(Seq, Vec<u8>)> = batch
-            .iter()
-            .filter(|a| a.seq > after)
+            .filter(|a| a.seq > self.after)
             .map(|a| {
                 let record = EventRecord { seq: a.seq, timestamp: a.timestamp, events: a.events.clone() };
                 (a.seq, serde_json::to_vec(&record).expect("events always encode"))
             })
             .collect();
-        let Some(&(last, _)) = records.last() else { continue };
+        let Some(&(last, _)) = records.last() else { return };
         let mut delay = Duration::from_millis(100);
-        while let Err(e) = publish(&producer, &config.topic, &records) {
+        while let Err(e) = publish(&self.producer, &self.config.topic, &records) {
             tracing::warn!(error = %e, first = records[0].0 .0, last = last.0, "publishing events failed; retrying");
             std::thread::sleep(delay);
             delay = (delay * 2).min(Duration::from_secs(5));
             // The producer's sequence numbers are in doubt after a failure: a new one.
-            if let Ok(p) = self::producer(config) {
-                producer = p;
+            if let Ok(p) = producer(&self.config) {
+                self.producer = p;
             }
         }
-        after = last;
+        self.after = last;
     }
 }
 

@@ -208,3 +208,49 @@ pub async fn custody_node(data_dir: &Path, operator_token: &str) -> tandem::node
     .await
     .expect("the node starts")
 }
+
+/// "0.12345678" -> 12_345_678.
+pub fn sats(decimal: &Value) -> i64 {
+    let s = decimal.as_str().unwrap_or_else(|| panic!("not a decimal: {decimal}"));
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    assert!(frac.len() <= 8, "{s}");
+    int.parse::<i64>().unwrap() * 100_000_000 + format!("{frac:0<8}").parse::<i64>().unwrap()
+}
+
+/// An account's BTC (available and locked) in satoshis, read with the operator `token`.
+pub async fn btc_total(c: &mut Client, account: u64, token: &str) -> i64 {
+    let a = ok(c, "GET", &format!("/v1/operator/accounts/{account}"), None, &Auth::Operator(token.into())).await;
+    let b = a["balances"].as_array().unwrap().iter().find(|b| b["asset"] == "BTC").unwrap().clone();
+    sats(&b["available"]) + sats(&b["locked"])
+}
+
+/// Polls `f` every 250 ms until it answers `Some`, failing the test after `secs` seconds.
+pub async fn wait_for<T>(what: &str, secs: u64, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A gauge of the process on `port`, from its `/metrics` (0 when absent or unreachable).
+pub async fn metric(port: u16, name: &str) -> u64 {
+    let Ok(text) = plain_text(port, "/metrics").await else { return 0 };
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A plain-text page (HTTP/1.0: the server closes after the answer).
+pub async fn plain_text(port: u16, path: &str) -> Result<String, std::io::Error> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).await?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).await?;
+    Ok(text)
+}
