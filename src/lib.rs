@@ -17,6 +17,7 @@ pub mod settlement;
 pub mod shared_journal;
 pub mod journal_cli;
 pub mod journal_port;
+pub mod market_data;
 pub mod leadership;
 pub mod mpc_link;
 pub mod node;

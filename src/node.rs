@@ -302,6 +302,19 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
             .await
             .map_err(|e| anyhow::anyhow!(e))
             .context("request budgets and idempotency records in Redis")?;
+        // The event stream's publisher also keeps the market-data snapshots there.
+        if matches!(opts.journal, JournalLocation::Kafka { publish_events: true, .. }) {
+            let snapshots = crate::market_data::BookSnapshots {
+                sequencer: sequencer.clone(),
+                engine_config: engine_config.clone(),
+                redis: connection.clone(),
+                prefix: redis.prefix.clone(),
+                depth: crate::market_data::BookSnapshots::DEFAULT_DEPTH,
+                interval: crate::market_data::BookSnapshots::DEFAULT_INTERVAL,
+                turn: events_turn.clone(),
+            };
+            background.push(snapshots.spawn());
+        }
         gateway = gateway
             .with_shared_replay_guard(connection.clone(), &redis.prefix)
             .with_limit_store(Arc::new(tandem_gateway::limits::RedisLimits::new(connection.clone(), &redis.prefix)))
