@@ -158,6 +158,9 @@ enum CosignerCmd {
         /// co-signer alone, when the provider is gone.
         #[arg(long, value_name = "ADDR")]
         recovery_bind: Option<SocketAddr>,
+        /// Serve `/health`, `/ready` (the provider answers) and `/metrics` here.
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<SocketAddr>,
     },
 }
 
@@ -429,6 +432,7 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
                     max_fee_sat,
                     settlement_deadline_secs,
                     recovery_bind,
+                    bind,
                 },
         } => {
             let key = custody_cli::load_master_key(master_key_file.as_deref())?;
@@ -449,12 +453,20 @@ async fn run_async(cmd: Cmd) -> anyhow::Result<()> {
                 }
                 None => None,
             };
+            let probes = match bind {
+                Some(addr) => {
+                    let listener = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+                    println!("probes on http://{}", listener.local_addr()?);
+                    Some(tokio::spawn(tandem::cosigner::probes::serve(cosigner.clone(), listener)))
+                }
+                None => None,
+            };
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = cosigner.run() => {}
             }
-            if let Some(r) = recovery {
-                r.abort();
+            for task in [recovery, probes].into_iter().flatten() {
+                task.abort();
             }
             Ok(())
         }

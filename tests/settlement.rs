@@ -493,7 +493,9 @@ async fn late_seller_scenario(test_chain: TestChain) {
     let opts = Options { carol_cosigned: true, carol_online: false, pool_sat: 50_000_000 };
     let mut w = world_with(test_chain, opts).await;
     let config = SettlementConfig {
-        signing_deadline: Duration::from_secs(3),
+        // Long enough for interactive signing with the co-signer while other tests share the
+        // cores: a forced settlement that misses it is not tried again for `late_penalty`.
+        signing_deadline: Duration::from_secs(10),
         late_penalty: Duration::from_secs(600),
         force_after: Duration::from_secs(1),
         ..SettlementConfig::default()

@@ -184,6 +184,35 @@ relay-url = "{custody_url}"
     let usd = json!({"account_id": dave.account, "asset": "USD", "amount": "100000.00", "reference": "wire-dave"});
     common::ok(&mut gw2, "POST", "/v1/operator/deposits", Some(&usd), &operator()).await;
 
+    // An independent co-signer follows the provider through gateway 2 (the relay forwarded),
+    // with its probes.
+    let cosigner_port = free_port();
+    let cosigner_key = dir.join("cosigner.key");
+    let run = |args: &[&str]| Command::new(BIN).args(args).env_remove("TANDEM_MASTER_KEY").output().unwrap();
+    assert!(run(&["custody", "new-master-key", "--out", cosigner_key.to_str().unwrap()]).status.success());
+    let cosigner_dir = dir.join("cosigner");
+    let init = run(&["cosigner", "init", "--data-dir", cosigner_dir.to_str().unwrap(), "--master-key-file", cosigner_key.to_str().unwrap()]);
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    let identity = String::from_utf8(init.stdout).unwrap().trim().to_owned();
+    let registered = json!({"identity_pubkey": identity, "label": "co-signer"});
+    common::ok(&mut gw2, "POST", "/v1/operator/cosigners", Some(&registered), &operator()).await;
+    let cosigner_log = std::fs::File::create(dir.join("cosigner.log")).unwrap();
+    cluster.processes.push(KillOnDrop(
+        Command::new(BIN)
+            .args(["cosigner", "run", "--data-dir", cosigner_dir.to_str().unwrap(), "--master-key-file"])
+            .arg(&cosigner_key)
+            .args(["--provider", &urls[1], "--demo-primes", "--bind", &format!("127.0.0.1:{cosigner_port}")])
+            .env_remove("TANDEM_MASTER_KEY")
+            .stdout(Stdio::null())
+            .stderr(cosigner_log)
+            .spawn()
+            .unwrap(),
+    ));
+    wait_for("the co-signer to be ready", 30, async || {
+        common::plain_text(cosigner_port, "/ready").await.ok().filter(|t| t.starts_with("HTTP/1.0 200") || t.starts_with("HTTP/1.1 200"))
+    })
+    .await;
+
     // Carol's signer runs (through gateway 1, which forwards to the relay at custody).
     let cosign_log = std::fs::File::create(dir.join("carol-cosign.log")).unwrap();
     cluster.processes.push(KillOnDrop(
@@ -234,10 +263,16 @@ relay-url = "{custody_url}"
         .unwrap();
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 
-    // Custody stops: the gateways answer 503 for the relay, and trading goes on.
+    // Custody stops: the gateways answer 503 for the relay, the co-signer is no longer ready
+    // (and says for how long the provider has been silent), and trading goes on.
     cluster.processes.remove(1);
     let (s, body) = gw1.send("GET", "/v1/mpc/provider", None, &Auth::None).await.unwrap();
     assert_eq!(s, 503, "{body}");
+    wait_for("the co-signer to notice", 30, async || {
+        common::plain_text(cosigner_port, "/ready").await.ok().filter(|t| t.contains(" 503 "))
+    })
+    .await;
+    assert!(common::plain_text(cosigner_port, "/metrics").await.unwrap().contains("tandem_cosigner_provider_silent_seconds"));
     let sold = dave.cmd(&["order", "--market", "BTC-USD", "--side", "sell", "--price", "70000", "--quantity", "0.01"]);
     assert_eq!(sold["order"]["status"], "new", "{sold}");
     drop(cluster);

@@ -39,6 +39,7 @@ use tandem_custody::{
 use crate::client::{Auth, Client};
 use crate::mpc_link::{party_role, HttpRelayLink, InProcessRelayLink};
 
+pub mod probes;
 pub mod recovery;
 
 /// Which relay a session runs on.
