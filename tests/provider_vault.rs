@@ -76,3 +76,51 @@ async fn the_provider_refuses_sessions_that_fail_its_checks() {
     assert_eq!((s, r["vaults"].as_array().map(Vec::len)), (200, Some(0)), "{r}");
     node.shutdown().await.unwrap();
 }
+
+/// The pool's own coins are signed only into a settlement batch the ledger booked, from the
+/// named account's pool address, over the custody API as in process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_provider_signs_pool_inputs_only_for_booked_batches() {
+    use bitcoin::{absolute::LockTime, transaction::Version, Amount, OutPoint, Psbt, Sequence, Transaction, TxIn, TxOut, Witness};
+    use tandem::provider::SignError;
+    use tandem_custody::policy::RefusalCode;
+    use tandem_custody::SpendPurpose;
+    use tandem_matching::AccountId;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let node = common::custody_node(tmp.path(), TOKEN).await;
+    let vaults = node.vaults.clone().unwrap();
+    let from = vaults.pool.deposit_script(AccountId(5)).unwrap();
+    let tx = Transaction {
+        version: Version::TWO,
+        lock_time: LockTime::ZERO,
+        input: vec![TxIn { previous_output: OutPoint::null(), script_sig: Default::default(), sequence: Sequence::MAX, witness: Witness::new() }],
+        output: vec![TxOut { value: Amount::from_sat(90_000), script_pubkey: from.clone() }],
+    };
+    let mut psbt = Psbt::from_unsigned_tx(tx).unwrap();
+    psbt.inputs[0].witness_utxo = Some(TxOut { value: Amount::from_sat(100_000), script_pubkey: from });
+    let batch = SpendPurpose::SettlementBatch { batch: 99 };
+    let custodians: [Box<dyn tandem::custodian::Custodian>; 2] = [
+        Box::new(tandem::custodian::InProcess(vaults.clone())),
+        Box::new(tandem::custodian::http::HttpCustodian::connect(&node.base_url(), TOKEN, bitcoin::Network::Regtest).await.unwrap()),
+    ];
+    for custodian in &custodians {
+        let refused = |r: Result<Witness, SignError>| match r {
+            Err(SignError::Refused(r)) => r.code,
+            other => panic!("not refused: {other:?}"),
+        };
+        let withdrawal = SpendPurpose::Withdrawal { withdrawal: 1 };
+        assert_eq!(refused(custodian.sign_pool_input(withdrawal, &psbt, 0, AccountId(5)).await), RefusalCode::WrongPurpose);
+        assert_eq!(refused(custodian.sign_pool_input(batch, &psbt, 0, AccountId(6)).await), RefusalCode::ForeignInput, "another account's address");
+        assert_eq!(refused(custodian.sign_pool_input(batch, &psbt, 0, AccountId(5)).await), RefusalCode::ObligationUnpaid, "no such batch booked");
+        assert_eq!(refused(custodian.sign_pool_input(batch, &psbt, 1, AccountId(5)).await), RefusalCode::MissingInputValue);
+    }
+    let (s, _) = Client::connect(&node.base_url())
+        .await
+        .unwrap()
+        .send("GET", "/v1/custody/pool", None, &Auth::Operator("wrong".into()))
+        .await
+        .unwrap();
+    assert_eq!(s, 401, "custody's API is the operator's");
+    node.shutdown().await.unwrap();
+}

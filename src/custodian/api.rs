@@ -4,7 +4,8 @@
 //! - `POST /v1/custody/spends` ([`SignSpend`]): the provider's signatures on a spend intent, made
 //!   with the intent's other signer through the relay this process hosts, after the provider's
 //!   checks against its own replica of the ledger ([`Signed`], or [`SpendNotSigned`]);
-//! - `POST /v1/custody/pool-inputs` ([`SignPoolInput`]): the witness of one pool input.
+//! - `POST /v1/custody/pool-inputs` ([`SignPoolInput`]): the witness of one pool input of a
+//!   settlement batch, after the same checks of the batch against the ledger.
 //!
 //! The wire types live here; [`super::http::HttpCustodian`] is their client.
 
@@ -14,10 +15,10 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Data};
 use actix_web::{HttpRequest, HttpResponse};
-use bitcoin::consensus::encode::{deserialize_hex, serialize_hex};
+use bitcoin::consensus::encode::serialize_hex;
 use serde::{Deserialize, Serialize};
 use tandem_custody::policy::{Refusal, RefusalCode};
-use tandem_custody::{InputSignature, PartyRole, SpendIntent};
+use tandem_custody::{InputSignature, PartyRole, SpendIntent, SpendPurpose};
 use tandem_gateway::relay::Role;
 use tandem_gateway::{ApiError, Gateway};
 use tandem_matching::AccountId;
@@ -112,12 +113,13 @@ impl From<SpendNotSigned> for SignError {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignPoolInput {
-    pub account: u64,
-    /// The unsigned transaction, consensus hex.
-    pub tx: String,
+    /// The settlement batch the transaction is (checked against the ledger).
+    pub purpose: SpendPurpose,
+    /// The batch's PSBT (with every input's value), hex.
+    pub psbt: String,
     pub index: usize,
-    /// The output it spends, consensus hex.
-    pub prevout: String,
+    /// Whose pool address the input spends from.
+    pub account: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -167,13 +169,7 @@ async fn sign_spend(
         .unwrap_or_else(|_| Err(SignError::Failed("no answer before the signing deadline".into())));
     Ok(match signed {
         Ok(sigs) => HttpResponse::Ok().json(Signed { signatures: sigs.iter().map(WireSignature::from).collect() }),
-        Err(e) => {
-            let status = match e {
-                SignError::Refused(_) | SignError::PartnerRefused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-                SignError::Failed(_) | SignError::CustodyUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            };
-            HttpResponse::build(status).json(SpendNotSigned::from(&e))
-        }
+        Err(e) => HttpResponse::build(not_signed_status(&e)).json(SpendNotSigned::from(&e)),
     })
 }
 
@@ -184,18 +180,19 @@ async fn sign_pool_input(
     body: web::Json<SignPoolInput>,
 ) -> Result<HttpResponse, ApiError> {
     tandem_gateway::auth::authenticate_operator(&gw, &req)?;
-    let tx: bitcoin::Transaction = deserialize_hex(&body.tx).map_err(|e| ApiError::bad_request(format!("tx: {e}")))?;
-    let prevout: bitcoin::TxOut =
-        deserialize_hex(&body.prevout).map_err(|e| ApiError::bad_request(format!("prevout: {e}")))?;
-    if body.index >= tx.input.len() {
-        return Err(ApiError::bad_request(format!("the transaction has no input {}", body.index)));
+    let bytes = hex::decode(&body.psbt).map_err(|_| ApiError::bad_request("psbt is not hex"))?;
+    let psbt = bitcoin::Psbt::deserialize(&bytes).map_err(|e| ApiError::bad_request(format!("psbt: {e}")))?;
+    Ok(match api.vaults.sign_pool_input(body.purpose, &psbt, body.index, AccountId(body.account)).await {
+        Ok(witness) => HttpResponse::Ok().json(PoolWitness { witness: serialize_hex(&witness) }),
+        Err(e) => HttpResponse::build(not_signed_status(&e)).json(SpendNotSigned::from(&e)),
+    })
+}
+
+fn not_signed_status(e: &SignError) -> StatusCode {
+    match e {
+        SignError::Refused(_) | SignError::PartnerRefused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        SignError::Failed(_) | SignError::CustodyUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
-    let witness = api
-        .vaults
-        .pool
-        .sign_input(AccountId(body.account), &tx, body.index, &prevout)
-        .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
-    Ok(HttpResponse::Ok().json(PoolWitness { witness: serialize_hex(&witness) }))
 }
 
 #[cfg(test)]

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bitcoin::bip32::Xpub;
-use bitcoin::consensus::encode::{deserialize_hex, serialize_hex};
-use bitcoin::{Transaction, TxOut, Witness};
+use bitcoin::consensus::encode::deserialize_hex;
+use bitcoin::{Psbt, Witness};
 use futures::future::BoxFuture;
 use tokio::time::Instant;
 use serde_json::Value;
-use tandem_custody::{InputSignature, SpendIntent};
+use tandem_custody::{InputSignature, SpendIntent, SpendPurpose};
 use tandem_matching::AccountId;
 
 use super::api::{PoolKey, PoolWitness, SignPoolInput, SignSpend, Signed, SpendNotSigned};
@@ -98,19 +98,23 @@ impl Custodian for HttpCustodian {
 
     fn sign_pool_input<'a>(
         &'a self,
-        account: AccountId,
-        tx: &'a Transaction,
+        purpose: SpendPurpose,
+        psbt: &'a Psbt,
         index: usize,
-        prevout: &'a TxOut,
-    ) -> BoxFuture<'a, anyhow::Result<Witness>> {
+        account: AccountId,
+    ) -> BoxFuture<'a, Result<Witness, SignError>> {
         Box::pin(async move {
-            let request = SignPoolInput { account: account.0, tx: serialize_hex(tx), index, prevout: serialize_hex(prevout) };
-            let (status, body) = self.post("/v1/custody/pool-inputs", &request).await?;
-            if status != 200 {
-                bail!("custody at {} did not sign pool input {index}: HTTP {status}: {body}", self.url);
+            let unavailable = |e: anyhow::Error| SignError::CustodyUnavailable(format!("custody at {}: {e:#}", self.url));
+            let request = SignPoolInput { purpose, psbt: hex::encode(psbt.serialize()), index, account: account.0 };
+            let (status, body) = self.post("/v1/custody/pool-inputs", &request).await.map_err(unavailable)?;
+            if status == 200 {
+                let witness: PoolWitness = serde_json::from_value(body).map_err(|e| unavailable(e.into()))?;
+                return deserialize_hex(&witness.witness).map_err(|e| SignError::Failed(format!("custody's witness: {e}")));
             }
-            let witness: PoolWitness = serde_json::from_value(body)?;
-            Ok(deserialize_hex(&witness.witness)?)
+            match serde_json::from_value::<SpendNotSigned>(body.clone()) {
+                Ok(not) => Err(not.into()),
+                Err(_) => Err(unavailable(anyhow::anyhow!("HTTP {status}: {body}"))),
+            }
         })
     }
 }

@@ -17,10 +17,10 @@ pub mod http;
 
 use std::sync::Arc;
 
-use bitcoin::{Transaction, TxOut, Witness};
+use bitcoin::{Psbt, Witness};
 use futures::future::BoxFuture;
 use tokio::time::Instant;
-use tandem_custody::{InputSignature, SpendIntent};
+use tandem_custody::{InputSignature, SpendIntent, SpendPurpose};
 use tandem_matching::AccountId;
 
 use crate::provider::pool::PoolAddresses;
@@ -36,14 +36,16 @@ pub trait Custodian: Send + Sync {
     /// (a partner that never answers must not hold a batch).
     fn sign(&self, intent: SpendIntent, until: Instant) -> BoxFuture<'_, Result<Vec<InputSignature>, SignError>>;
 
-    /// The witness of input `index` of `tx`, which spends `prevout` from `account`'s pool address.
+    /// The witness of pool input `index` of the settlement batch `psbt` (`purpose` names the
+    /// batch), which spends from `account`'s pool address; after the provider's checks of the
+    /// whole batch against the ledger.
     fn sign_pool_input<'a>(
         &'a self,
-        account: AccountId,
-        tx: &'a Transaction,
+        purpose: SpendPurpose,
+        psbt: &'a Psbt,
         index: usize,
-        prevout: &'a TxOut,
-    ) -> BoxFuture<'a, anyhow::Result<Witness>>;
+        account: AccountId,
+    ) -> BoxFuture<'a, Result<Witness, SignError>>;
 }
 
 fn too_late() -> SignError {
@@ -64,11 +66,11 @@ impl Custodian for InProcess {
 
     fn sign_pool_input<'a>(
         &'a self,
-        account: AccountId,
-        tx: &'a Transaction,
+        purpose: SpendPurpose,
+        psbt: &'a Psbt,
         index: usize,
-        prevout: &'a TxOut,
-    ) -> BoxFuture<'a, anyhow::Result<Witness>> {
-        Box::pin(async move { self.0.pool.sign_input(account, tx, index, prevout) })
+        account: AccountId,
+    ) -> BoxFuture<'a, Result<Witness, SignError>> {
+        Box::pin(self.0.sign_pool_input(purpose, psbt, index, account))
     }
 }

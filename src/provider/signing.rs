@@ -402,13 +402,69 @@ impl VaultService {
         Ok((keys, SessionMember::new(partner_role, partner_key)))
     }
 
+    /// The witness of pool input `index` of a settlement batch's `psbt` (the provider's own
+    /// key: no partner), after the checks its vault inputs get: the input spends from
+    /// `account`'s pool address, the ledger has the batch open and the transaction pays exactly
+    /// what it booked (`provider_batch_check`), and no other spend of the batch that shares no
+    /// input with this one was signed (recorded before signing, as for vault inputs).
+    pub async fn sign_pool_input(
+        &self,
+        purpose: SpendPurpose,
+        psbt: &bitcoin::Psbt,
+        index: usize,
+        account: AccountId,
+    ) -> Result<bitcoin::Witness, SignError> {
+        let refuse = |code, detail: String| {
+            let refusal = Refusal::new(PartyRole::Provider, code, detail);
+            refusal.log(purpose);
+            SignError::Refused(refusal)
+        };
+        // The signers the batch's vault inputs have: a pool input signs with the same spend.
+        let (batch, signers) = match purpose {
+            SpendPurpose::SettlementBatch { batch } => (batch, [PartyRole::Wallet, PartyRole::Provider]),
+            SpendPurpose::ForcedSettlement { batch } => (batch, [PartyRole::Provider, PartyRole::CoSigner]),
+            other => return Err(refuse(RefusalCode::WrongPurpose, format!("the pool pays only settlement batches, not {other:?}"))),
+        };
+        let prevout = psbt
+            .inputs
+            .get(index)
+            .and_then(|i| i.witness_utxo.as_ref())
+            .ok_or_else(|| refuse(RefusalCode::MissingInputValue, format!("input {index} has no value")))?;
+        if prevout.script_pubkey != self.pool.deposit_script(account).map_err(failed)? {
+            return Err(refuse(RefusalCode::ForeignInput, format!("input {index} is not from account {}'s pool address", account.0)));
+        }
+        let Some(booked) = self.booked_batch(BatchId(batch)).await.map_err(failed)? else {
+            return Err(refuse(RefusalCode::ObligationUnpaid, format!("the ledger has no open settlement batch {batch}")));
+        };
+        let facts = BatchFacts { holders: &booked.holders, deltas: &booked.deltas, withdrawals: &booked.withdrawals, fee: booked.fee };
+        provider_batch_check(&SpendRequest { psbt, purpose, signers: &signers }, &facts).map_err(|r| {
+            r.log(purpose);
+            SignError::Refused(r)
+        })?;
+        if let Some(refusal) = self.paid_before_by(purpose, &psbt.unsigned_tx).await.map_err(failed)? {
+            refusal.log(purpose);
+            return Err(SignError::Refused(refusal));
+        }
+        let tx = &psbt.unsigned_tx;
+        let (key, txid) = (purpose_key(purpose), tx.compute_txid().to_string());
+        if !self.store.provider_signatures(&key).await.map_err(failed)?.iter().any(|(t, _)| *t == txid) {
+            let outpoints: Vec<String> = tx.input.iter().map(|i| i.previous_output.to_string()).collect();
+            let at = Timestamp(crate::node::now_millis());
+            self.store.record_provider_signature(&key, &txid, &outpoints, "pool", at).await.map_err(failed)?;
+        }
+        self.pool.sign_input(account, tx, index, prevout).map_err(failed)
+    }
+
     /// A second spend of the same obligation must conflict with every earlier one: the refusal
     /// if it does not.
     async fn paid_before(&self, intent: &SpendIntent) -> anyhow::Result<Option<Refusal>> {
-        let tx = &intent.psbt.unsigned_tx;
+        self.paid_before_by(intent.purpose, &intent.psbt.unsigned_tx).await
+    }
+
+    async fn paid_before_by(&self, purpose: SpendPurpose, tx: &bitcoin::Transaction) -> anyhow::Result<Option<Refusal>> {
         let txid = tx.compute_txid().to_string();
         let mine: HashSet<String> = tx.input.iter().map(|i| i.previous_output.to_string()).collect();
-        for (other_txid, outpoints) in self.store.provider_signatures(&purpose_key(intent.purpose)).await? {
+        for (other_txid, outpoints) in self.store.provider_signatures(&purpose_key(purpose)).await? {
             if other_txid != txid && !outpoints.iter().any(|o| mine.contains(o)) {
                 return Ok(Some(Refusal::new(
                     PartyRole::Provider,

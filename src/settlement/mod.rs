@@ -642,6 +642,11 @@ impl SettlementService {
     /// not sign.
     async fn sign_inputs(&self, b: &BatchRecord, stored: &StoredPlan, version: u32, psbt: &Psbt) -> anyhow::Result<Vec<u64>> {
         let have: HashMap<u32, String> = self.store.batch_signatures(b.id, version).await?.into_iter().collect();
+        // A forced settlement is signed with the vault's co-signer instead of its wallet.
+        let (purpose, signers) = match stored.forced {
+            Some(_) => (SpendPurpose::ForcedSettlement { batch: b.id }, [PartyRole::Provider, PartyRole::CoSigner]),
+            None => (SpendPurpose::SettlementBatch { batch: b.id }, [PartyRole::Wallet, PartyRole::Provider]),
+        };
         let mut by_holder: BTreeMap<u64, Vec<(usize, String, u64)>> = BTreeMap::new();
         for (index, input) in stored.inputs.iter().enumerate() {
             if have.contains_key(&(index as u32)) {
@@ -649,8 +654,7 @@ impl SettlementService {
             }
             match &input.signer {
                 InputSigner::Pool { account } => {
-                    let prevout = psbt.inputs[index].witness_utxo.as_ref().context("an input without its value")?;
-                    let witness = self.custodian.sign_pool_input(AccountId(*account), &psbt.unsigned_tx, index, prevout).await?;
+                    let witness = self.custodian.sign_pool_input(purpose, psbt, index, AccountId(*account)).await.map_err(|e| anyhow!(e))?;
                     self.store.add_batch_signature(b.id, version, index as u32, &serialize_hex(&witness)).await?;
                     self.crash(CrashPoint::InputSigned)?;
                 }
@@ -659,11 +663,6 @@ impl SettlementService {
                 }
             }
         }
-        // A forced settlement is signed with the vault's co-signer instead of its wallet.
-        let (purpose, signers) = match stored.forced {
-            Some(_) => (SpendPurpose::ForcedSettlement { batch: b.id }, [PartyRole::Provider, PartyRole::CoSigner]),
-            None => (SpendPurpose::SettlementBatch { batch: b.id }, [PartyRole::Wallet, PartyRole::Provider]),
-        };
         // Version 0 until the batch's signing deadline; a bump's version, one deadline's worth
         // per attempt (its earlier version is in the mempool meanwhile).
         let booked_for = Duration::from_millis(now().0.saturating_sub(b.created_at.0));
