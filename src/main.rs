@@ -164,6 +164,8 @@ enum CosignerCmd {
     },
 }
 
+// Parsed once at start: the size of a variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum CustodyCmd {
     /// One process of a split exchange: the provider's signer. Hosts the MPC relay (gateways
@@ -224,6 +226,8 @@ enum StoreCmd {
     },
 }
 
+// Parsed once at start: the size of a variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum BenchCmd {
     /// Signed orders over keep-alive HTTP connections; own node unless --credentials is given.

@@ -16,6 +16,7 @@
 
 pub mod replay_guard;
 pub mod auth;
+pub mod binance;
 pub mod dto;
 pub mod error;
 pub mod evidence;
@@ -278,6 +279,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, gateway: Data<Gateway>) {
                 .configure(routes::account::configure)
                 .configure(routes::settlement::configure)
                 .configure(routes::wallet::configure)
+                .configure(binance::configure)
                 .service(routes::resource("/v1/ws", |r| r.route(web::get().to(ws::connect))));
             true
         }

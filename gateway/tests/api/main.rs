@@ -1,5 +1,6 @@
 //! API tests against a real sequencer, store, projector and HTTP server.
 
+mod binance;
 mod harness;
 mod http;
 mod mpc;
