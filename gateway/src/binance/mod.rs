@@ -4,9 +4,11 @@
 //! numbers are decimal strings with at least eight places, times are milliseconds, and failures
 //! answer Binance's `{"code": -1121, "msg": "Invalid symbol."}` with its HTTP status.
 //!
-//! Parts: [`public`] (market data). Signed trading, streams and request weights follow.
+//! Parts: [`public`] (market data), [`signed`] (Binance's request signing; the account).
+//! Orders, streams and request weights follow.
 
 pub mod public;
+pub mod signed;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -18,6 +20,7 @@ use crate::error::ApiError;
 
 pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
     public::configure(cfg);
+    signed::configure(cfg);
 }
 
 /// A failure as Binance reports it.

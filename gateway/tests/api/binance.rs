@@ -65,3 +65,46 @@ async fn market_data_in_binance_shapes() {
     assert_eq!(both.body["code"].as_i64(), Some(-1128));
     ex.stop().await;
 }
+
+/// A Binance client's signature: HMAC-SHA256 of the query (and body), hex.
+fn binance_signature(secret: &str, payload: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(payload.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+#[actix_web::test]
+async fn signed_requests_follow_binances_rules() {
+    use actix_web::http::Method;
+    let ex = Exchange::start().await;
+    let user = ex.user().await;
+    ex.deposit_usd(&user, "1234.5").await;
+    let now = tandem_gateway::auth::now_millis();
+    let get = |query: String, key: Option<String>| {
+        let ex = &ex;
+        async move {
+            let headers: Vec<(&str, String)> = key.into_iter().map(|k| ("X-MBX-APIKEY", k)).collect();
+            ex.raw(Method::GET, &format!("/api/v3/account?{query}"), &headers, b"").await
+        }
+    };
+    let signed = |query: &str| format!("{query}&signature={}", binance_signature(&user.secret, query));
+
+    let ok = get(signed(&format!("timestamp={now}")), Some(user.key.clone())).await;
+    let usd = ok.ok()["balances"].as_array().unwrap().iter().find(|b| b["asset"] == "USD").unwrap().clone();
+    assert_eq!((usd["free"].as_str(), usd["locked"].as_str()), (Some("1234.50000000"), Some("0.00000000")));
+    assert_eq!((ok.body["canTrade"].as_bool(), ok.body["accountType"].as_str()), (Some(true), Some("SPOT")));
+    let windowed = get(signed(&format!("recvWindow=20000&timestamp={}", now - 15_000)), Some(user.key.clone())).await;
+    assert_eq!(windowed.status, 200, "a read inside its own recvWindow: {}", windowed.body);
+
+    let code = |r: &crate::harness::Reply| (r.status, r.body["code"].as_i64().unwrap_or(0));
+    assert_eq!(code(&get(signed(&format!("timestamp={now}")), None).await), (401, -2014));
+    assert_eq!(code(&get(signed(&format!("timestamp={now}")), Some("abc123".into())).await), (401, -2015));
+    let forged = format!("timestamp={now}&signature={}", binance_signature("not the secret", &format!("timestamp={now}")));
+    assert_eq!(code(&get(forged, Some(user.key.clone())).await), (400, -1022));
+    assert_eq!(code(&get(signed(&format!("timestamp={}", now - 60_000)), Some(user.key.clone())).await), (400, -1021));
+    assert_eq!(code(&get(signed(&format!("timestamp={}", now + 30_000)), Some(user.key.clone())).await), (400, -1021));
+    assert_eq!(code(&get(signed(&format!("recvWindow=70000&timestamp={now}")), Some(user.key.clone())).await), (400, -1131));
+    assert_eq!(code(&get(signed("recvWindow=5000"), Some(user.key.clone())).await), (400, -1102));
+    ex.stop().await;
+}
