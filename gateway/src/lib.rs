@@ -25,7 +25,7 @@ pub mod limits;
 pub mod metrics;
 pub mod redis_link;
 pub mod relay;
-mod routes;
+pub(crate) mod routes;
 pub mod ws;
 
 pub use auth::{random_hex, sign, sign_device};

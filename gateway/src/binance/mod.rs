@@ -4,9 +4,11 @@
 //! numbers are decimal strings with at least eight places, times are milliseconds, and failures
 //! answer Binance's `{"code": -1121, "msg": "Invalid symbol."}` with its HTTP status.
 //!
-//! Parts: [`public`] (market data), [`signed`] (Binance's request signing; the account).
-//! Orders, streams and request weights follow.
+//! Parts: [`public`] (market data), [`signed`] (Binance's request signing; the account),
+//! [`orders`] (place, test, query, cancel, open orders). `allOrders`, `myTrades`, streams and
+//! request weights follow.
 
+pub mod orders;
 pub mod public;
 pub mod signed;
 
@@ -21,6 +23,7 @@ use crate::error::ApiError;
 pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
     public::configure(cfg);
     signed::configure(cfg);
+    orders::configure(cfg);
 }
 
 /// A failure as Binance reports it.

@@ -39,7 +39,8 @@ pub struct Signed {
     pub params: HashMap<String, String>,
 }
 
-/// `text` without its `signature` parameter, and that signature.
+/// `text` without its `signature` parameter (and the `&` before it), and that signature; the
+/// rest exactly as sent, since that is what was signed.
 fn split_signature(text: &str) -> (String, Option<String>) {
     let mut signature = None;
     let rest: Vec<&str> = text
@@ -49,7 +50,7 @@ fn split_signature(text: &str) -> (String, Option<String>) {
                 signature = Some(sig.to_owned());
                 false
             }
-            None => !part.is_empty(),
+            None => true,
         })
         .collect();
     (rest.join("&"), signature)
@@ -169,5 +170,6 @@ mod tests {
         assert_eq!(split_signature("a=1&timestamp=2&signature=ff"), ("a=1&timestamp=2".into(), Some("ff".into())));
         assert_eq!(split_signature("signature=ff&a=1"), ("a=1".into(), Some("ff".into())));
         assert_eq!(split_signature(""), (String::new(), None));
+        assert_eq!(split_signature("&timestamp=2&signature=ff"), ("&timestamp=2".into(), Some("ff".into())), "as sent");
     }
 }

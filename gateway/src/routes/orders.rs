@@ -46,7 +46,7 @@ fn precheck(gw: &Gateway, market: MarketId, price: Price, quantity: Quantity) ->
 
 /// A market order's protection price when the client gave none: the best opposite price moved
 /// `market_protection_bps` against the taker, on the tick grid.
-async fn default_protection(gw: &Gateway, market: MarketId, spec: &MarketSpec, side: Side) -> Result<Price, ApiError> {
+pub(crate) async fn default_protection(gw: &Gateway, market: MarketId, spec: &MarketSpec, side: Side) -> Result<Price, ApiError> {
     let (bid, ask) = gw.sequencer.read(move |e| e.best_bid_ask(market)).await?;
     let no_liquidity = || {
         ApiError::new(
@@ -187,7 +187,7 @@ pub(crate) async fn order_json(gw: &Gateway, account: AccountId, id: OrderId) ->
 
 /// The order as it stands after the write `applied`: the store once it has projected that
 /// write, else whatever the write's own events and the engine tell.
-async fn order_after(gw: &Gateway, account: AccountId, id: OrderId, applied: &Applied) -> Result<OrderJson, ApiError> {
+pub(crate) async fn order_after(gw: &Gateway, account: AccountId, id: OrderId, applied: &Applied) -> Result<OrderJson, ApiError> {
     if gw.catch_up(applied.seq).await {
         if let Some(r) = gw.store.order(id).await?.filter(|r| r.account_id == account) {
             return Ok(OrderJson::from_record(gw.fmt(), &r));

@@ -108,3 +108,86 @@ async fn signed_requests_follow_binances_rules() {
     assert_eq!(code(&get(signed("recvWindow=5000"), Some(user.key.clone())).await), (400, -1102));
     ex.stop().await;
 }
+
+/// A signed Binance request: `params` in the query (GET, DELETE) or the form body (POST).
+async fn binance(ex: &Exchange, user: &crate::harness::User, method: &str, path: &str, params: &str) -> crate::harness::Reply {
+    use actix_web::http::Method;
+    let params = match params {
+        "" => format!("timestamp={}", crate::harness::stamp()),
+        _ => format!("{params}&timestamp={}", crate::harness::stamp()),
+    };
+    let signed = format!("{params}&signature={}", binance_signature(&user.secret, &params));
+    let key = [("X-MBX-APIKEY", user.key.clone()), ("Content-Type", "application/x-www-form-urlencoded".into())];
+    match method {
+        "POST" => ex.raw(Method::POST, path, &key, signed.as_bytes()).await,
+        "DELETE" => ex.raw(Method::DELETE, &format!("{path}?{signed}"), &key, b"").await,
+        _ => ex.raw(Method::GET, &format!("{path}?{signed}"), &key, b"").await,
+    }
+}
+
+#[actix_web::test]
+async fn orders_the_binance_way() {
+    let ex = Exchange::start().await;
+    let (maker, taker) = (ex.user().await, ex.user().await);
+    ex.deposit_usd(&maker, "10000").await;
+    ex.deposit_btc(&taker, 50_000_000).await;
+    let code = |r: &crate::harness::Reply| (r.status, r.body["code"].as_i64().unwrap_or(0), r.body["msg"].as_str().unwrap_or("").to_owned());
+
+    // A resting bid, answered in full.
+    let placed = binance(&ex, &maker, "POST", "/api/v3/order",
+        "symbol=BTCUSD&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.1&price=60000&newClientOrderId=bid-1").await;
+    let p = placed.ok().clone();
+    assert_eq!((p["status"].as_str(), p["type"].as_str(), p["side"].as_str()), (Some("NEW"), Some("LIMIT"), Some("BUY")));
+    assert_eq!((p["origQty"].as_str(), p["price"].as_str(), p["clientOrderId"].as_str()), (Some("0.10000000"), Some("60000.00000000"), Some("bid-1")));
+    assert_eq!(p["fills"], serde_json::json!([]));
+    let id = p["orderId"].as_u64().unwrap();
+
+    // The same client order id again; a post-only order that would take; more than the balance.
+    let again = binance(&ex, &maker, "POST", "/api/v3/order", "symbol=BTCUSD&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.1&price=60000&newClientOrderId=bid-1").await;
+    assert_eq!(code(&again), (400, -2010, "Duplicate order sent.".into()));
+    let maker_sell = binance(&ex, &taker, "POST", "/api/v3/order", "symbol=BTCUSD&side=SELL&type=LIMIT_MAKER&quantity=0.01&price=59000").await;
+    assert_eq!(code(&maker_sell), (400, -2010, "Order would immediately match and take.".into()));
+    let too_big = binance(&ex, &maker, "POST", "/api/v3/order", "symbol=BTCUSD&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=60000").await;
+    assert_eq!(code(&too_big), (400, -2010, "Account has insufficient balance for requested action.".into()));
+    let off_tick = binance(&ex, &maker, "POST", "/api/v3/order", "symbol=BTCUSD&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.01&price=60000.05").await;
+    assert_eq!(code(&off_tick).1, -1013);
+    assert_eq!(code(&binance(&ex, &maker, "POST", "/api/v3/order", "symbol=BTCUSD&side=BUY&type=LIMIT&quantity=0.01&price=60000").await).1, -1102, "LIMIT needs timeInForce");
+    assert_eq!(code(&binance(&ex, &maker, "POST", "/api/v3/order", "symbol=BTCUSD&side=UP&type=LIMIT&timeInForce=GTC&quantity=0.01&price=1").await).1, -1117);
+    assert_eq!(code(&binance(&ex, &maker, "POST", "/api/v3/order", "symbol=BTCUSD&side=BUY&type=STOP&quantity=0.01").await).1, -1116);
+    let tested = binance(&ex, &maker, "POST", "/api/v3/order/test", "symbol=BTCUSD&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.01&price=50000").await;
+    assert_eq!(tested.ok(), &serde_json::json!({}));
+
+    let open = binance(&ex, &maker, "GET", "/api/v3/openOrders", "symbol=BTCUSD").await;
+    assert_eq!(open.ok().as_array().unwrap().len(), 1, "the test order placed nothing: {}", open.body);
+
+    // A market sell takes part of the bid: its fills, with their commission.
+    let sold = binance(&ex, &taker, "POST", "/api/v3/order", "symbol=BTCUSD&side=SELL&type=MARKET&quantity=0.04").await;
+    let s = sold.ok();
+    assert_eq!((s["status"].as_str(), s["type"].as_str(), s["executedQty"].as_str()), (Some("FILLED"), Some("MARKET"), Some("0.04000000")));
+    assert_eq!(s["fills"][0]["price"], "60000.00000000");
+    assert_eq!(s["fills"][0]["commissionAsset"], "USD");
+    let ack = binance(&ex, &taker, "POST", "/api/v3/order", "symbol=BTCUSD&side=SELL&type=MARKET&quantity=0.01&newOrderRespType=ACK").await;
+    assert!(ack.ok()["transactTime"].as_u64().is_some() && ack.body.get("status").is_none(), "{}", ack.body);
+
+    // The bid, by id and by client id; then canceled, once.
+    let by_id = binance(&ex, &maker, "GET", "/api/v3/order", &format!("symbol=BTCUSD&orderId={id}")).await;
+    assert_eq!((by_id.ok()["status"].as_str(), by_id.ok()["executedQty"].as_str()), (Some("PARTIALLY_FILLED"), Some("0.05000000")));
+    let by_cid = binance(&ex, &maker, "GET", "/api/v3/order", "symbol=BTCUSD&origClientOrderId=bid-1").await;
+    assert_eq!(by_cid.ok()["orderId"].as_u64(), Some(id));
+    let canceled = binance(&ex, &maker, "DELETE", "/api/v3/order", "symbol=BTCUSD&origClientOrderId=bid-1").await;
+    assert_eq!((canceled.ok()["status"].as_str(), canceled.ok()["origClientOrderId"].as_str()), (Some("CANCELED"), Some("bid-1")));
+    assert_eq!(code(&binance(&ex, &maker, "DELETE", "/api/v3/order", &format!("symbol=BTCUSD&orderId={id}")).await).1, -2011);
+    assert_eq!(code(&binance(&ex, &maker, "GET", "/api/v3/order", "symbol=BTCUSD&orderId=999999").await), (400, -2013, "Order does not exist.".into()));
+    assert_eq!(code(&binance(&ex, &taker, "GET", "/api/v3/order", &format!("symbol=BTCUSD&orderId={id}")).await).1, -2013, "someone else's order");
+    let none = binance(&ex, &maker, "GET", "/api/v3/openOrders", "").await;
+    assert_eq!(none.ok().as_array().unwrap().len(), 0);
+
+    // A change's exact bytes sent twice: the second is refused.
+    use actix_web::http::Method;
+    let params = format!("symbol=BTCUSD&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.01&price=50000&timestamp={}", crate::harness::stamp());
+    let body = format!("{params}&signature={}", binance_signature(&maker.secret, &params));
+    let key = [("X-MBX-APIKEY", maker.key.clone()), ("Content-Type", "application/x-www-form-urlencoded".into())];
+    assert_eq!(ex.raw(Method::POST, "/api/v3/order", &key, body.as_bytes()).await.status, 200);
+    assert_eq!(code(&ex.raw(Method::POST, "/api/v3/order", &key, body.as_bytes()).await).1, -1022, "replayed");
+    ex.stop().await;
+}
