@@ -70,6 +70,71 @@ impl Store {
         rows.iter().map(order_record).collect()
     }
 
+    /// A page of an account's orders in one market, oldest first, as Binance's `allOrders`
+    /// pages them: from order `from` on when given, else the newest `limit`; created within
+    /// `[start, end]` (ms) when given.
+    pub async fn orders_page(
+        &self,
+        account: AccountId,
+        market: MarketId,
+        from: Option<OrderId>,
+        (start, end): (Option<u64>, Option<u64>),
+        limit: u32,
+    ) -> Result<Vec<OrderRecord>, StoreError> {
+        let direction = if from.is_some() { "ASC" } else { "DESC" };
+        let sql = format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE account_id = ? AND market_id = ? AND order_id >= ? \
+             AND created_at >= ? AND created_at <= ? ORDER BY order_id {direction} LIMIT ?"
+        );
+        let rows = sqlx::query(stmt(self.backend, &sql))
+            .bind(to_sql(account.0, "account id")?)
+            .bind(i64::from(market.0))
+            .bind(to_sql(from.map_or(0, |o| o.0), "order id")?)
+            .bind(to_sql(start.unwrap_or(0), "start time")?)
+            .bind(end.map_or(Ok(i64::MAX), |e| to_sql(e, "end time"))?)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut records = rows.iter().map(order_record).collect::<Result<Vec<_>, _>>()?;
+        records.sort_by_key(|r| r.order_id);
+        Ok(records)
+    }
+
+    /// A page of an account's trades in one market, oldest first, as Binance's `myTrades`
+    /// pages them: from trade `from` on when given, else the newest `limit`; within
+    /// `[start, end]` (ms) when given.
+    pub async fn account_trades_page(
+        &self,
+        account: AccountId,
+        market: MarketId,
+        from: Option<u64>,
+        (start, end): (Option<u64>, Option<u64>),
+        limit: u32,
+    ) -> Result<Vec<TradeRecord>, StoreError> {
+        let direction = if from.is_some() { "ASC" } else { "DESC" };
+        let side = |column: &str| {
+            format!(
+                "SELECT {TRADE_COLUMNS} FROM (SELECT {TRADE_COLUMNS} FROM trades WHERE {column} = ? AND market_id = ? \
+                 AND trade_id >= ? AND ts >= ? AND ts <= ? ORDER BY trade_id {direction} LIMIT ?) AS {column}_side"
+            )
+        };
+        let sql = format!("{} UNION ALL {} ORDER BY trade_id {direction} LIMIT ?", side("maker_account"), side("taker_account"));
+        let mut q = sqlx::query(stmt(self.backend, &sql));
+        for _ in 0..2 {
+            q = q
+                .bind(to_sql(account.0, "account id")?)
+                .bind(i64::from(market.0))
+                .bind(to_sql(from.unwrap_or(0), "trade id")?)
+                .bind(to_sql(start.unwrap_or(0), "start time")?)
+                .bind(end.map_or(Ok(i64::MAX), |e| to_sql(e, "end time"))?)
+                .bind(i64::from(limit));
+        }
+        let rows = q.bind(i64::from(limit)).fetch_all(&self.pool).await?;
+        let mut records = rows.iter().map(trade_record).collect::<Result<Vec<_>, _>>()?;
+        records.sort_by_key(|t| t.trade_id);
+        Ok(records)
+    }
+
     /// A market's trades, newest first.
     pub async fn trades(&self, market: MarketId, limit: u32) -> Result<Vec<TradeRecord>, StoreError> {
         let sql = format!("SELECT {TRADE_COLUMNS} FROM trades WHERE market_id = ? ORDER BY trade_id DESC LIMIT ?");

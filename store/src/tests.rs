@@ -722,6 +722,35 @@ async fn projector_keeps_up_and_answers_wait_for() {
 }
 
 #[tokio::test]
+async fn history_pages_run_oldest_first_from_an_id_or_the_newest() {
+    let h = scenario();
+    for store in crate::test_stores().await {
+        project(&store, &h.log, 1000).await;
+        for account in [AccountId(3), AccountId(4)] {
+            // The reference: every order and trade of the market, newest first.
+            let mut orders = store.orders(account, Some(MKT), false, 1000, None).await.unwrap();
+            orders.reverse();
+            let mut trades: Vec<_> = store.account_trades(account, Some(MKT), 1000).await.unwrap();
+            trades.reverse();
+            assert!(orders.len() >= 2 && !trades.is_empty(), "{account:?}");
+            let ids = |v: &[crate::OrderRecord]| v.iter().map(|o| o.order_id).collect::<Vec<_>>();
+            let tids = |v: &[crate::TradeRecord]| v.iter().map(|t| t.trade_id).collect::<Vec<_>>();
+            let all = (None, None);
+            assert_eq!(ids(&store.orders_page(account, MKT, None, all, 1000).await.unwrap()), ids(&orders));
+            assert_eq!(ids(&store.orders_page(account, MKT, None, all, 1).await.unwrap()), ids(&orders[orders.len() - 1..]), "the newest");
+            let from = orders[1].order_id;
+            assert_eq!(ids(&store.orders_page(account, MKT, Some(from), all, 1).await.unwrap()), vec![from], "from an id on");
+            assert_eq!(tids(&store.account_trades_page(account, MKT, None, all, 1000).await.unwrap()), tids(&trades));
+            let first = trades[0].trade_id.0;
+            assert_eq!(tids(&store.account_trades_page(account, MKT, Some(first), all, 1).await.unwrap()), tids(&trades[..1]));
+            let none_yet = (Some(0), Some(1));
+            assert!(store.orders_page(account, MKT, None, none_yet, 1000).await.unwrap().is_empty(), "a window before every order");
+            assert!(store.account_trades_page(account, MKT, None, none_yet, 1000).await.unwrap().is_empty());
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_follower_sees_what_another_process_projected() {
     let h = scenario();
     for store in crate::test_stores().await {

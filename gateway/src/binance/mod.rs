@@ -5,8 +5,8 @@
 //! answer Binance's `{"code": -1121, "msg": "Invalid symbol."}` with its HTTP status.
 //!
 //! Parts: [`public`] (market data), [`signed`] (Binance's request signing; the account),
-//! [`orders`] (place, test, query, cancel, open orders). `allOrders`, `myTrades`, streams and
-//! request weights follow.
+//! [`orders`] (place, test, query, cancel, open orders, order and trade history). Listen keys,
+//! streams and request weights follow.
 
 pub mod orders;
 pub mod public;

@@ -1,8 +1,9 @@
 //! Binance's order endpoints (signed): `POST /api/v3/order` (LIMIT, MARKET, LIMIT_MAKER; GTC,
 //! IOC, FOK; `newClientOrderId`; `newOrderRespType` ACK, RESULT or FULL), `POST
 //! /api/v3/order/test` (every check, nothing placed), `GET` and `DELETE /api/v3/order` (by
-//! `orderId` or `origClientOrderId`), `GET /api/v3/openOrders`. Orders become the same engine
-//! commands as the native API's, with the same checks; only the words differ.
+//! `orderId` or `origClientOrderId`), `GET` and `DELETE /api/v3/openOrders`, `GET
+//! /api/v3/allOrders`, `GET /api/v3/myTrades`. Orders become the same engine commands as the
+//! native API's, with the same checks; only the words differ.
 
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes, Data};
@@ -28,7 +29,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::delete().to(cancel)),
     )
     .route("/api/v3/order/test", web::post().to(test_order))
-    .route("/api/v3/openOrders", web::get().to(open_orders));
+    .service(web::resource("/api/v3/openOrders").route(web::get().to(open_orders)).route(web::delete().to(cancel_open_orders)))
+    .route("/api/v3/allOrders", web::get().to(all_orders))
+    .route("/api/v3/myTrades", web::get().to(my_trades));
 }
 
 fn bad(code: i32, msg: impl Into<String>) -> BinanceError {
@@ -302,5 +305,91 @@ async fn open_orders(gw: Data<Gateway>, req: HttpRequest, body: Bytes) -> Result
             out.push(order_object(&gw, v.market, &order));
         }
     }
+    Ok(HttpResponse::Ok().json(out))
+}
+
+async fn cancel_open_orders(gw: Data<Gateway>, req: HttpRequest, body: Bytes) -> Result<HttpResponse, BinanceError> {
+    let s = authenticate(&gw, &req, &body).await?;
+    let (market, _) = market_of(&gw.engine_config, required(&s, "symbol")?)?;
+    let applied = gw.submit(Command::CancelAll { account: Some(s.account), market: Some(market) }).await?;
+    if let Some(reason) = dto::rejection(&applied.events) {
+        return Err(rejected(reason));
+    }
+    let mut out = Vec::new();
+    for e in applied.events.iter() {
+        if let Event::OrderClosed { order, .. } = e {
+            let o = crate::routes::orders::order_after(&gw, s.account, *order, &applied).await?;
+            let mut object = order_object(&gw, market, &o);
+            object["origClientOrderId"] = object["clientOrderId"].clone();
+            out.push(object);
+        }
+    }
+    Ok(HttpResponse::Ok().json(out))
+}
+
+/// `limit` (default 500, at most 1000) and the `startTime` / `endTime` window of a history read.
+fn page(s: &Signed) -> Result<(u32, (Option<u64>, Option<u64>)), BinanceError> {
+    let number = |name: &str| {
+        param(s, name).map(|v| v.parse::<u64>().map_err(|_| BinanceError::illegal_characters(name, "^[0-9]{1,20}$"))).transpose()
+    };
+    let limit = number("limit")?.unwrap_or(500).clamp(1, 1000) as u32;
+    let (start, end) = (number("startTime")?, number("endTime")?);
+    if let (Some(a), Some(b)) = (start, end) {
+        if b < a || b - a > 24 * 3_600_000 {
+            return Err(bad(-1127, "More than 24 hours between startTime and endTime."));
+        }
+    }
+    Ok((limit, (start, end)))
+}
+
+/// Every order of the caller's in a market, oldest first: from `orderId` on, else the newest.
+async fn all_orders(gw: Data<Gateway>, req: HttpRequest, body: Bytes) -> Result<HttpResponse, BinanceError> {
+    let s = authenticate(&gw, &req, &body).await?;
+    let (market, _) = market_of(&gw.engine_config, required(&s, "symbol")?)?;
+    let (limit, window) = page(&s)?;
+    let from = param(&s, "orderId")
+        .map(|v| v.parse().map(OrderId).map_err(|_| BinanceError::illegal_characters("orderId", "^[0-9]{1,20}$")))
+        .transpose()?;
+    gw.catch_up_all().await?;
+    let records = gw.store.orders_page(s.account, market, from, window, limit).await?;
+    let orders: Vec<Value> = records.iter().map(|r| order_object(&gw, market, &OrderJson::from_record(gw.fmt(), r))).collect();
+    Ok(HttpResponse::Ok().json(orders))
+}
+
+/// The caller's trades in a market, oldest first: from trade `fromId` on, else the newest.
+async fn my_trades(gw: Data<Gateway>, req: HttpRequest, body: Bytes) -> Result<HttpResponse, BinanceError> {
+    let s = authenticate(&gw, &req, &body).await?;
+    let (market, spec) = market_of(&gw.engine_config, required(&s, "symbol")?)?;
+    if param(&s, "orderId").is_some() {
+        return Err(bad(-1128, "Combination of optional parameters invalid: orderId is not offered on myTrades; page with fromId."));
+    }
+    let (limit, window) = page(&s)?;
+    let from = param(&s, "fromId").map(|v| v.parse::<u64>().map_err(|_| BinanceError::illegal_characters("fromId", "^[0-9]{1,20}$"))).transpose()?;
+    gw.catch_up_all().await?;
+    let trades = gw.store.account_trades_page(s.account, market, from, window, limit).await?;
+    let symbol = symbol_of(&gw.engine_config, spec);
+    let f = gw.fmt();
+    let d = |v: &str| number(v.parse().unwrap_or_default());
+    let out: Vec<Value> = trades
+        .iter()
+        .filter_map(|t| {
+            let fill = dto::TradeFacts::from_record(t).fill_for(f, s.account)?;
+            Some(json!({
+                "symbol": symbol,
+                "id": fill.trade_id,
+                "orderId": fill.order_id,
+                "orderListId": -1,
+                "price": d(&fill.price),
+                "qty": d(&fill.quantity),
+                "quoteQty": d(&fill.notional),
+                "commission": d(&fill.fee),
+                "commissionAsset": fill.fee_asset,
+                "time": fill.timestamp,
+                "isBuyer": fill.side == "buy",
+                "isMaker": fill.liquidity == "maker",
+                "isBestMatch": true,
+            }))
+        })
+        .collect();
     Ok(HttpResponse::Ok().json(out))
 }

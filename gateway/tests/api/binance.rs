@@ -182,6 +182,30 @@ async fn orders_the_binance_way() {
     let none = binance(&ex, &maker, "GET", "/api/v3/openOrders", "").await;
     assert_eq!(none.ok().as_array().unwrap().len(), 0);
 
+    // History: every order oldest first, paged from an id; the taker's trades, paged by id.
+    let all = binance(&ex, &maker, "GET", "/api/v3/allOrders", "symbol=BTCUSD").await;
+    let all = all.ok().as_array().unwrap().clone();
+    assert_eq!(all.len(), 1, "the maker's one order: {all:?}");
+    assert_eq!((all[0]["status"].as_str(), all[0]["executedQty"].as_str()), (Some("CANCELED"), Some("0.05000000")));
+    let later = binance(&ex, &maker, "GET", "/api/v3/allOrders", &format!("symbol=BTCUSD&orderId={}", id + 1)).await;
+    assert_eq!(later.ok().as_array().unwrap().len(), 0);
+    let mine = binance(&ex, &taker, "GET", "/api/v3/myTrades", "symbol=BTCUSD").await;
+    let mine = mine.ok().as_array().unwrap().clone();
+    assert_eq!(mine.len(), 2, "{mine:?}");
+    assert_eq!((mine[0]["qty"].as_str(), mine[0]["isBuyer"].as_bool(), mine[0]["isMaker"].as_bool()), (Some("0.04000000"), Some(false), Some(false)));
+    assert!(mine[0]["id"].as_u64() < mine[1]["id"].as_u64(), "oldest first");
+    let from = binance(&ex, &taker, "GET", "/api/v3/myTrades", &format!("symbol=BTCUSD&fromId={}", mine[1]["id"])).await;
+    assert_eq!(from.ok().as_array().unwrap().len(), 1);
+    let window = binance(&ex, &taker, "GET", "/api/v3/myTrades", "symbol=BTCUSD&startTime=1&endTime=999999999").await;
+    assert_eq!(code(&window).1, -1127);
+
+    // Every open order of a market canceled at once.
+    for price in ["50000", "51000"] {
+        binance(&ex, &maker, "POST", "/api/v3/order", &format!("symbol=BTCUSD&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.01&price={price}")).await.ok();
+    }
+    let swept = binance(&ex, &maker, "DELETE", "/api/v3/openOrders", "symbol=BTCUSD").await;
+    assert_eq!(swept.ok().as_array().unwrap().iter().filter(|o| o["status"] == "CANCELED").count(), 2, "{}", swept.body);
+
     // A change's exact bytes sent twice: the second is refused.
     use actix_web::http::Method;
     let params = format!("symbol=BTCUSD&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.01&price=50000&timestamp={}", crate::harness::stamp());
