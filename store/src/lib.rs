@@ -28,6 +28,7 @@ mod leadership;
 mod projection;
 mod projector;
 mod queries;
+pub use queries::TimeWindow;
 mod records;
 mod refusals;
 mod signed_requests;

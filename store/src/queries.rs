@@ -18,6 +18,9 @@ const ORDER_COLUMNS: &str = "order_id, account_id, market_id, side, order_type, 
 const TRADE_COLUMNS: &str = "trade_id, market_id, price, quantity, notional, maker_order, maker_account, taker_order, \
      taker_account, taker_side, maker_fee, taker_fee, seq, ts";
 
+/// `[start, end]` in Unix milliseconds; an end left open is unbounded.
+pub type TimeWindow = (Option<u64>, Option<u64>);
+
 impl Store {
     pub async fn order(&self, id: OrderId) -> Result<Option<OrderRecord>, StoreError> {
         let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = ?");
@@ -78,7 +81,7 @@ impl Store {
         account: AccountId,
         market: MarketId,
         from: Option<OrderId>,
-        (start, end): (Option<u64>, Option<u64>),
+        (start, end): TimeWindow,
         limit: u32,
     ) -> Result<Vec<OrderRecord>, StoreError> {
         let direction = if from.is_some() { "ASC" } else { "DESC" };
@@ -108,7 +111,7 @@ impl Store {
         account: AccountId,
         market: MarketId,
         from: Option<u64>,
-        (start, end): (Option<u64>, Option<u64>),
+        (start, end): TimeWindow,
         limit: u32,
     ) -> Result<Vec<TradeRecord>, StoreError> {
         let direction = if from.is_some() { "ASC" } else { "DESC" };

@@ -328,7 +328,7 @@ async fn cancel_open_orders(gw: Data<Gateway>, req: HttpRequest, body: Bytes) ->
 }
 
 /// `limit` (default 500, at most 1000) and the `startTime` / `endTime` window of a history read.
-fn page(s: &Signed) -> Result<(u32, (Option<u64>, Option<u64>)), BinanceError> {
+fn page(s: &Signed) -> Result<(u32, tandem_store::TimeWindow), BinanceError> {
     let number = |name: &str| {
         param(s, name).map(|v| v.parse::<u64>().map_err(|_| BinanceError::illegal_characters(name, "^[0-9]{1,20}$"))).transpose()
     };
