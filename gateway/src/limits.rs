@@ -240,12 +240,18 @@ pub async fn middleware(
     // healthy process out of service.
     let probe = matches!(req.path(), "/health" | "/ready" | "/metrics" | "/v1/health");
     let ip = req.peer_addr().map(|a| a.ip().to_string()).filter(|_| !probe);
+    // A Binance-compatible request costs Binance's weight, and is answered in Binance's terms.
+    let binance = crate::binance::weights::is_binance(req.path());
+    let cost = if binance { crate::binance::weights::weight(req.method(), req.path(), req.query_string()) } else { 1 };
     let ip_budget = match (&gateway, &ip) {
-        (Some(gw), Some(ip)) => gw.limiter.spend(Subject::Ip(ip), 1).await,
+        (Some(gw), Some(ip)) => gw.limiter.spend(Subject::Ip(ip), cost).await,
         _ => None,
     };
     if let Some(b) = ip_budget.filter(|b| b.exceeded()) {
-        let response = actix_web::ResponseError::error_response(&crate::error::ApiError::rate_limited(&b));
+        let response = match binance {
+            true => crate::binance::weights::too_much_weight(&b),
+            false => actix_web::ResponseError::error_response(&crate::error::ApiError::rate_limited(&b)),
+        };
         let mut response = req.into_response(response).map_into_right_body();
         set_headers(response.headers_mut(), &b);
         return Ok(response);
@@ -255,6 +261,9 @@ pub async fn middleware(
     let tighter = [ip_budget, caller_budget].into_iter().flatten().min_by_key(|b| b.remaining());
     if let Some(b) = tighter {
         set_headers(response.headers_mut(), &b);
+    }
+    if let (true, Some(b)) = (binance, ip_budget) {
+        crate::binance::weights::set_used_weight(response.headers_mut(), &b);
     }
     Ok(response)
 }

@@ -5,12 +5,13 @@
 //! answer Binance's `{"code": -1121, "msg": "Invalid symbol."}` with its HTTP status.
 //!
 //! Parts: [`public`] (market data), [`signed`] (Binance's request signing; the account),
-//! [`orders`] (place, test, query, cancel, open orders, order and trade history). Listen keys,
-//! streams and request weights follow.
+//! [`orders`] (place, test, query, cancel, open orders, order and trade history), [`weights`]
+//! (request weights, spent by the gateway's budget middleware). Listen keys and streams follow.
 
 pub mod orders;
 pub mod public;
 pub mod signed;
+pub mod weights;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};

@@ -215,3 +215,17 @@ async fn orders_the_binance_way() {
     assert_eq!(code(&ex.raw(Method::POST, "/api/v3/order", &key, body.as_bytes()).await).1, -1022, "replayed");
     ex.stop().await;
 }
+
+#[actix_web::test]
+async fn request_weights_are_counted_and_enforced_the_binance_way() {
+    let ex = Exchange::start_with(|c| c.limits.per_ip_per_minute = 30).await;
+    let ping = ex.public("/api/v3/ping").await;
+    let first: u32 = ping.header("x-mbx-used-weight-1m").unwrap().parse().unwrap();
+    let info = ex.public("/api/v3/exchangeInfo").await;
+    assert_eq!(info.header("x-mbx-used-weight-1m").unwrap().parse::<u32>().unwrap(), first + 20, "exchangeInfo weighs 20");
+    let over = ex.public("/api/v3/exchangeInfo").await;
+    assert_eq!((over.status, over.body["code"].as_i64()), (429, Some(-1003)), "{}", over.body);
+    assert!(over.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+    assert!(over.body["msg"].as_str().unwrap().contains("30 request weight per 1 MINUTE"));
+    ex.stop().await;
+}
