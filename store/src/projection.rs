@@ -262,6 +262,9 @@ struct OrderPatch {
 
 struct TradeRow {
     trade: u64,
+    /// The first trade id of this trade's run: the same taker order at the same price in one
+    /// command (Binance's aggregate trade).
+    agg_trade: u64,
     market: u16,
     price: u64,
     quantity: u64,
@@ -399,8 +402,15 @@ impl Fold {
                     });
                 }
                 Event::Trade(t) => {
+                    let agg_trade = match self.trades.last() {
+                        Some(run) if run.seq == seq && run.taker_order == t.taker_order.0 && run.price == t.price.0 => {
+                            run.agg_trade
+                        }
+                        _ => t.trade.0,
+                    };
                     self.trades.push(TradeRow {
                         trade: t.trade.0,
+                        agg_trade,
                         market: t.market.0,
                         price: t.price.0,
                         quantity: t.quantity.0,
@@ -587,7 +597,7 @@ impl Fold {
             tx,
             &self.trades,
             "INSERT INTO trades (trade_id, market_id, price, quantity, notional, maker_order, maker_account, \
-             taker_order, taker_account, taker_side, maker_fee, taker_fee, seq, ts) VALUES ",
+             taker_order, taker_account, taker_side, maker_fee, taker_fee, seq, ts, agg_trade_id) VALUES ",
             "",
         )
         .await?;
@@ -696,7 +706,7 @@ impl SqlRow for OrderPatch {
 }
 
 impl SqlRow for TradeRow {
-    const COLS: usize = 14;
+    const COLS: usize = 15;
     fn bind<'q>(&'q self, q: SqlQuery<'q>) -> Result<SqlQuery<'q>, StoreError> {
         Ok(q.bind(to_sql(self.trade, "trade id")?)
             .bind(i64::from(self.market))
@@ -711,7 +721,8 @@ impl SqlRow for TradeRow {
             .bind(to_sql(self.maker_fee, "fee")?)
             .bind(to_sql(self.taker_fee, "fee")?)
             .bind(to_sql(self.seq, "seq")?)
-            .bind(to_sql(self.ts, "timestamp")?))
+            .bind(to_sql(self.ts, "timestamp")?)
+            .bind(to_sql(self.agg_trade, "trade id")?))
     }
 }
 

@@ -15,7 +15,7 @@ use tandem_matching::{
 const ORDER_COLUMNS: &str = "order_id, account_id, market_id, side, order_type, price, quantity, filled, quote_filled, \
      status, time_in_force, CAST(post_only AS BIGINT), client_order_id, created_seq, created_at, updated_seq, updated_at";
 
-const TRADE_COLUMNS: &str = "trade_id, market_id, price, quantity, notional, maker_order, maker_account, taker_order, \
+pub(crate) const TRADE_COLUMNS: &str = "trade_id, market_id, price, quantity, notional, maker_order, maker_account, taker_order, \
      taker_account, taker_side, maker_fee, taker_fee, seq, ts";
 
 /// `[start, end]` in Unix milliseconds; an end left open is unbounded.
@@ -349,7 +349,7 @@ fn withdrawal_record(r: &AnyRow) -> Result<WithdrawalRecord, StoreError> {
     })
 }
 
-fn trade_record(r: &AnyRow) -> Result<TradeRecord, StoreError> {
+pub(crate) fn trade_record(r: &AnyRow) -> Result<TradeRecord, StoreError> {
     Ok(TradeRecord {
         trade_id: TradeId(from_sql(r.try_get(0)?, "trade id")?),
         market_id: MarketId(small_from_sql(r.try_get(1)?, "market id")?),

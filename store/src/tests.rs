@@ -853,3 +853,81 @@ async fn refusals_are_listed_newest_first_per_account_and_survive_a_projection_r
         assert_eq!(store.refusals(None, 1).await.unwrap().len(), 1);
     }
 }
+
+#[tokio::test]
+async fn aggregate_trades_candles_and_the_last_trade_before() {
+    let mut h = Harness::new();
+    let (a, b, c) = (h.account(COIN, 0), h.account(COIN, 0), h.account(COIN, 0));
+    let taker = h.account(0, 1_000_000_00);
+    let buyer = h.account(0, 1_000_000_00);
+    h.limit(a, Side::Sell, 60_000, COIN / 4);
+    h.limit(b, Side::Sell, 60_000, COIN / 4);
+    h.limit(c, Side::Sell, 60_100, COIN / 2);
+    let sweep = h.limit(taker, Side::Buy, 61_000, COIN); // trades 1, 2 at 60,000 (one run), 3 at 60,100
+    h.limit(buyer, Side::Buy, 59_000, COIN / 10);
+    let hit = h.limit(a, Side::Sell, 59_000, COIN / 10); // trade 4, sold by the taker
+    for store in crate::test_stores().await {
+        project(&store, &h.log, 4).await;
+
+        let all = store.agg_trades_page(MKT, None, (None, None), 10).await.unwrap();
+        let runs: Vec<_> = all.iter().map(|r| (r.agg_trade_id.0, r.first_trade_id.0, r.last_trade_id.0)).collect();
+        assert_eq!(runs, vec![(1, 1, 2), (3, 3, 3), (4, 4, 4)]);
+        assert_eq!((all[0].price, all[0].quantity, all[0].taker_side), (Price(60_000_00), Quantity(COIN / 2), Side::Buy));
+        assert_eq!((all[2].quantity, all[2].taker_side, all[2].timestamp), (Quantity(COIN / 10), Side::Sell, hit.timestamp));
+        // Paging by id never cuts a run; without a start, the newest come.
+        let from_two = store.agg_trades_page(MKT, Some(2), (None, None), 10).await.unwrap();
+        assert_eq!(from_two.iter().map(|r| r.agg_trade_id.0).collect::<Vec<_>>(), vec![3, 4]);
+        let newest = store.agg_trades_page(MKT, None, (None, None), 1).await.unwrap();
+        assert_eq!(newest.iter().map(|r| r.agg_trade_id.0).collect::<Vec<_>>(), vec![4]);
+        let oldest = store.agg_trades_page(MKT, None, (Some(0), None), 1).await.unwrap();
+        assert_eq!(oldest.iter().map(|r| r.agg_trade_id.0).collect::<Vec<_>>(), vec![1]);
+        let window = (Some(sweep.timestamp.0), Some(sweep.timestamp.0));
+        assert_eq!(store.agg_trades_page(MKT, None, window, 10).await.unwrap().len(), 2);
+        assert!(store.agg_trades_page(MKT2, None, (None, None), 10).await.unwrap().is_empty());
+
+        let day = Buckets { origin: 0, interval: 86_400_000 };
+        let one = store.candles(MKT, day, (0, u64::MAX / 2), None).await.unwrap();
+        assert_eq!(one.len(), 1);
+        let k = &one[0];
+        assert_eq!(k.open_time, T0 / 86_400_000 * 86_400_000);
+        assert_eq!((k.open, k.high, k.low, k.close), (Price(60_000_00), Price(60_100_00), Price(59_000_00), Price(59_000_00)));
+        assert_eq!((k.volume, k.trades, k.taker_buy_volume), (Quantity(COIN + COIN / 10), 4, Quantity(COIN)));
+        assert_eq!(k.quote_volume, Amount(30_000_00 + 30_050_00 + 5_900_00));
+        assert_eq!(k.taker_buy_quote_volume, Amount(30_000_00 + 30_050_00));
+        assert_eq!((k.first_trade_id, k.last_trade_id), (TradeId(1), TradeId(4)));
+        // Millisecond buckets: one per command that traded; the end is exclusive.
+        let ms = Buckets { origin: T0, interval: 1 };
+        let each = store.candles(MKT, ms, (T0, hit.timestamp.0 + 1), None).await.unwrap();
+        assert_eq!(each.iter().map(|k| (k.open_time, k.trades)).collect::<Vec<_>>(), vec![(sweep.timestamp.0, 3), (hit.timestamp.0, 1)]);
+        assert_eq!(store.candles(MKT, ms, (T0, hit.timestamp.0), None).await.unwrap().len(), 1);
+        // Through a seq: the later command's trade is left out.
+        assert_eq!(store.candles(MKT, ms, (T0, hit.timestamp.0 + 1), Some(sweep.seq)).await.unwrap().len(), 1);
+
+        let before = store.last_trade_before(MKT, hit.timestamp.0).await.unwrap().unwrap();
+        assert_eq!(before.trade_id, TradeId(3));
+        assert_eq!(store.last_trade_before(MKT, T0).await.unwrap(), None);
+    }
+}
+
+#[tokio::test]
+async fn listen_keys_are_one_per_account_and_expire() {
+    let (account, other) = (AccountId(7), AccountId(8));
+    for store in crate::test_stores().await {
+        assert_eq!(store.open_listen_key(account, "k1", 1_000, 100).await.unwrap(), "k1");
+        // A live key is the account's key: opening again keeps it alive.
+        assert_eq!(store.open_listen_key(account, "k2", 1_050, 100).await.unwrap(), "k1");
+        assert_eq!(store.listen_key("k1").await.unwrap(), Some((account, 1_150)));
+        assert!(store.keep_listen_key_alive("k1", account, 1_100, 100).await.unwrap());
+        assert!(!store.keep_listen_key_alive("k1", other, 1_100, 100).await.unwrap());
+        assert_eq!(store.listen_key("k1").await.unwrap(), Some((account, 1_200)));
+        assert_eq!(store.open_listen_key(other, "k9", 1_100, 100).await.unwrap(), "k9");
+        // Expired: kept alive no more, replaced by the next one opened.
+        assert!(!store.keep_listen_key_alive("k1", account, 1_300, 100).await.unwrap());
+        assert_eq!(store.open_listen_key(account, "k3", 1_300, 100).await.unwrap(), "k3");
+        assert_eq!(store.listen_key("k1").await.unwrap(), None);
+        assert!(!store.close_listen_key("k3", other).await.unwrap());
+        assert!(store.close_listen_key("k3", account).await.unwrap());
+        assert_eq!(store.listen_key("k3").await.unwrap(), None);
+        assert_eq!(store.listen_key("k9").await.unwrap(), Some((other, 1_200)));
+    }
+}

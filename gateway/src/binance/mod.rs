@@ -4,27 +4,37 @@
 //! numbers are decimal strings with at least eight places, times are milliseconds, and failures
 //! answer Binance's `{"code": -1121, "msg": "Invalid symbol."}` with its HTTP status.
 //!
-//! Parts: [`public`] (market data), [`signed`] (Binance's request signing; the account),
+//! Parts: [`public`] (market data), [`history`] (aggregate trades, candles, 24-hour tickers;
+//! [`interval`] is their calendar), [`signed`] (Binance's request signing; the account),
 //! [`orders`] (place, test, query, cancel, open orders, order and trade history), [`weights`]
-//! (request weights, spent by the gateway's budget middleware). Listen keys and streams follow.
+//! (request weights, spent by the gateway's budget middleware), [`listen_keys`] (user data
+//! stream keys), [`streams`] (the WebSocket streams under `/ws` and `/stream`).
 
+pub mod history;
+pub mod interval;
+pub mod listen_keys;
 pub mod orders;
 pub mod public;
 pub mod signed;
+pub mod streams;
 pub mod weights;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use rust_decimal::Decimal;
-use tandem_matching::config::MarketSpec;
+use tandem_matching::config::{to_decimal, MarketSpec};
 use tandem_matching::{EngineConfig, MarketId};
 
 use crate::error::ApiError;
+use crate::Gateway;
 
 pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
     public::configure(cfg);
+    history::configure(cfg);
     signed::configure(cfg);
     orders::configure(cfg);
+    listen_keys::configure(cfg);
+    streams::configure(cfg);
 }
 
 /// A failure as Binance reports it.
@@ -127,6 +137,29 @@ pub fn market_of<'a>(cfg: &'a EngineConfig, symbol: &str) -> Result<(MarketId, &
         .find(|(_, spec)| symbol_of(cfg, spec) == symbol)
         .map(|(i, spec)| (MarketId(i as u16), spec))
         .ok_or_else(BinanceError::invalid_symbol)
+}
+
+/// A market's numbers in Binance's form: prices and quote amounts at the quote's places, quantities
+/// at the base's, each with at least eight places.
+pub struct Decimals {
+    pub base: u8,
+    pub quote: u8,
+}
+
+impl Decimals {
+    pub fn of(gw: &Gateway, spec: &MarketSpec) -> Decimals {
+        let (base, quote) = crate::dto::market_decimals(&gw.engine_config, spec);
+        Decimals { base, quote }
+    }
+    pub fn price(&self, p: u64) -> String {
+        number(to_decimal(p, self.quote))
+    }
+    pub fn qty(&self, q: u64) -> String {
+        number(to_decimal(q, self.base))
+    }
+    pub fn quote(&self, a: u64) -> String {
+        number(to_decimal(a, self.quote))
+    }
 }
 
 /// A decimal in Binance's form: at least eight places (`0.01000000`).

@@ -35,7 +35,7 @@ pub(super) fn params(req: &HttpRequest) -> Result<HashMap<String, String>, Binan
 }
 
 /// `limit`: absent is `default`; else an integer, clamped into `1..=max` as Binance does.
-fn limit(p: &HashMap<String, String>, default: usize, max: usize) -> Result<usize, BinanceError> {
+pub(super) fn limit(p: &HashMap<String, String>, default: usize, max: usize) -> Result<usize, BinanceError> {
     match p.get("limit") {
         None => Ok(default),
         Some(v) => v
@@ -46,7 +46,7 @@ fn limit(p: &HashMap<String, String>, default: usize, max: usize) -> Result<usiz
 }
 
 /// The markets a request names: `symbol=X`, or `symbols=["X","Y"]`, or every one.
-fn markets<'a>(gw: &'a Gateway, p: &HashMap<String, String>) -> Result<Vec<(MarketId, &'a MarketSpec)>, BinanceError> {
+pub(super) fn markets<'a>(gw: &'a Gateway, p: &HashMap<String, String>) -> Result<Vec<(MarketId, &'a MarketSpec)>, BinanceError> {
     let cfg = &gw.engine_config;
     match (p.get("symbol"), p.get("symbols")) {
         (Some(_), Some(_)) => Err(BinanceError::bad_combination("Parameter 'symbol' and 'symbols' cannot be sent together.")),
@@ -61,7 +61,7 @@ fn markets<'a>(gw: &'a Gateway, p: &HashMap<String, String>) -> Result<Vec<(Mark
 }
 
 /// One market's `symbol`: required.
-fn one_market<'a>(gw: &'a Gateway, p: &HashMap<String, String>) -> Result<(MarketId, &'a MarketSpec), BinanceError> {
+pub(super) fn one_market<'a>(gw: &'a Gateway, p: &HashMap<String, String>) -> Result<(MarketId, &'a MarketSpec), BinanceError> {
     market_of(&gw.engine_config, p.get("symbol").map(String::as_str).unwrap_or(""))
 }
 
@@ -179,7 +179,7 @@ async fn trades(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpResponse, Bin
 }
 
 /// One object for `symbol=`, else a list of every market's (or `symbols=`'s).
-fn one_or_list(p: &HashMap<String, String>, items: Vec<Value>) -> HttpResponse {
+pub(super) fn one_or_list(p: &HashMap<String, String>, items: Vec<Value>) -> HttpResponse {
     match (p.contains_key("symbol"), items.len()) {
         (true, 1) => HttpResponse::Ok().json(&items[0]),
         _ => HttpResponse::Ok().json(items),

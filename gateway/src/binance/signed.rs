@@ -56,16 +56,30 @@ fn split_signature(text: &str) -> (String, Option<String>) {
     (rest.join("&"), signature)
 }
 
+/// The `X-MBX-APIKEY` header, if it is one in form.
+fn api_key(req: &HttpRequest) -> Result<&str, BinanceError> {
+    let key = req.headers().get(KEY_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if key.is_empty() || key.len() > 128 || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(BinanceError::new(StatusCode::UNAUTHORIZED, -2014, "API-key format invalid."));
+    }
+    Ok(key)
+}
+
+/// Binance's `USER_STREAM` security: the API key alone, no signature. The caller's budget is spent.
+pub async fn authenticate_key(gw: &Gateway, req: &HttpRequest) -> Result<AccountId, BinanceError> {
+    let key = api_key(req)?;
+    let Some((account, _)) = lookup_key(gw, key).await? else { return Err(unauthorized_key()) };
+    crate::auth::spend_caller_budget(gw, req, key).await?;
+    Ok(account)
+}
+
 fn unauthorized_key() -> BinanceError {
     BinanceError::new(StatusCode::UNAUTHORIZED, -2015, "Invalid API-key, IP, or permissions for action.")
 }
 
 /// Binance's checks of a signed request; see the module docs.
 pub async fn authenticate(gw: &Gateway, req: &HttpRequest, body: &[u8]) -> Result<Signed, BinanceError> {
-    let key = req.headers().get(KEY_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if key.is_empty() || key.len() > 128 || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(BinanceError::new(StatusCode::UNAUTHORIZED, -2014, "API-key format invalid."));
-    }
+    let key = api_key(req)?;
     let body = std::str::from_utf8(body).map_err(|_| BinanceError::new(StatusCode::BAD_REQUEST, -1100, "Illegal characters found in a parameter."))?;
     let (query, query_sig) = split_signature(req.query_string());
     let (form, body_sig) = split_signature(body);

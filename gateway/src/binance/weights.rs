@@ -38,6 +38,9 @@ pub fn weight(method: &Method, path: &str, query: &str) -> u32 {
         (_, "/api/v3/trades") => 25,
         (_, "/api/v3/ticker/price" | "/api/v3/ticker/bookTicker") => one_or_all(2, 4),
         (_, "/api/v3/avgPrice") => 2,
+        (_, "/api/v3/aggTrades" | "/api/v3/klines" | "/api/v3/uiKlines") => 2,
+        (_, "/api/v3/ticker/24hr") => one_or_all(2, 80),
+        (_, "/api/v3/userDataStream") => 2,
         ("GET", "/api/v3/order") => 4,
         ("GET", "/api/v3/openOrders") => one_or_all(6, 80),
         (_, "/api/v3/allOrders" | "/api/v3/myTrades" | "/api/v3/account") => 20,
@@ -82,5 +85,7 @@ mod tests {
         assert_eq!(weight(&Method::GET, "/api/v3/openOrders", "symbol=BTCUSD&timestamp=1"), 6);
         assert_eq!(weight(&Method::POST, "/api/v3/order", ""), 1);
         assert_eq!(weight(&Method::GET, "/api/v3/order", "symbol=BTCUSD"), 4);
+        assert_eq!(weight(&Method::GET, "/api/v3/klines", "symbol=BTCUSD&interval=1m"), 2);
+        assert_eq!(weight(&Method::GET, "/api/v3/ticker/24hr", ""), 80);
     }
 }

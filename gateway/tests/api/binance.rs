@@ -110,7 +110,7 @@ async fn signed_requests_follow_binances_rules() {
 }
 
 /// A signed Binance request: `params` in the query (GET, DELETE) or the form body (POST).
-async fn binance(ex: &Exchange, user: &crate::harness::User, method: &str, path: &str, params: &str) -> crate::harness::Reply {
+pub(crate) async fn binance(ex: &Exchange, user: &crate::harness::User, method: &str, path: &str, params: &str) -> crate::harness::Reply {
     use actix_web::http::Method;
     let params = match params {
         "" => format!("timestamp={}", crate::harness::stamp()),

@@ -10,7 +10,7 @@ use tandem_gateway::{auth::now_millis, sign};
 use tandem_matching::Side;
 
 /// What `awc` hands back for a WebSocket: a sink of messages and a stream of frames.
-trait Conn:
+pub(crate) trait Conn:
     futures_util::Sink<Message, Error = awc::error::WsProtocolError>
     + futures_util::Stream<Item = Result<Frame, awc::error::WsProtocolError>>
     + Unpin
@@ -24,12 +24,12 @@ impl<T> Conn for T where
 {
 }
 
-async fn send(conn: &mut impl Conn, v: Value) {
+pub(crate) async fn send(conn: &mut impl Conn, v: Value) {
     conn.send(Message::Text(v.to_string().into())).await.unwrap();
 }
 
 /// The next JSON message (skipping pings), or a panic after a few seconds.
-async fn recv(conn: &mut impl Conn) -> Value {
+pub(crate) async fn recv(conn: &mut impl Conn) -> Value {
     loop {
         let frame = tokio::time::timeout(Duration::from_secs(5), conn.next()).await.expect("no message in time");
         match frame.expect("stream ended").expect("protocol error") {
