@@ -4,5 +4,6 @@ mod binance;
 mod harness;
 mod http;
 mod mpc;
+mod openapi;
 mod wallet;
 mod websocket;
