@@ -408,7 +408,7 @@ async fn amend(gw: Data<Gateway>, account: AccountId, req: HttpRequest, body: Ra
 #[allow(dead_code)] // read only by the derive: the handler answers with `json!`
 enum CancelReply {
     #[schema(title = "One order")]
-    One(doc::SingleOrder),
+    One(Box<doc::SingleOrder>),
     #[schema(title = "Many orders")]
     Many(doc::Canceled),
 }

@@ -163,7 +163,8 @@ fn departures(doc: &Value, schema: &Value, value: &Value, at: &str, out: &mut Ve
         Value::Object(_) => "object",
     };
     // No `type` documents any value (free-form JSON such as an intent).
-    if !kinds.is_empty() && !kinds.contains(&kind) && !(kind == "integer" && kinds.contains(&"number")) {
+    let integer_as_number = kind == "integer" && kinds.contains(&"number");
+    if !kinds.is_empty() && !kinds.contains(&kind) && !integer_as_number {
         out.push(format!("{at}: {value} is {kind}, documented {kinds:?}"));
         return;
     }
