@@ -5,10 +5,12 @@
 //! refused (`bad_precision`), never rounded, and nothing here uses floats.
 
 use crate::error::ApiError;
+use crate::openapi::schemas as doc;
 use actix_web::HttpRequest;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use tandem_matching::config::{to_decimal, to_units, AssetSpec, EngineConfig, MarketSpec, MAX_UNITS};
 use tandem_matching::{
     AccountId, Amount, AssetId, Balance, ClientOrderId, CloseReason, Event, MarketId, OrderView, Price, Quantity,
@@ -113,130 +115,191 @@ pub fn printable(field: &str, s: &str, min: usize, max: usize) -> Result<(), Api
 // Requests
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+/// `limit` rests on the book at `price` (or better); `market` trades now, bounded by `protection_price`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = OrderType)]
 pub enum OrderTypeReq {
     Limit,
     Market,
 }
 
 /// `POST /v1/orders`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrderRequest {
+    /// Market symbol, matched loosely (`BTC-USD`, `btcusd`, `BTC_USD`).
+    #[schema(example = "BTC-USD")]
     pub market: String,
+    #[schema(value_type = doc::Side)]
     pub side: Side,
     #[serde(rename = "type")]
     pub order_type: OrderTypeReq,
+    /// A multiple of the market's lot size, in base units.
+    #[schema(value_type = doc::Decimal)]
     pub quantity: String,
+    /// Limit orders only (required there): a multiple of the tick size, quote per whole base unit.
     #[serde(default)]
+    #[schema(value_type = Option<doc::Decimal>)]
     pub price: Option<String>,
+    /// `GTC` by default; market orders are always `IOC`.
     #[serde(default)]
+    #[schema(value_type = Option<doc::TimeInForce>)]
     pub time_in_force: Option<TimeInForce>,
+    /// `true` refuses the order (`would_take_liquidity`) if it would trade at once.
     #[serde(default)]
     pub post_only: Option<bool>,
+    /// 1 to 36 of `A-Z a-z 0-9 . _ : -`, unique per account: a retry after a lost reply is
+    /// answered `409 duplicate_client_order_id` with the existing order.
     #[serde(default)]
+    #[schema(example = "my-order-1")]
     pub client_order_id: Option<String>,
+    /// `cancel_resting` by default.
     #[serde(default)]
+    #[schema(value_type = Option<doc::SelfTradePrevention>)]
     pub self_trade_prevention: Option<SelfTradePrevention>,
-    /// Market orders only: the worst price accepted.
+    /// Market orders only: the worst price accepted. Default: the best opposite price moved
+    /// `market_protection_bps` against the taker (`no_liquidity` if that side is empty).
     #[serde(default)]
+    #[schema(value_type = Option<doc::Decimal>)]
     pub protection_price: Option<String>,
 }
 
 /// `PATCH /v1/orders/{id}`: `quantity` is the new total, filled part included.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AmendOrderRequest {
+    /// The new limit price.
     #[serde(default)]
+    #[schema(value_type = Option<doc::Decimal>)]
     pub price: Option<String>,
+    /// The new total quantity, what already filled included. Same price and a smaller quantity
+    /// keeps time priority; anything else re-enters the book and may trade.
     #[serde(default)]
+    #[schema(value_type = Option<doc::Decimal>)]
     pub quantity: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// `POST /v1/withdrawals`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WithdrawalRequest {
+    #[schema(example = "BTC")]
     pub asset: String,
+    /// Locked at once.
+    #[schema(value_type = doc::Decimal)]
     pub amount: String,
+    /// BTC: an address of the node's network (echoed normalised). Other assets: a reference
+    /// (bank account, payout id) of 1 to 128 printable ASCII characters.
     pub destination: String,
+    /// Like `client_order_id`: a retry is answered `409 duplicate_client_withdrawal_id`.
     pub client_withdrawal_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+/// A partner account trades for its own customers; a user account for itself.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OpenAccountKind {
     User,
     Partner,
 }
 
-#[derive(Debug, Deserialize)]
+/// `POST /v1/operator/accounts`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpenAccountRequest {
     pub kind: OpenAccountKind,
+    /// Up to 128 printable characters.
     #[serde(default)]
     pub label: Option<String>,
 }
 
 /// `POST /v1/operator/enrolment-codes`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnrolmentCodeRequest {
+    /// Up to 128 printable characters.
     #[serde(default)]
     pub label: Option<String>,
 }
 
 /// `POST /v1/operator/cosigners`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CosignerRequest {
+    /// The co-signer's BIP-340 x-only public key: 64 hex characters.
+    #[schema(value_type = doc::XOnlyKey)]
     pub identity_pubkey: String,
     #[serde(default)]
     pub label: Option<String>,
 }
 
 /// `POST /v1/wallet/enrol`, signed by the device key it enrols.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnrolRequest {
+    /// The key that signed this request (`X-Tandem-Device`), not enrolled yet.
+    #[schema(value_type = doc::XOnlyKey)]
     pub device_pubkey: String,
+    /// Up to 128 printable characters.
     #[serde(default)]
     pub label: Option<String>,
+    /// The operator's single-use code (compared trimmed, case-insensitively); needed unless the
+    /// gateway runs with `open_enrolment` (the demo).
     #[serde(default)]
     pub enrolment_code: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// `POST /v1/operator/deposits`: a fiat credit.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DepositRequest {
     pub account_id: u64,
+    /// Not BTC: BTC deposits are credited by settlement from the chain.
+    #[schema(example = "USD")]
     pub asset: String,
+    #[schema(value_type = doc::Decimal)]
     pub amount: String,
+    /// 1 to 128 printable characters; a deposit is idempotent by `(asset, reference)`.
+    #[schema(example = "wire-123")]
     pub reference: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct BookQuery {
+    /// Levels a side: 1 to 1000, default 20.
     pub depth: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LimitQuery {
+    /// 1 to 1000, default 100.
     pub limit: Option<u32>,
+    /// Only this market's (a market symbol).
     pub market: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct OrdersQuery {
+    /// Only this market's orders.
     pub market: Option<String>,
+    /// `open` (default: from the engine) or `all` (history, from the store).
     pub status: Option<String>,
+    /// 1 to 1000, default 100.
     pub limit: Option<u32>,
+    /// Only orders with a smaller `order_id`: pages back.
     pub before: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CancelQuery {
+    /// Cancel every open order in this market (without it and without `client_order_id`: in every market).
     pub market: Option<String>,
+    /// Cancel the one open order with this client id.
     pub client_order_id: Option<String>,
 }
 
@@ -341,27 +404,41 @@ pub fn close_status(r: CloseReason) -> &'static str {
 // ---------------------------------------------------------------------------------------------
 
 /// An order as every endpoint shows it. Fields that a degraded read cannot know are null.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
+#[schema(as = Order)]
 pub struct OrderJson {
     pub order_id: u64,
     pub client_order_id: Option<String>,
     pub market: String,
+    #[schema(value_type = doc::Side)]
     pub side: &'static str,
     #[serde(rename = "type")]
+    #[schema(value_type = OrderTypeReq)]
     pub order_type: &'static str,
     /// Limit price, or a market order's protection price.
+    #[schema(value_type = doc::Decimal)]
     pub price: String,
+    /// The total.
+    #[schema(value_type = doc::Decimal)]
     pub quantity: String,
+    /// What traded.
+    #[schema(value_type = doc::Decimal)]
     pub filled: String,
     /// Still working on the book; 0 once the order is closed.
+    #[schema(value_type = doc::Decimal)]
     pub remaining: String,
     /// Quote paid or received by the fills so far, before fees.
+    #[schema(value_type = Option<doc::Decimal>)]
     pub quote_filled: Option<String>,
+    /// `quote_filled / filled` rounded to the quote unit; null before any fill.
+    #[schema(value_type = Option<doc::Decimal>)]
     pub average_price: Option<String>,
-    /// new | partially_filled | filled | canceled | expired | self_trade_prevented
+    #[schema(value_type = doc::OrderStatus)]
     pub status: &'static str,
+    #[schema(value_type = doc::TimeInForce)]
     pub time_in_force: &'static str,
     pub post_only: bool,
+    /// Milliseconds since the epoch, stamped by the sequencer.
     pub created_at: Option<u64>,
     pub updated_at: Option<u64>,
 }
@@ -444,20 +521,27 @@ fn quote_of(f: Fmt, m: MarketId) -> AssetId {
     f.0.market(m).map_or(AssetId(0), |s| s.quote)
 }
 
-/// One fill from one account's point of view.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// One fill from one account's point of view. Fills trade at the resting (maker) order's price.
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
+#[schema(as = Fill)]
 pub struct FillJson {
     pub trade_id: u64,
     pub order_id: u64,
     pub market: String,
+    #[schema(value_type = doc::Side)]
     pub side: &'static str,
+    #[schema(value_type = doc::Decimal)]
     pub price: String,
+    #[schema(value_type = doc::Decimal)]
     pub quantity: String,
     /// price * quantity in quote, before fees.
+    #[schema(value_type = doc::Decimal)]
     pub notional: String,
+    /// Charged in the asset this side receives: a buyer pays in base, a seller in quote.
+    #[schema(value_type = doc::Decimal)]
     pub fee: String,
     pub fee_asset: String,
-    /// taker | maker
+    #[schema(value_type = doc::Liquidity)]
     pub liquidity: &'static str,
     pub timestamp: u64,
 }
@@ -553,31 +637,44 @@ impl TradeFacts {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// A trade as the market sees it (no accounts, no fees).
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
+#[schema(as = PublicTrade)]
 pub struct PublicTradeJson {
     pub trade_id: u64,
     pub market: String,
+    #[schema(value_type = doc::Decimal)]
     pub price: String,
+    #[schema(value_type = doc::Decimal)]
     pub quantity: String,
+    #[schema(value_type = doc::Side)]
     pub taker_side: &'static str,
     pub timestamp: u64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// One asset of an account. `locked` is held by open orders and pending withdrawals.
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
+#[schema(as = Balance)]
 pub struct BalanceJson {
     pub asset: String,
+    #[schema(value_type = doc::Decimal)]
     pub available: String,
+    #[schema(value_type = doc::Decimal)]
     pub locked: String,
+    #[schema(value_type = doc::Decimal)]
     pub total: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
+#[schema(as = Withdrawal)]
 pub struct WithdrawalJson {
     pub withdrawal_id: u64,
     pub asset: String,
+    #[schema(value_type = doc::Decimal)]
     pub amount: String,
     pub destination: String,
-    /// pending | completed | failed
+    /// `pending` (a BTC withdrawal until the batch paying it is confirmed), `completed`, `failed`.
+    #[schema(value_type = doc::WithdrawalStatus)]
     pub status: String,
     pub requested_at: u64,
     pub updated_at: u64,
@@ -631,10 +728,11 @@ pub fn ledger_json(f: Fmt, e: &LedgerEntry) -> serde_json::Value {
     })
 }
 
-/// What `POST /v1/orders` and `PATCH /v1/orders/{id}` answer.
-#[derive(Debug, Clone, Serialize)]
+/// What `POST /v1/orders` and `PATCH /v1/orders/{id}` answer, from that command's own events.
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct OrderReply {
     pub order: OrderJson,
+    /// This command's fills of the order.
     pub fills: Vec<FillJson>,
 }
 

@@ -14,7 +14,7 @@ use crate::dto::{Fmt, TradeFacts};
 use crate::error::ApiError;
 use crate::Gateway;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Evidence {
     pub account: u64,
     /// The window: engine sequence numbers in `(after_seq, through_seq]`.
@@ -27,7 +27,7 @@ pub struct Evidence {
 }
 
 /// A fill as the account saw it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EvidenceFill {
     pub trade_id: u64,
     pub order_id: u64,
@@ -35,15 +35,19 @@ pub struct EvidenceFill {
     /// `BASE-QUOTE`.
     pub market: String,
     pub side: String,
+    #[schema(value_type = crate::openapi::schemas::Decimal)]
     pub price: String,
+    #[schema(value_type = crate::openapi::schemas::Decimal)]
     pub quantity: String,
+    #[schema(value_type = crate::openapi::schemas::Decimal)]
     pub notional: String,
     /// Charged in what this side receives.
+    #[schema(value_type = crate::openapi::schemas::Decimal)]
     pub fee: String,
     pub fee_asset: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EvidenceWithdrawal {
     pub withdrawal_id: u64,
     /// `pending`, `completed` or `failed` (a failed one was refunded: it owes nothing).
@@ -51,7 +55,7 @@ pub struct EvidenceWithdrawal {
 }
 
 /// A request exactly as the wallet signed it (`body` as UTF-8 text: JSON).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SignedRequest {
     /// `order` or `withdrawal`.
     pub kind: String,

@@ -10,7 +10,8 @@
 //! `routes::*` (handlers, wallet enrolment among them), [`ws`] (market data and user streams),
 //! [`metrics`] (Prometheus), [`relay`] (mailboxes carrying sealed MPC messages between a
 //! vault's parties; `routes::mpc` serves it over HTTP, the in-process provider calls it
-//! directly through [`Gateway::relay`]).
+//! directly through [`Gateway::relay`]), [`openapi`] (the API document generated from the
+//! handlers, served at `/v1/openapi.json` and as a page at `/v1/docs`).
 //!
 //! See `docs/API.md` for the API itself.
 
@@ -23,6 +24,7 @@ pub mod evidence;
 pub mod idempotency;
 pub mod limits;
 pub mod metrics;
+pub mod openapi;
 pub mod redis_link;
 pub mod relay;
 pub(crate) mod routes;
@@ -274,7 +276,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, gateway: Data<Gateway>) {
         .default_service(web::to(error::not_found));
     let relay_here = match gateway.config.surface {
         ApiSurface::Public => {
-            cfg.configure(routes::public::configure)
+            cfg.configure(openapi::configure)
+                .configure(routes::public::configure)
                 .configure(routes::orders::configure)
                 .configure(routes::account::configure)
                 .configure(routes::settlement::configure)

@@ -7,6 +7,7 @@ use crate::dto::{
     self, parse_json, parse_query, printable, units, LimitQuery, TradeFacts, WithdrawalJson, WithdrawalRequest,
 };
 use crate::error::ApiError;
+use crate::openapi::schemas as doc;
 use crate::Gateway;
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Data};
@@ -23,6 +24,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/ledger", |r| r.route(web::get().to(ledger))));
 }
 
+/// Balances
+///
+/// Every asset's balance, from the engine (always current).
+#[utoipa::path(get, path = "/v1/balances", tag = "account",
+    responses((status = 200, description = "`locked` is held by open orders and pending withdrawals", body = doc::Balances)),
+    security(("api_key" = [], "timestamp" = [], "signature" = []), ("device_key" = [], "timestamp" = [], "signature" = [])))]
 async fn balances(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
     let account = authenticate(&gw, &req, &body).await?;
     let balances = gw.sequencer.read(move |e| e.balances(account)).await?.ok_or(RejectReason::UnknownAccount)?;
@@ -50,6 +57,22 @@ pub(crate) fn destination(gw: &Gateway, asset_symbol: &str, destination: &str) -
     }
 }
 
+/// Request a withdrawal
+///
+/// Requests a withdrawal; the amount is locked at once. A BTC withdrawal is `pending` until the
+/// settlement batch that pays it is confirmed.
+#[utoipa::path(post, path = "/v1/withdrawals", tag = "account",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 64 visible ASCII characters: the first answer is kept 24 h and replayed (`Idempotent-Replayed: true`) to retries with the same key")),
+    request_body = WithdrawalRequest,
+    responses(
+        (status = 200, description = "The withdrawal, `pending`", body = doc::SingleWithdrawal),
+        (status = 400, description = "`bad_address`, `bad_destination`, `zero_amount`, `insufficient_balance`, `bad_precision`, `out_of_range`, `bad_request`, `malformed_json`", body = doc::ErrorBody),
+        (status = 403, description = "`account_frozen`", body = doc::ErrorBody),
+        (status = 404, description = "`unknown_asset`", body = doc::ErrorBody),
+        (status = 409, description = "`duplicate_client_withdrawal_id` (with the existing `withdrawal`), `request_in_progress`", body = doc::ErrorBody),
+        (status = 422, description = "`idempotency_key_reused`", body = doc::ErrorBody),
+    ),
+    security(("api_key" = [], "timestamp" = [], "signature" = []), ("device_key" = [], "timestamp" = [], "signature" = [])))]
 async fn withdraw(gw: Data<Gateway>, account: tandem_matching::AccountId, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
     let r: WithdrawalRequest = parse_json(&body)?;
     let (asset, spec) = dto::asset_by_symbol(&gw.engine_config, &r.asset)?;
@@ -120,6 +143,13 @@ async fn duplicate_or(gw: &Gateway, account: tandem_matching::AccountId, reason:
     }
 }
 
+/// Withdrawal history
+///
+/// The account's withdrawals, newest first.
+#[utoipa::path(get, path = "/v1/withdrawals", tag = "account",
+    params(doc::LimitParam),
+    responses((status = 200, description = "Newest first", body = doc::Withdrawals)),
+    security(("api_key" = [], "timestamp" = [], "signature" = []), ("device_key" = [], "timestamp" = [], "signature" = [])))]
 async fn withdrawals(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
     let account = authenticate(&gw, &req, &body).await?;
     let q: LimitQuery = parse_query(&req)?;
@@ -131,6 +161,13 @@ async fn withdrawals(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Resu
     Ok(HttpResponse::Ok().json(json!({ "withdrawals": rows })))
 }
 
+/// Deposit history
+///
+/// The account's credited deposits, newest first.
+#[utoipa::path(get, path = "/v1/deposits", tag = "account",
+    params(doc::LimitParam),
+    responses((status = 200, description = "Newest first", body = doc::Deposits)),
+    security(("api_key" = [], "timestamp" = [], "signature" = []), ("device_key" = [], "timestamp" = [], "signature" = [])))]
 async fn deposits(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
     let account = authenticate(&gw, &req, &body).await?;
     let q: LimitQuery = parse_query(&req)?;
@@ -142,6 +179,16 @@ async fn deposits(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<
     Ok(HttpResponse::Ok().json(json!({ "deposits": rows })))
 }
 
+/// The caller's fills
+///
+/// The account's fills, as maker or taker, newest first.
+#[utoipa::path(get, path = "/v1/trades", tag = "account",
+    params(LimitQuery),
+    responses(
+        (status = 200, description = "Newest first", body = doc::Fills),
+        (status = 404, description = "`unknown_market`", body = doc::ErrorBody),
+    ),
+    security(("api_key" = [], "timestamp" = [], "signature" = []), ("device_key" = [], "timestamp" = [], "signature" = [])))]
 async fn my_trades(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
     let account = authenticate(&gw, &req, &body).await?;
     let q: LimitQuery = parse_query(&req)?;
@@ -155,6 +202,13 @@ async fn my_trades(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result
     Ok(HttpResponse::Ok().json(json!({ "fills": fills })))
 }
 
+/// Ledger entries
+///
+/// Every change of the account's balances, newest first, with the command that made it.
+#[utoipa::path(get, path = "/v1/ledger", tag = "account",
+    params(doc::LimitParam),
+    responses((status = 200, description = "Newest first", body = doc::Ledger)),
+    security(("api_key" = [], "timestamp" = [], "signature" = []), ("device_key" = [], "timestamp" = [], "signature" = [])))]
 async fn ledger(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
     let account = authenticate(&gw, &req, &body).await?;
     let q: LimitQuery = parse_query(&req)?;

@@ -62,8 +62,29 @@ impl FromRequest for RawBody {
 /// A resource with its routes, whose wrong methods answer 405 in the common error shape and
 /// whose requests are counted and timed. Middleware sits on each resource rather than on a
 /// catch-all scope, so an embedding app can still register routes of its own next to these.
+/// Every route goes through here, which is also how [`recording`] learns the registered paths.
 pub(crate) fn resource(path: &str, routes: impl FnOnce(Resource) -> Resource) -> impl HttpServiceFactory {
+    RECORDED.with(|r| {
+        if let Some(paths) = r.borrow_mut().as_mut() {
+            paths.push(path.to_owned());
+        }
+    });
     routes(web::resource(path))
         .default_service(web::to(crate::error::method_not_allowed))
         .wrap(from_fn(crate::metrics::track))
+}
+
+thread_local! {
+    /// The paths [`resource`] was given while [`recording`] runs on this thread; `None` (nothing
+    /// kept) otherwise, so serving costs nothing.
+    static RECORDED: std::cell::RefCell<Option<Vec<String>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Every path `register` passes to [`resource`]: the drift check of the API document
+/// (`crate::openapi`) compares them with the documented ones. Building an actix `App` runs its
+/// `configure` closures at once on the calling thread, so a thread-local sees all of them.
+pub(crate) fn recording(register: impl FnOnce()) -> Vec<String> {
+    let previous = RECORDED.with(|r| r.borrow_mut().replace(Vec::new()));
+    register();
+    RECORDED.with(|r| std::mem::replace(&mut *r.borrow_mut(), previous)).unwrap_or_default()
 }

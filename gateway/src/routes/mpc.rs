@@ -11,6 +11,7 @@ use super::{resource, BodyLimit, RawBody};
 use crate::auth::{authenticate_party, is_cosigner, lookup_device, parse_device_pubkey, PartyCaller};
 use crate::dto::{parse_json, parse_query, printable};
 use crate::error::ApiError;
+use crate::openapi::schemas as doc;
 use crate::relay::{Delivered, Eid, Relay, RelayError, RelayMessage, Role, SessionParty, SessionSpec, SessionView};
 use crate::Gateway;
 use actix_web::http::StatusCode;
@@ -76,42 +77,50 @@ impl From<RelayError> for ApiError {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct OpenRequest {
+    /// 32 random bytes as 64 hex characters, never used on this relay before.
     execution_id: String,
+    /// `aux-info`, `keygen`, `presign` or `sign`.
+    #[schema(example = "keygen")]
     protocol: String,
+    /// 2 or 3 parties, each role and each key once; the caller among them.
     parties: Vec<PartyJson>,
     /// What the session is for (a signing session's spend intent); any JSON.
     #[serde(default)]
     intent: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
     /// Only sessions opened after this `opened_seq`.
     #[serde(default)]
     after: u64,
+    /// Long poll: wait up to this long (capped at 10000) for a session.
     #[serde(default)]
     wait_ms: u64,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PartyJson {
     role: Role,
+    #[schema(value_type = doc::XOnlyKey)]
     identity_pubkey: String,
 }
 
-#[derive(Debug, Deserialize)]
+/// A batch of sealed messages from the caller, queued all or none.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PostRequest {
     messages: Vec<MessageJson>,
 }
 
 /// One sealed message on the wire; `id` only in fetch replies.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MessageJson {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -127,18 +136,22 @@ struct MessageJson {
     payload: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct FetchQuery {
+    /// The previous reply's `last_id`: acknowledges (and frees) every message up to it.
     #[serde(default)]
     after: u64,
+    /// Long poll: wait up to this long (capped at 10000) for a message.
     #[serde(default)]
     wait_ms: u64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AbortRequest {
+    /// Up to 200 printable characters.
     #[serde(default)]
     reason: Option<String>,
 }
@@ -199,9 +212,13 @@ async fn check_registered(gw: &Gateway, caller: &PartyCaller, parties: &[Session
     Ok(())
 }
 
+/// The provider's identity and the registered co-signers
+///
 /// The provider's identity key, for wallets and co-signers to pin (public: it is what every
 /// session with this provider will name).
 /// Also lists the registered co-signers, so a wallet can make a 2-of-3 vault.
+#[utoipa::path(get, path = "/v1/mpc/provider", tag = "mpc",
+    responses((status = 200, description = "Public: what every session with this provider names", body = doc::Provider)))]
 async fn provider(gw: Data<Gateway>) -> Result<HttpResponse, ApiError> {
     let identity = gw.config.mpc.provider_identity.map(|k| k.to_string());
     let network = gw.config.bitcoin_network.to_core_arg();
@@ -217,6 +234,18 @@ async fn provider(gw: Data<Gateway>) -> Result<HttpResponse, ApiError> {
     })))
 }
 
+/// Open an MPC session
+///
+/// Opens a session of the caller's with its parties; the others join by fetching.
+#[utoipa::path(post, path = "/v1/mpc/sessions", tag = "mpc", operation_id = "open_session",
+    request_body = OpenRequest,
+    responses(
+        (status = 200, description = "The session", body = doc::Session),
+        (status = 400, description = "`bad_request`, `unregistered_identity`", body = doc::ErrorBody),
+        (status = 409, description = "`execution_id_reused`", body = doc::ErrorBody),
+        (status = 503, description = "`relay_full`", body = doc::ErrorBody),
+    ),
+    security(("device_key" = [], "timestamp" = [], "signature" = []), ("cosigner_key" = [], "timestamp" = [], "signature" = [])))]
 async fn open<H: RelayHost>(gw: Data<H>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
     let caller = gw.authenticate(&req, &body).await?;
     let r: OpenRequest = parse_json(&body)?;
@@ -238,7 +267,13 @@ async fn open<H: RelayHost>(gw: Data<H>, req: HttpRequest, body: RawBody) -> Res
     Ok(HttpResponse::Ok().json(session_json(&view)))
 }
 
+/// Sessions naming the caller
+///
 /// The open sessions naming the caller, opened after the cursor; long-polls with `wait_ms`.
+#[utoipa::path(get, path = "/v1/mpc/sessions", tag = "mpc", operation_id = "list_sessions",
+    params(ListQuery),
+    responses((status = 200, description = "Oldest first", body = doc::Sessions)),
+    security(("device_key" = [], "timestamp" = [], "signature" = []), ("cosigner_key" = [], "timestamp" = [], "signature" = [])))]
 async fn list<H: RelayHost>(gw: Data<H>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
     let caller = gw.authenticate(&req, &body).await?;
     let q: ListQuery = parse_query(&req)?;
@@ -248,12 +283,41 @@ async fn list<H: RelayHost>(gw: Data<H>, req: HttpRequest, body: RawBody) -> Res
     Ok(HttpResponse::Ok().json(json!({ "sessions": sessions, "last_seq": last_seq })))
 }
 
+/// Get a session
+///
+/// A session, for its parties.
+#[utoipa::path(get, path = "/v1/mpc/sessions/{eid}", tag = "mpc", operation_id = "get_session",
+    params(("eid" = String, Path, description = "The execution id: 64 hex characters")),
+    responses(
+        (status = 200, description = "`status` is `open` or `ended` (with `ended_reason`)", body = doc::Session),
+        (status = 403, description = "`not_a_party`", body = doc::ErrorBody),
+        (status = 404, description = "`unknown_session`", body = doc::ErrorBody),
+        (status = 410, description = "`session_ended`: aborted, expired or finished", body = doc::ErrorBody),
+    ),
+    security(("device_key" = [], "timestamp" = [], "signature" = []), ("cosigner_key" = [], "timestamp" = [], "signature" = [])))]
 async fn session<H: RelayHost>(gw: Data<H>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
     let caller = gw.authenticate(&req, &body).await?;
     let eid = path_eid(&req)?;
     Ok(HttpResponse::Ok().json(session_json(&gw.relay().session(&caller.identity, eid)?)))
 }
 
+/// Post sealed messages
+///
+/// Queues sealed messages; a message whose `seq` its sender already sent to that recipient is
+/// skipped but counted, so a batch can be retried after a lost reply.
+#[utoipa::path(post, path = "/v1/mpc/sessions/{eid}/messages", tag = "mpc",
+    params(("eid" = String, Path, description = "The execution id: 64 hex characters")),
+    request_body = PostRequest,
+    responses(
+        (status = 200, description = "How many were accepted", body = doc::Accepted),
+        (status = 403, description = "`not_a_party`, `wrong_sender`", body = doc::ErrorBody),
+        (status = 404, description = "`unknown_session`", body = doc::ErrorBody),
+        (status = 410, description = "`session_ended`", body = doc::ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = doc::ErrorBody),
+        (status = 429, description = "`session_queue_full`: the parties must fetch first", body = doc::ErrorBody),
+        (status = 503, description = "`relay_full`", body = doc::ErrorBody),
+    ),
+    security(("device_key" = [], "timestamp" = [], "signature" = []), ("cosigner_key" = [], "timestamp" = [], "signature" = [])))]
 async fn post_messages<H: RelayHost>(gw: Data<H>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
     let caller = gw.authenticate(&req, &body).await?;
     let eid = path_eid(&req)?;
@@ -293,6 +357,18 @@ fn message_json(d: &Delivered) -> MessageJson {
     }
 }
 
+/// Fetch messages
+///
+/// The messages addressed to the caller after `after`, oldest first; long-polls with `wait_ms`.
+#[utoipa::path(get, path = "/v1/mpc/sessions/{eid}/messages", tag = "mpc",
+    params(("eid" = String, Path, description = "The execution id: 64 hex characters"), FetchQuery),
+    responses(
+        (status = 200, description = "Oldest first; at most about half the request limit of payload bytes", body = doc::Messages),
+        (status = 403, description = "`not_a_party`", body = doc::ErrorBody),
+        (status = 404, description = "`unknown_session`", body = doc::ErrorBody),
+        (status = 410, description = "`session_ended`: aborted, expired or finished", body = doc::ErrorBody),
+    ),
+    security(("device_key" = [], "timestamp" = [], "signature" = []), ("cosigner_key" = [], "timestamp" = [], "signature" = [])))]
 async fn fetch_messages<H: RelayHost>(gw: Data<H>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
     let caller = gw.authenticate(&req, &body).await?;
     let eid = path_eid(&req)?;
@@ -302,7 +378,19 @@ async fn fetch_messages<H: RelayHost>(gw: Data<H>, req: HttpRequest, body: RawBo
     Ok(HttpResponse::Ok().json(json!({ "messages": messages, "last_id": fetched.last_id })))
 }
 
+/// Finish the caller's part
+///
 /// The caller is done with the session: see [`crate::relay::Relay::finish`].
+#[utoipa::path(post, path = "/v1/mpc/sessions/{eid}/finish", tag = "mpc",
+    description = "No body. The caller's protocol succeeded: the session stops counting against its open sessions, and ends once every party finished.",
+    params(("eid" = String, Path, description = "The execution id: 64 hex characters")),
+    responses(
+        (status = 200, description = "The session", body = doc::Session),
+        (status = 403, description = "`not_a_party`", body = doc::ErrorBody),
+        (status = 404, description = "`unknown_session`", body = doc::ErrorBody),
+        (status = 410, description = "`session_ended`: aborted, expired or finished", body = doc::ErrorBody),
+    ),
+    security(("device_key" = [], "timestamp" = [], "signature" = []), ("cosigner_key" = [], "timestamp" = [], "signature" = [])))]
 async fn finish<H: RelayHost>(gw: Data<H>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
     let caller = gw.authenticate(&req, &body).await?;
     let eid = path_eid(&req)?;
@@ -311,6 +399,19 @@ async fn finish<H: RelayHost>(gw: Data<H>, req: HttpRequest, body: RawBody) -> R
     Ok(HttpResponse::Ok().json(session_json(&view)))
 }
 
+/// Abort a session
+///
+/// Ends the session for every party: their fetches answer `410 session_ended` with the reason.
+#[utoipa::path(post, path = "/v1/mpc/sessions/{eid}/abort", tag = "mpc",
+    params(("eid" = String, Path, description = "The execution id: 64 hex characters")),
+    request_body(content = Option<AbortRequest>, description = "Optional"),
+    responses(
+        (status = 200, description = "The session, ended", body = doc::Session),
+        (status = 403, description = "`not_a_party`", body = doc::ErrorBody),
+        (status = 404, description = "`unknown_session`", body = doc::ErrorBody),
+        (status = 410, description = "`session_ended`: aborted, expired or finished", body = doc::ErrorBody),
+    ),
+    security(("device_key" = [], "timestamp" = [], "signature" = []), ("cosigner_key" = [], "timestamp" = [], "signature" = [])))]
 async fn abort<H: RelayHost>(gw: Data<H>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
     let caller = gw.authenticate(&req, &body).await?;
     let eid = path_eid(&req)?;

@@ -9,6 +9,7 @@ use crate::dto::{
     OpenAccountRequest,
 };
 use crate::error::ApiError;
+use crate::openapi::schemas as doc;
 use crate::Gateway;
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Data};
@@ -35,7 +36,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/operator/markets/{symbol}/cancel-all", |r| r.route(web::post().to(cancel_market))));
 }
 
+/// Open an account with API credentials
+///
 /// Opens a trading account and hands out its API key and secret (shown this once).
+#[utoipa::path(post, path = "/v1/operator/accounts", tag = "operator",
+    request_body = OpenAccountRequest,
+    responses(
+        (status = 200, description = "The account and its credentials; the secret is shown only here", body = doc::OpenedAccount),
+        (status = 503, description = "`unavailable`: the account was opened but its key could not be stored (`account_id` says which)", body = doc::ErrorBody),
+    ),
+    security(("operator_token" = [])))]
 async fn open_account(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
     authenticate_operator(&gw, &req)?;
     let r: OpenAccountRequest = parse_json(&body)?;
@@ -95,8 +105,14 @@ async fn open_account(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Res
     Err(err.with("account_id", json!(account.0)))
 }
 
+/// Issue a wallet enrolment code
+///
 /// Issues a single-use code that lets one wallet enrol (`POST /v1/wallet/enrol`). The code is
 /// shown only here; the store keeps its hash.
+#[utoipa::path(post, path = "/v1/operator/enrolment-codes", tag = "operator",
+    request_body = EnrolmentCodeRequest,
+    responses((status = 200, description = "The code, shown only here", body = doc::EnrolmentCode)),
+    security(("operator_token" = [])))]
 async fn enrolment_code(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
     authenticate_operator(&gw, &req)?;
     let r: EnrolmentCodeRequest = parse_json(&body)?;
@@ -123,8 +139,17 @@ async fn enrolment_code(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> R
     Err(ApiError::unavailable("could not create a unique enrolment code"))
 }
 
+/// Register a co-signer identity key
+///
 /// Registers a co-signer's identity key: from then on it may sign MPC relay requests
 /// (`X-Tandem-Cosigner`) and take the co-signer role in sessions. Never revoked.
+#[utoipa::path(post, path = "/v1/operator/cosigners", tag = "operator",
+    request_body = CosignerRequest,
+    responses(
+        (status = 200, description = "The registered co-signer", body = doc::Cosigner),
+        (status = 409, description = "`cosigner_registered`: already registered, or an enrolled wallet's device key", body = doc::ErrorBody),
+    ),
+    security(("operator_token" = [])))]
 async fn register_cosigner(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
     authenticate_operator(&gw, &req)?;
     let r: CosignerRequest = parse_json(&body)?;
@@ -151,6 +176,12 @@ async fn register_cosigner(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -
     })))
 }
 
+/// List co-signers
+///
+/// The registered co-signers, oldest first.
+#[utoipa::path(get, path = "/v1/operator/cosigners", tag = "operator",
+    responses((status = 200, description = "Oldest first", body = doc::Cosigners)),
+    security(("operator_token" = [])))]
 async fn list_cosigners(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     authenticate_operator(&gw, &req)?;
     let list: Vec<_> = gw
@@ -163,14 +194,23 @@ async fn list_cosigners(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpRespo
     Ok(HttpResponse::Ok().json(json!({ "cosigners": list })))
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct RefusalsQuery {
+    /// Only this account's.
     account: Option<u64>,
+    /// 1 to 1000, default 100.
     limit: Option<u32>,
 }
 
+/// Signing refusals
+///
 /// Signing refusals, newest first: which signer refused which spend, and why.
+#[utoipa::path(get, path = "/v1/operator/refusals", tag = "operator",
+    params(RefusalsQuery),
+    responses((status = 200, description = "Newest first", body = doc::Refusals)),
+    security(("operator_token" = [])))]
 async fn refusals(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     authenticate_operator(&gw, &req)?;
     let q: RefusalsQuery = crate::dto::parse_query(&req)?;
@@ -194,6 +234,16 @@ async fn refusals(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpResponse, A
     Ok(HttpResponse::Ok().json(json!({ "refusals": list })))
 }
 
+/// Inspect an account
+///
+/// An account's kind, balances, open order count and whether it is frozen.
+#[utoipa::path(get, path = "/v1/operator/accounts/{id}", tag = "operator",
+    params(("id" = u64, Path, description = "The account id")),
+    responses(
+        (status = 200, description = "The account", body = doc::OperatorAccount),
+        (status = 404, description = "`unknown_account`", body = doc::ErrorBody),
+    ),
+    security(("operator_token" = [])))]
 async fn account(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     authenticate_operator(&gw, &req)?;
     let id = AccountId(path_id(&req, "id")?);
@@ -217,16 +267,26 @@ async fn account(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpResponse, Ap
     })))
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ReverseRequest {
     asset: String,
     reference: String,
 }
 
+/// Reverse a credited deposit
+///
 /// Takes back a credited deposit (a chain deposit a reorg lost, whose automatic reversal was
 /// left pending because the account had spent it; the operator retries once the account has
 /// the funds again). Answers whether it was reversed or is still pending.
+#[utoipa::path(post, path = "/v1/operator/deposits/reverse", tag = "operator",
+    request_body(content = ReverseRequest, example = json!({"asset": "BTC", "reference": "chain:<txid>:<vout>"})),
+    responses(
+        (status = 200, description = "`reversed`, or `pending` until the account has the funds", body = doc::Reversal),
+        (status = 404, description = "`unknown_deposit`, `unknown_asset`", body = doc::ErrorBody),
+        (status = 409, description = "`deposit_already_reversed`", body = doc::ErrorBody),
+    ),
+    security(("operator_token" = [])))]
 async fn reverse_deposit(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
     authenticate_operator(&gw, &req)?;
     let r: ReverseRequest = parse_json(&body)?;
@@ -244,12 +304,33 @@ async fn reverse_deposit(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> 
     })))
 }
 
+/// Freeze an account
+///
 /// Stops an account: no new orders, amends or withdrawals (cancels still work). The engine also
 /// freezes an account by itself when a deposit the chain lost was already spent.
+#[utoipa::path(post, path = "/v1/operator/accounts/{id}/freeze", tag = "operator",
+    params(("id" = u64, Path, description = "The account id")),
+    responses(
+        (status = 200, description = "Frozen", body = doc::Frozen),
+        (status = 404, description = "`unknown_account`", body = doc::ErrorBody),
+        (status = 409, description = "`already_frozen`", body = doc::ErrorBody),
+    ),
+    security(("operator_token" = [])))]
 async fn freeze(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     set_frozen(gw, req, true).await
 }
 
+/// Unfreeze an account
+///
+/// Lets a frozen account place orders, amend and withdraw again.
+#[utoipa::path(post, path = "/v1/operator/accounts/{id}/unfreeze", tag = "operator",
+    params(("id" = u64, Path, description = "The account id")),
+    responses(
+        (status = 200, description = "Unfrozen", body = doc::Frozen),
+        (status = 404, description = "`unknown_account`", body = doc::ErrorBody),
+        (status = 409, description = "`not_frozen`", body = doc::ErrorBody),
+    ),
+    security(("operator_token" = [])))]
 async fn unfreeze(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     set_frozen(gw, req, false).await
 }
@@ -265,7 +346,18 @@ async fn set_frozen(gw: Data<Gateway>, req: HttpRequest, frozen: bool) -> Result
     Ok(HttpResponse::Ok().json(json!({ "account_id": account.0, "frozen": frozen })))
 }
 
+/// Credit a fiat deposit
+///
 /// Credits a fiat deposit. BTC is refused: it is credited by settlement from the chain.
+#[utoipa::path(post, path = "/v1/operator/deposits", tag = "operator",
+    request_body = DepositRequest,
+    responses(
+        (status = 200, description = "The deposit and the balance after it", body = doc::Credited),
+        (status = 400, description = "`unsupported_asset` (BTC), `bad_precision`, `out_of_range`, `supply_exceeded`", body = doc::ErrorBody),
+        (status = 404, description = "`unknown_account`, `unknown_asset`", body = doc::ErrorBody),
+        (status = 409, description = "`duplicate_deposit`: this `(asset, reference)` was credited before", body = doc::ErrorBody),
+    ),
+    security(("operator_token" = [])))]
 async fn deposit(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
     authenticate_operator(&gw, &req)?;
     let r: DepositRequest = parse_json(&body)?;
@@ -303,8 +395,13 @@ async fn deposit(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<H
     })))
 }
 
+/// Engine position and state hash
+///
 /// The engine's position and state hash: equal to a fresh replay of the journal up to
 /// `last_seq` (what `tandem journal verify` prints). Hashing walks the whole state: operator use.
+#[utoipa::path(get, path = "/v1/operator/state", tag = "operator",
+    responses((status = 200, description = "The engine's position and state hash", body = doc::EngineState)),
+    security(("operator_token" = [])))]
 async fn state(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     authenticate_operator(&gw, &req)?;
     let (last_seq, hash, accounts, open_orders) = gw
@@ -320,16 +417,44 @@ async fn state(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpResponse, ApiE
     })))
 }
 
+/// Halt a market
+///
+/// Stops trading in a market: no new orders or amends (cancels still work).
+#[utoipa::path(post, path = "/v1/operator/markets/{symbol}/halt", tag = "operator",
+    params(("symbol" = String, Path, description = "Market symbol")),
+    responses(
+        (status = 200, description = "Halted", body = doc::Halted),
+        (status = 404, description = "`unknown_market`", body = doc::ErrorBody),
+        (status = 409, description = "`already_halted`", body = doc::ErrorBody),
+    ),
+    security(("operator_token" = [])))]
 async fn halt(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     set_halted(gw, req, true).await
 }
 
+#[utoipa::path(post, path = "/v1/operator/markets/{symbol}/resume", tag = "operator", summary = "Resume a halted market",
+    params(("symbol" = String, Path, description = "Market symbol")),
+    responses(
+        (status = 200, description = "Trading again", body = doc::Halted),
+        (status = 404, description = "`unknown_market`", body = doc::ErrorBody),
+        (status = 409, description = "`not_halted`", body = doc::ErrorBody),
+    ),
+    security(("operator_token" = [])))]
 async fn resume(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     set_halted(gw, req, false).await
 }
 
+/// Cancel every order in a market
+///
 /// Cancels every open order in a market, of every account (an operator's kill switch, often
 /// used together with a halt).
+#[utoipa::path(post, path = "/v1/operator/markets/{symbol}/cancel-all", tag = "operator",
+    params(("symbol" = String, Path, description = "Market symbol")),
+    responses(
+        (status = 200, description = "How many orders were canceled", body = doc::MarketCanceled),
+        (status = 404, description = "`unknown_market`", body = doc::ErrorBody),
+    ),
+    security(("operator_token" = [])))]
 async fn cancel_market(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     authenticate_operator(&gw, &req)?;
     let symbol = req.match_info().get("symbol").unwrap_or("");

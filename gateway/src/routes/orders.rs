@@ -9,6 +9,7 @@ use crate::dto::{
 };
 use crate::error::ApiError;
 use crate::idempotency::guarded;
+use crate::openapi::schemas as doc;
 use crate::Gateway;
 use actix_web::web::{self, Data};
 use actix_web::{HttpRequest, HttpResponse};
@@ -71,6 +72,22 @@ pub(crate) async fn default_protection(gw: &Gateway, market: MarketId, spec: &Ma
     Ok(Price(price as u64))
 }
 
+/// Place an order
+///
+/// Places a limit or market order. The reply is built from this command's own events: the order
+/// as it stands after matching and its fills, synchronously.
+#[utoipa::path(post, path = "/v1/orders", tag = "orders",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 64 visible ASCII characters: the first answer is kept 24 h and replayed (`Idempotent-Replayed: true`) to retries with the same key")),
+    request_body(content = PlaceOrderRequest, example = json!({"market": "BTC-USD", "side": "buy", "type": "limit", "price": "65000.00", "quantity": "0.001", "time_in_force": "GTC", "client_order_id": "my-order-1"})),
+    responses(
+        (status = 200, description = "The order and its fills", body = OrderReply),
+        (status = 400, description = "`bad_request`, `malformed_json`, `bad_precision`, `out_of_range`, `price_off_tick`, `quantity_off_lot`, `below_min_notional`, `insufficient_balance`, `would_take_liquidity`, `fok_unfillable`, `no_liquidity`", body = doc::ErrorBody),
+        (status = 403, description = "`account_cannot_trade`, `account_frozen`", body = doc::ErrorBody),
+        (status = 404, description = "`unknown_market`", body = doc::ErrorBody),
+        (status = 409, description = "`duplicate_client_order_id` (with the existing `order`), `market_halted`, `request_in_progress`", body = doc::ErrorBody),
+        (status = 422, description = "`idempotency_key_reused`", body = doc::ErrorBody),
+    ),
+    security(("api_key" = [], "timestamp" = [], "signature" = []), ("device_key" = [], "timestamp" = [], "signature" = [])))]
 async fn place(gw: Data<Gateway>, account: AccountId, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
     let r: PlaceOrderRequest = parse_json(&body)?;
     let (market, spec) = dto::market_by_symbol(&gw.engine_config, &r.market)?;
@@ -202,6 +219,16 @@ pub(crate) async fn order_after(gw: &Gateway, account: AccountId, id: OrderId, a
     }
 }
 
+/// Get an order
+///
+/// One of the caller's orders: from the engine while open, else from history.
+#[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders",
+    params(("id" = u64, Path, description = "The order id")),
+    responses(
+        (status = 200, description = "The order", body = doc::SingleOrder),
+        (status = 404, description = "`unknown_order` (also another account's order)", body = doc::ErrorBody),
+    ),
+    security(("api_key" = [], "timestamp" = [], "signature" = []), ("device_key" = [], "timestamp" = [], "signature" = [])))]
 async fn get_one(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
     let account = authenticate(&gw, &req, &body).await?;
     let id = OrderId(path_id(&req, "id")?);
@@ -209,6 +236,16 @@ async fn get_one(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<H
     Ok(HttpResponse::Ok().json(json!({ "order": order })))
 }
 
+/// List orders
+///
+/// The caller's orders, newest first: open ones from the engine, or all from history.
+#[utoipa::path(get, path = "/v1/orders", tag = "orders", operation_id = "list_orders",
+    params(OrdersQuery),
+    responses(
+        (status = 200, description = "Newest first", body = doc::Orders),
+        (status = 404, description = "`unknown_market`", body = doc::ErrorBody),
+    ),
+    security(("api_key" = [], "timestamp" = [], "signature" = []), ("device_key" = [], "timestamp" = [], "signature" = [])))]
 async fn list(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
     let account = authenticate(&gw, &req, &body).await?;
     let q: OrdersQuery = parse_query(&req)?;
@@ -253,6 +290,16 @@ async fn list(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<Http
     Ok(HttpResponse::Ok().json(json!({ "orders": orders })))
 }
 
+/// Cancel an order
+///
+/// Cancels one open order by id.
+#[utoipa::path(delete, path = "/v1/orders/{id}", tag = "orders",
+    params(("id" = u64, Path, description = "The order id"), ("Idempotency-Key" = Option<String>, Header, description = "1 to 64 visible ASCII characters: the first answer is kept 24 h and replayed (`Idempotent-Replayed: true`) to retries with the same key")),
+    responses(
+        (status = 200, description = "The order, `canceled`", body = doc::SingleOrder),
+        (status = 404, description = "`unknown_order`: not the caller's, or not open", body = doc::ErrorBody),
+    ),
+    security(("api_key" = [], "timestamp" = [], "signature" = []), ("device_key" = [], "timestamp" = [], "signature" = [])))]
 async fn cancel_one(gw: Data<Gateway>, account: AccountId, req: HttpRequest, _: RawBody) -> Result<HttpResponse, ApiError> {
     let id = OrderId(path_id(&req, "id")?);
     cancel(&gw, account, OrderRef::Id(id)).await
@@ -275,8 +322,19 @@ async fn cancel(gw: &Gateway, account: AccountId, order: OrderRef) -> Result<Htt
     Ok(HttpResponse::Ok().json(json!({ "order": order })))
 }
 
+/// Cancel by client id, or cancel all
+///
 /// `DELETE /v1/orders?client_order_id=..` cancels one order by its client id;
 /// `DELETE /v1/orders[?market=..]` cancels all of the caller's orders (in that market).
+#[utoipa::path(delete, path = "/v1/orders", tag = "orders",
+    description = "With `client_order_id`: cancels that one open order and answers `{\"order\": ...}`. \
+        Otherwise cancels every open order of the caller's (in `market` if given) and answers their ids.",
+    params(CancelQuery, ("Idempotency-Key" = Option<String>, Header, description = "1 to 64 visible ASCII characters: the first answer is kept 24 h and replayed (`Idempotent-Replayed: true`) to retries with the same key")),
+    responses(
+        (status = 200, description = "`{\"order\"}` for one order, `{\"canceled\"}` for many", body = inline(CancelReply)),
+        (status = 404, description = "`unknown_order`, `unknown_market`", body = doc::ErrorBody),
+    ),
+    security(("api_key" = [], "timestamp" = [], "signature" = []), ("device_key" = [], "timestamp" = [], "signature" = [])))]
 async fn cancel_many(gw: Data<Gateway>, account: AccountId, req: HttpRequest, _: RawBody) -> Result<HttpResponse, ApiError> {
     let q: CancelQuery = parse_query(&req)?;
     match (q.client_order_id.as_deref(), q.market.as_deref()) {
@@ -301,6 +359,21 @@ async fn cancel_many(gw: Data<Gateway>, account: AccountId, req: HttpRequest, _:
     }
 }
 
+/// Amend an order
+///
+/// Changes an open order's price, quantity (the new total) or both. Same price and a smaller
+/// quantity keeps time priority; anything else re-enters the book and may trade.
+#[utoipa::path(patch, path = "/v1/orders/{id}", tag = "orders",
+    params(("id" = u64, Path, description = "The order id"), ("Idempotency-Key" = Option<String>, Header, description = "1 to 64 visible ASCII characters: the first answer is kept 24 h and replayed (`Idempotent-Replayed: true`) to retries with the same key")),
+    request_body = AmendOrderRequest,
+    responses(
+        (status = 200, description = "The order and any fills", body = OrderReply),
+        (status = 400, description = "`bad_request`, `amend_no_change`, `amend_below_filled`, `price_off_tick`, `quantity_off_lot`, `below_min_notional`, `insufficient_balance`", body = doc::ErrorBody),
+        (status = 403, description = "`account_frozen`", body = doc::ErrorBody),
+        (status = 404, description = "`unknown_order`", body = doc::ErrorBody),
+        (status = 409, description = "`market_halted`, `request_in_progress`", body = doc::ErrorBody),
+    ),
+    security(("api_key" = [], "timestamp" = [], "signature" = []), ("device_key" = [], "timestamp" = [], "signature" = [])))]
 async fn amend(gw: Data<Gateway>, account: AccountId, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
     let id = OrderId(path_id(&req, "id")?);
     let r: AmendOrderRequest = parse_json(&body)?;
@@ -327,4 +400,15 @@ async fn amend(gw: Data<Gateway>, account: AccountId, req: HttpRequest, body: Ra
     let fills = dto::fills_of(gw.fmt(), account, id.0, &applied.events, applied.timestamp);
     let order = order_after(&gw, account, id, &applied).await?;
     Ok(HttpResponse::Ok().json(OrderReply { order, fills }))
+}
+
+/// What `DELETE /v1/orders` answers: one order canceled by client id, or the ids of all canceled.
+#[derive(utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // read only by the derive: the handler answers with `json!`
+enum CancelReply {
+    #[schema(title = "One order")]
+    One(Box<doc::SingleOrder>),
+    #[schema(title = "Many orders")]
+    Many(doc::Canceled),
 }

@@ -3,6 +3,7 @@
 use super::resource;
 use crate::dto::{self, BookQuery, Levels, LimitQuery, TradeFacts};
 use crate::error::ApiError;
+use crate::openapi::schemas as doc;
 use crate::Gateway;
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Data};
@@ -26,7 +27,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/markets/{symbol}/trades", |r| r.route(web::get().to(trades))));
 }
 
+/// Liveness of the engine and journal
+///
 /// 200 while the engine answers queries and the journal works; 503 otherwise.
+#[utoipa::path(get, path = "/v1/health", tag = "public",
+    description = "Also served at `/health`. Probes spend no request budget.",
+    responses(
+        (status = 200, description = "The engine answers and the journal works", body = doc::Health),
+        (status = 503, description = "`status` is `unavailable`: the engine does not answer or the journal failed", body = doc::Health),
+    ))]
 async fn health(gw: Data<Gateway>) -> HttpResponse {
     let engine = tokio::time::timeout(Duration::from_secs(2), gw.sequencer.read(|e| e.last_seq())).await;
     let projected = gw.projector.projected_seq().0;
@@ -63,6 +72,11 @@ async fn ready(gw: Data<Gateway>) -> HttpResponse {
     }
 }
 
+/// Markets and their rules
+///
+/// Every market with its rules (tick, lot, minimum notional, fees) and whether it is halted.
+#[utoipa::path(get, path = "/v1/markets", tag = "public",
+    responses((status = 200, description = "The markets", body = doc::Markets)))]
 async fn markets(gw: Data<Gateway>) -> Result<HttpResponse, ApiError> {
     let n = gw.engine_config.markets.len();
     let halted: Vec<bool> =
@@ -97,6 +111,16 @@ pub(crate) fn levels(gw: &Gateway, market: MarketId, levels: &[DepthLevel]) -> L
     levels.iter().map(|l| [f.price(market, l.price), f.qty(market, l.quantity)]).collect()
 }
 
+/// Order book depth
+///
+/// The market's order book, best levels first; `book_seq` is the WebSocket `book_update` counter.
+#[utoipa::path(get, path = "/v1/markets/{symbol}/book", tag = "public",
+    params(("symbol" = String, Path, description = "Market symbol, matched loosely (`BTC-USD`, `btcusd`)"), BookQuery),
+    responses(
+        (status = 200, description = "Levels are `[price, quantity]`", body = doc::Book),
+        (status = 400, description = "`out_of_range`: depth is not 1 to 1000", body = doc::ErrorBody),
+        (status = 404, description = "`unknown_market`", body = doc::ErrorBody),
+    ))]
 async fn book(
     gw: Data<Gateway>,
     symbol: web::Path<String>,
@@ -117,6 +141,16 @@ async fn book(
     })))
 }
 
+/// Recent public trades
+///
+/// The market's recent trades, newest first.
+#[utoipa::path(get, path = "/v1/markets/{symbol}/trades", tag = "public",
+    params(("symbol" = String, Path, description = "Market symbol"), doc::LimitParam),
+    responses(
+        (status = 200, description = "Newest first", body = doc::MarketTrades),
+        (status = 400, description = "`out_of_range`: limit is not 1 to 1000", body = doc::ErrorBody),
+        (status = 404, description = "`unknown_market`", body = doc::ErrorBody),
+    ))]
 async fn trades(
     gw: Data<Gateway>,
     symbol: web::Path<String>,

@@ -8,6 +8,7 @@ use crate::auth::{authenticate, authenticate_operator, authenticate_party, Party
 use crate::evidence::evidence;
 use crate::dto::{self, path_id};
 use crate::error::ApiError;
+use crate::openapi::schemas as doc;
 use crate::Gateway;
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Data};
@@ -26,15 +27,24 @@ pub fn configure_operator(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/operator/reconciliation", |r| r.route(web::get().to(reconciliation))));
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct BatchesQuery {
+    /// Only batches in this status: `planned`, `booked`, `signed`, `broadcast`, `confirmed`, `cancelled`.
     status: Option<String>,
+    /// 1 to 1000, default 100.
     limit: Option<u32>,
 }
 
+/// Settlement batches
+///
 /// Every batch, newest first: its window's figures, inputs and outputs (from its plan), vbytes,
 /// fee, the transaction of each version, status and confirmations.
+#[utoipa::path(get, path = "/v1/operator/batches", tag = "operator",
+    params(BatchesQuery),
+    responses((status = 200, description = "Newest first", body = doc::Batches)),
+    security(("operator_token" = [])))]
 async fn operator_batches(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     authenticate_operator(&gw, &req)?;
     let q: BatchesQuery = dto::parse_query(&req)?;
@@ -75,7 +85,16 @@ async fn operator_batches(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpRes
     Ok(HttpResponse::Ok().json(json!({ "batches": list })))
 }
 
+/// Reconcile the ledger against the chain
+///
 /// The settlement service's reconciliation of ledger against chain, computed now.
+#[utoipa::path(get, path = "/v1/operator/reconciliation", tag = "operator",
+    description = "Computed now by the settlement service: `{\"balanced\", \"differences\", \"ledger_owes_sat\", \"ledger_settled_sat\", \"chain_holds_sat\", \"in_flight_out_sat\", \"fees_paid_sat\", \"uncredited_sat\", \"chain_height\", \"holders\", \"accounts\", \"last_audit\"}` (see `docs/API.md`). Served only by the process running settlement.",
+    responses(
+        (status = 200, description = "The report; `balanced` is true when ledger and chain agree to the satoshi", body = Object),
+        (status = 503, description = "`settlement_not_running`: no chain configured here; `unavailable`: the chain or the ledger cannot be read", body = doc::ErrorBody),
+    ),
+    security(("operator_token" = [])))]
 async fn reconciliation(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     authenticate_operator(&gw, &req)?;
     let Some(reconciler) = gw.reconciler.get().cloned() else {
@@ -88,8 +107,16 @@ async fn reconciliation(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpRespo
     Ok(HttpResponse::Ok().json(report))
 }
 
+/// The account's settlement position
+///
 /// `settled_sat`: held by the account's own vault per the ledger (0 for an account whose coins
 /// the pool holds); `target_sat`: what the next batch moves into (+) or out of (−) it.
+#[utoipa::path(get, path = "/v1/settlement", tag = "settlement",
+    responses(
+        (status = 200, description = "Satoshis", body = doc::SettlementPosition),
+        (status = 404, description = "`unknown_account`", body = doc::ErrorBody),
+    ),
+    security(("api_key" = [], "timestamp" = [], "signature" = []), ("device_key" = [], "timestamp" = [], "signature" = [])))]
 async fn position(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
     let account = authenticate(&gw, &req, &body).await?;
     let (btc, _) = dto::asset_by_symbol(&gw.engine_config, "BTC")?;
@@ -106,9 +133,18 @@ async fn position(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<
     })))
 }
 
+/// The caller's part in a batch being signed
+///
 /// The caller's leg in a booked batch (`null` if it has none), its withdrawals the batch pays,
 /// and the figures its wallet checks the leg against: its BTC balance, its pending withdrawals
 /// and what its vault holds, all as the ledger knows them now.
+#[utoipa::path(get, path = "/v1/settlement/batches/{id}", tag = "settlement",
+    params(("id" = u64, Path, description = "The batch id")),
+    responses(
+        (status = 200, description = "The caller's leg and the evidence its wallet checks before it co-signs", body = doc::BatchPart),
+        (status = 404, description = "`unknown_batch`: confirmed, cancelled, or never existed", body = doc::ErrorBody),
+    ),
+    security(("api_key" = [], "timestamp" = [], "signature" = []), ("device_key" = [], "timestamp" = [], "signature" = [])))]
 async fn batch(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
     let account = authenticate(&gw, &req, &body).await?;
     let id = BatchId(path_id(&req, "id")?);
@@ -153,16 +189,27 @@ fn unknown_batch(id: BatchId) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "unknown_batch", format!("no batch {} is being settled", id.0))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct CosignerBatchQuery {
     /// The vault (group id, hex) whose holder the co-signer is asked to settle.
     group: String,
 }
 
+/// A vault holder's leg, for its co-signer
+///
 /// For a vault's co-signer: its holder's leg in a batch being signed, and the evidence of that
 /// window (fills, withdrawals and the requests the wallet signed for them), which the co-signer
 /// checks with the wallet's key before it force-settles.
+#[utoipa::path(get, path = "/v1/cosigner/batches/{id}", tag = "settlement",
+    params(("id" = u64, Path, description = "The batch id"), CosignerBatchQuery),
+    responses(
+        (status = 200, description = "The holder's leg and the window's evidence", body = doc::CosignerBatchPart),
+        (status = 403, description = "`not_a_party`: not a co-signer, or not this vault's", body = doc::ErrorBody),
+        (status = 404, description = "`unknown_batch`: not open, or nothing booked for that vault", body = doc::ErrorBody),
+    ),
+    security(("cosigner_key" = [], "timestamp" = [], "signature" = [])))]
 async fn cosigner_batch(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
     let caller = authenticate_party(&gw, &req, &body).await?;
     if caller.kind != PartyKind::Cosigner {

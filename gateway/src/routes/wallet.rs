@@ -11,6 +11,7 @@ use super::{resource, RawBody};
 use crate::auth::{check_possession, lookup_device, now_millis, parse_device_pubkey};
 use crate::dto::{self, parse_json, printable, EnrolRequest};
 use crate::error::ApiError;
+use crate::openapi::schemas as doc;
 use crate::Gateway;
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Data};
@@ -26,8 +27,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/vaults", |r| r.route(web::get().to(vaults))));
 }
 
+/// The account's vaults and deposit addresses
+///
 /// `GET /v1/vaults`: the caller's account's vaults (signer groups) and their deposit addresses,
 /// as the provider's vault service registered them.
+#[utoipa::path(get, path = "/v1/vaults", tag = "wallet",
+    responses((status = 200, description = "The vaults", body = doc::Vaults)),
+    security(("api_key" = [], "timestamp" = [], "signature" = []), ("device_key" = [], "timestamp" = [], "signature" = [])))]
 async fn vaults(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
     let account = crate::auth::authenticate(&gw, &req, &body).await?;
     let mut out = Vec::new();
@@ -65,6 +71,22 @@ fn device_registered() -> ApiError {
     ApiError::new(StatusCode::CONFLICT, "device_registered", "this device key is already enrolled")
 }
 
+/// Enrol a wallet's device key
+///
+/// Registers the signing device key and opens a user account for it.
+///
+/// Signed by that device key (proof of possession: `X-Tandem-Device` must be `device_pubkey`,
+/// not registered yet). Needs a single-use code from the operator unless the gateway runs with
+/// `open_enrolment` (the demo). From then on the device signs the account's requests.
+#[utoipa::path(post, path = "/v1/wallet/enrol", tag = "wallet",
+    request_body = EnrolRequest,
+    responses(
+        (status = 200, description = "The account opened for the device", body = doc::Enrolled),
+        (status = 400, description = "`bad_request`: `device_pubkey` is not the signing key, bad label, unknown field", body = doc::ErrorBody),
+        (status = 403, description = "`bad_enrolment_code`: none where one is needed, unknown, or used", body = doc::ErrorBody),
+        (status = 409, description = "`device_registered`: nothing changes and the code is not used up", body = doc::ErrorBody),
+    ),
+    security(("device_key" = [], "timestamp" = [], "signature" = [])))]
 async fn enrol(gw: Data<Gateway>, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
     let device = check_possession(&gw, &req, &body)?;
     let r: EnrolRequest = parse_json(&body)?;

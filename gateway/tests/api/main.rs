@@ -5,5 +5,6 @@ mod binance_streams;
 mod harness;
 mod http;
 mod mpc;
+mod openapi;
 mod wallet;
 mod websocket;
