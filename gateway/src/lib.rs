@@ -269,6 +269,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, gateway: Data<Gateway>) {
         .app_data(web::PathConfig::default().error_handler(error::path_extractor_error))
         .configure(routes::public::configure_probes)
         .configure(routes::settlement::configure_operator)
+        .configure(routes::signing::configure)
         .configure(routes::operator::configure)
         .service(routes::resource("/metrics", |r| r.route(web::get().to(metrics::scrape))))
         .default_service(web::to(error::not_found));
