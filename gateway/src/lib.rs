@@ -10,13 +10,14 @@
 //! `routes::*` (handlers, wallet enrolment among them), [`ws`] (market data and user streams),
 //! [`metrics`] (Prometheus), [`relay`] (mailboxes carrying sealed MPC messages between a
 //! vault's parties; `routes::mpc` serves it over HTTP, the in-process provider calls it
-//! directly through [`Gateway::relay`]).
+//! directly through [`Gateway::relay`]), [`console`] (the operator console's static page).
 //!
 //! See `docs/API.md` for the API itself.
 
 pub mod replay_guard;
 pub mod auth;
 pub mod binance;
+pub mod console;
 pub mod dto;
 pub mod error;
 pub mod evidence;
@@ -281,6 +282,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, gateway: Data<Gateway>) {
                 .configure(routes::settlement::configure)
                 .configure(routes::wallet::configure)
                 .configure(binance::configure)
+                .configure(console::configure)
                 .service(routes::resource("/v1/ws", |r| r.route(web::get().to(ws::connect))));
             true
         }
