@@ -8,6 +8,9 @@ const REFRESH_MS = 3000;
 const SVG_NS = "http://www.w3.org/2000/svg";
 /// Exposure samples kept per account (at 3 s, about 15 minutes).
 const MAX_SAMPLES = 300;
+/// The settlement pool's account (created at genesis): it holds the coins of every account
+/// without a vault of its own.
+const POOL = 2;
 const PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2"];
 
 const $ = (id) => document.getElementById(id);
@@ -314,9 +317,10 @@ function renderReconciliation(recon) {
     ? `${when(a.at)}, after batch ${a.after_batch}: ${a.balanced ? "balanced" : "NOT balanced"}` +
       (a.differences && a.differences.length ? " (" + a.differences.join("; ") + ")" : "")
     : "No audit yet (one runs after every confirmed batch).";
-  fill("holders-table", r.holders.map((h) => row([h.holder === 2 ? "2 (pool)" : h.holder, btc(h.ledger_sat), btc(h.chain_sat),
+  fill("holders-table", r.holders.map((h) => row([h.holder === POOL ? `${POOL} (pool)` : h.holder, btc(h.ledger_sat), btc(h.chain_sat),
                                                   h.difference_sat, btc(h.uncredited_sat)])));
-  fill("accounts-table", r.accounts.map((x) => row([x.account, x.holder === x.account ? "own vault" : "pool",
+  const heldBy = (x) => (x.account === POOL ? "the pool itself" : x.holder === x.account ? "own vault" : "pool");
+  fill("accounts-table", r.accounts.map((x) => row([x.account === POOL ? `${x.account} (pool)` : x.account, heldBy(x),
                                                     btc(x.balance_sat), x.exposure_sat === null ? null : btc(x.exposure_sat)])));
   const now = Date.now();
   for (const x of r.accounts) {

@@ -73,7 +73,7 @@ mod tests {
         web_test::call_service(&app, web_test::TestRequest::get().uri(path).to_request()).await
     }
 
-    fn header_of<'a>(res: &'a actix_web::dev::ServiceResponse, name: header::HeaderName) -> &'a str {
+    fn header_of(res: &actix_web::dev::ServiceResponse, name: header::HeaderName) -> &str {
         res.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
     }
 
