@@ -77,6 +77,10 @@ async function run() {
   if (await page.locator("#chart-exposure path").count() < 1) throw new Error("the exposure chart drew no line");
   step("reconciliation balanced, audit shown, exposure charted");
 
+  // A panel that throws while drawing shows here instead of as a page error.
+  const refreshed = await page.textContent("#refreshed");
+  if (!refreshed.startsWith("updated")) throw new Error("the page's last refresh failed: " + refreshed);
+
   // Halt the market (the page asks for confirmation first).
   page.once("dialog", (d) => d.accept());
   await page.click(`#markets-table tr[data-market="${market}"] button.halt`);
