@@ -11,13 +11,15 @@
 //! [`metrics`] (Prometheus), [`relay`] (mailboxes carrying sealed MPC messages between a
 //! vault's parties; `routes::mpc` serves it over HTTP, the in-process provider calls it
 //! directly through [`Gateway::relay`]), [`openapi`] (the API document generated from the
-//! handlers, served at `/v1/openapi.json` and as a page at `/v1/docs`).
+//! handlers, served at `/v1/openapi.json` and as a page at `/v1/docs`), [`console`] (the
+//! operator console's static page).
 //!
 //! See `docs/API.md` for the API itself.
 
 pub mod replay_guard;
 pub mod auth;
 pub mod binance;
+pub mod console;
 pub mod dto;
 pub mod error;
 pub mod evidence;
@@ -271,6 +273,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, gateway: Data<Gateway>) {
         .app_data(web::PathConfig::default().error_handler(error::path_extractor_error))
         .configure(routes::public::configure_probes)
         .configure(routes::settlement::configure_operator)
+        .configure(routes::signing::configure)
         .configure(routes::operator::configure)
         .service(routes::resource("/metrics", |r| r.route(web::get().to(metrics::scrape))))
         .default_service(web::to(error::not_found));
@@ -283,6 +286,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, gateway: Data<Gateway>) {
                 .configure(routes::settlement::configure)
                 .configure(routes::wallet::configure)
                 .configure(binance::configure)
+                .configure(console::configure)
                 .service(routes::resource("/v1/ws", |r| r.route(web::get().to(ws::connect))));
             true
         }

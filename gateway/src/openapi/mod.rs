@@ -108,6 +108,7 @@ The server pings every 20 s and drops a client silent for 60 s. A client that ca
         routes::operator::register_cosigner,
         routes::operator::list_cosigners,
         routes::operator::refusals,
+        routes::signing::signing,
         routes::operator::deposit,
         routes::operator::reverse_deposit,
         routes::operator::state,

@@ -463,6 +463,47 @@ pub struct Cosigners {
     pub cosigners: Vec<Cosigner>,
 }
 
+/// The signatures settlement is waiting for.
+#[derive(ToSchema)]
+pub struct SigningStatus {
+    /// Batches still being signed (`planned`, `booked`).
+    pub batches: Vec<SigningBatch>,
+    /// Wallets that missed a batch's signing deadline.
+    pub late: Vec<LateWallet>,
+}
+
+#[derive(ToSchema)]
+pub struct SigningBatch {
+    pub batch: u64,
+    pub status: String,
+    /// The version being signed (0 unless the batch was bumped).
+    pub version: u32,
+    pub created_at: u64,
+    pub inputs: Vec<SigningInput>,
+    /// Inputs without a stored witness.
+    pub waiting: u64,
+    pub last_error: Option<String>,
+}
+
+#[derive(ToSchema)]
+pub struct SigningInput {
+    pub input: u64,
+    pub holder: Option<u64>,
+    pub outpoint: Option<String>,
+    pub value_sat: Option<u64>,
+    /// Who signs it: `{"kind": "pool"}` (the provider alone) or a vault's key.
+    #[schema(value_type = Object)]
+    pub signer: serde_json::Value,
+    pub signed: bool,
+}
+
+#[derive(ToSchema)]
+pub struct LateWallet {
+    pub account: u64,
+    pub batch: u64,
+    pub since: u64,
+}
+
 #[derive(ToSchema)]
 pub struct Refusals {
     /// Newest first.

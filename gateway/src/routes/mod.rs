@@ -9,6 +9,7 @@ pub mod operator;
 pub mod orders;
 pub mod public;
 pub mod settlement;
+pub mod signing;
 pub mod wallet;
 
 use crate::error::{payload_too_large, ApiError};
