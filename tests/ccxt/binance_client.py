@@ -25,6 +25,7 @@ def client(key, secret):
             "defaultType": "spot",
             "fetchMarkets": {"types": ["spot"]},
             "fetchCurrencies": False,
+            "fetchMargins": False,
         },
     })
     ex.urls["api"]["public"] = BASE + "/api/v3"
