@@ -21,6 +21,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/v1/operator/signing", |r| r.route(web::get().to(signing))));
 }
 
+/// The signatures settlement is waiting for
+///
+/// For each batch still being signed, every input with who signs it and whether its witness is
+/// stored; and the wallets that missed a signing deadline.
 #[utoipa::path(get, path = "/v1/operator/signing", tag = "operator",
     responses((status = 200, description = "Batches being signed, input by input, and late wallets", body = crate::openapi::schemas::SigningStatus)),
     security(("operator_token" = [])))]
