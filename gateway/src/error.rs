@@ -135,7 +135,7 @@ pub fn reject_status(reason: RejectReason) -> StatusCode {
         | DepositAlreadyReversed | AlreadyFrozen | NotFrozen | BatchIdReused | WithdrawalInBatch
         | DuplicateClientWithdrawalId(_) | StaleLeaderEpoch | NotSettlementLeader => StatusCode::CONFLICT,
         ReservedAccountKind | ZeroAmount | SupplyExceeded | InsufficientBalance | PriceOffTick | QuantityOffLot
-        | OutOfRange | BelowMinNotional | WouldTakeLiquidity | FillOrKillUnfillable | AmendNoChange
+        | OutOfRange | BelowMinNotional | WouldTakeLiquidity | AmendNoChange
         | AmendBelowFilled | UnbalancedBatch | VaultOverdrawn => StatusCode::BAD_REQUEST,
     }
 }
@@ -252,7 +252,6 @@ mod tests {
             OutOfRange,
             BelowMinNotional,
             WouldTakeLiquidity,
-            FillOrKillUnfillable,
             MarketHalted,
             DuplicateClientOrderId(tandem_matching::OrderId(1)),
             AmendNoChange,

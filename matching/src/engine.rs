@@ -648,14 +648,15 @@ impl Engine {
                 }
             }
         }
-        if tif == TimeInForce::Fok && !self.can_fill(order.account, order.market, order.side, price, order.quantity, order.self_trade) {
-            return Err(RejectReason::FillOrKillUnfillable);
-        }
         let lock = rules.lock_for(order.side, price, order.quantity).ok_or(RejectReason::InsufficientBalance)?;
         let lock_asset = rules.lock_asset(order.side);
         if self.ledger.available(order.account, lock_asset) < lock {
             return Err(RejectReason::InsufficientBalance);
         }
+        // A fill-or-kill that cannot fill in full is a valid order that expires untouched (as on
+        // Binance): it gets its id and its client id, and nothing is locked or traded.
+        let killed = tif == TimeInForce::Fok
+            && !self.can_fill(order.account, order.market, order.side, price, order.quantity, order.self_trade);
 
         // Nothing can fail from here on.
         let id = OrderId(self.next_order);
@@ -663,7 +664,9 @@ impl Engine {
         if let Some(cid) = order.client_order_id {
             self.client_ids.insert((order.account, cid), id);
         }
-        self.ledger.lock(order.account, lock_asset, lock);
+        if !killed {
+            self.ledger.lock(order.account, lock_asset, lock);
+        }
         out.push(Event::OrderAccepted(OrderAccepted {
             order: id,
             account: order.account,
@@ -676,6 +679,19 @@ impl Engine {
             is_market,
             client_order_id: order.client_order_id,
         }));
+        if killed {
+            out.push(Event::OrderClosed {
+                order: id,
+                account: order.account,
+                market: order.market,
+                side: order.side,
+                price,
+                reason: CloseReason::Expired,
+                quantity: order.quantity,
+                filled: Quantity::ZERO,
+            });
+            return Ok(());
+        }
         let incoming = Incoming {
             id,
             account: order.account,

@@ -164,8 +164,6 @@ pub enum RejectReason {
     BelowMinNotional,
     #[error("post-only order would take liquidity")]
     WouldTakeLiquidity,
-    #[error("fill-or-kill order cannot be filled in full")]
-    FillOrKillUnfillable,
     #[error("market is halted")]
     MarketHalted,
     #[error("client order id already used by order {0}")]
@@ -246,7 +244,6 @@ impl RejectReason {
             RejectReason::OutOfRange => "out_of_range",
             RejectReason::BelowMinNotional => "below_min_notional",
             RejectReason::WouldTakeLiquidity => "would_take_liquidity",
-            RejectReason::FillOrKillUnfillable => "fok_unfillable",
             RejectReason::MarketHalted => "market_halted",
             RejectReason::DuplicateClientOrderId(_) => "duplicate_client_order_id",
             RejectReason::AmendNoChange => "amend_no_change",

@@ -541,7 +541,6 @@ pub fn explain(code: &str) -> Option<&'static str> {
             "not enough available balance (see `tandem wallet balance`; open orders and pending withdrawals lock funds)"
         }
         "would_take_liquidity" => "the post-only order would have traded at once, so it was refused",
-        "fok_unfillable" => "the fill-or-kill order could not fill completely at once, so nothing traded",
         "no_liquidity" => "there is nothing on the other side of the book: give --price as the worst price you accept",
         "amend_no_change" => "the amendment changes nothing",
         "amend_below_filled" => "the new quantity is below what already filled",

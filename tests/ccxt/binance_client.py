@@ -39,6 +39,19 @@ def check(ok, what):
         raise AssertionError(what)
 
 
+async def book_with(watcher, maker, price, amount):
+    """Watches the book while the maker offers `amount` at `price`; the book once it shows it."""
+    watching = asyncio.create_task(watcher.watch_order_book(SYMBOL))
+    await asyncio.sleep(1)
+    await maker.create_limit_sell_order(SYMBOL, amount, price)
+    ob = await asyncio.wait_for(watching, 20)
+    for _ in range(20):
+        if [price, amount] in ob["asks"]:
+            break
+        ob = await asyncio.wait_for(watcher.watch_order_book(SYMBOL), 20)
+    return ob
+
+
 def step(name, detail=""):
     print(f"ok {name} {detail}", flush=True)
 
@@ -75,7 +88,7 @@ async def main():
         step("cancel_order")
 
         # A trade: the maker's offer, the taker's market buy.
-        offer = await maker.create_limit_sell_order(SYMBOL, 0.003, 60000)
+        await maker.create_limit_sell_order(SYMBOL, 0.003, 60000)
         bought = await taker.create_market_buy_order(SYMBOL, 0.001)
         check(bought["status"] == "closed" and bought["filled"] == 0.001 and bought["average"] == 60000, bought)
         filled = await taker.fetch_order(bought["id"], SYMBOL)
@@ -96,14 +109,7 @@ async def main():
         step("fetch_ticker, fetch_trades, fetch_ohlcv, fetch_balance after the trade")
 
         # WebSocket: the book follows a new offer; trades arrive as they happen.
-        watching = asyncio.create_task(taker.watch_order_book(SYMBOL))
-        await asyncio.sleep(1)
-        await maker.create_limit_sell_order(SYMBOL, 0.002, 61000)
-        ob = await asyncio.wait_for(watching, 20)
-        for _ in range(20):
-            if [61000, 0.002] in ob["asks"]:
-                break
-            ob = await asyncio.wait_for(taker.watch_order_book(SYMBOL), 20)
+        ob = await book_with(taker, maker, 61000, 0.002)
         check([61000, 0.002] in ob["asks"] and [60000, 0.002] in ob["asks"], ob["asks"])
         step("watch_order_book", ob["asks"][:2])
 
@@ -115,18 +121,10 @@ async def main():
         step("watch_trades", seen[-1]["id"])
 
         # The book the stream kept is the exchange's.
-        watching = asyncio.create_task(taker.watch_order_book(SYMBOL))
-        await asyncio.sleep(1)
-        await maker.create_limit_sell_order(SYMBOL, 0.001, 62000)
-        ob = await asyncio.wait_for(watching, 20)
-        for _ in range(20):
-            if [62000, 0.001] in ob["asks"]:
-                break
-            ob = await asyncio.wait_for(taker.watch_order_book(SYMBOL), 20)
+        ob = await book_with(taker, maker, 62000, 0.001)
         rest = await taker.fetch_order_book(SYMBOL)
         check(ob["asks"][:5] == rest["asks"][:5] and ob["bids"][:5] == rest["bids"][:5], (ob["asks"][:5], rest["asks"][:5]))
         step("order book in sync", rest["asks"][:2])
-        del offer
     finally:
         await taker.close()
         await maker.close()

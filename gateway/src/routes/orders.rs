@@ -81,7 +81,7 @@ pub(crate) async fn default_protection(gw: &Gateway, market: MarketId, spec: &Ma
     request_body(content = PlaceOrderRequest, example = json!({"market": "BTC-USD", "side": "buy", "type": "limit", "price": "65000.00", "quantity": "0.001", "time_in_force": "GTC", "client_order_id": "my-order-1"})),
     responses(
         (status = 200, description = "The order and its fills", body = OrderReply),
-        (status = 400, description = "`bad_request`, `malformed_json`, `bad_precision`, `out_of_range`, `price_off_tick`, `quantity_off_lot`, `below_min_notional`, `insufficient_balance`, `would_take_liquidity`, `fok_unfillable`, `no_liquidity`", body = doc::ErrorBody),
+        (status = 400, description = "`bad_request`, `malformed_json`, `bad_precision`, `out_of_range`, `price_off_tick`, `quantity_off_lot`, `below_min_notional`, `insufficient_balance`, `would_take_liquidity`, `no_liquidity`", body = doc::ErrorBody),
         (status = 403, description = "`account_cannot_trade`, `account_frozen`", body = doc::ErrorBody),
         (status = 404, description = "`unknown_market`", body = doc::ErrorBody),
         (status = 409, description = "`duplicate_client_order_id` (with the existing `order`), `market_halted`, `request_in_progress`", body = doc::ErrorBody),

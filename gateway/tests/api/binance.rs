@@ -206,6 +206,13 @@ async fn orders_the_binance_way() {
     let swept = binance(&ex, &maker, "DELETE", "/api/v3/openOrders", "symbol=BTCUSD").await;
     assert_eq!(swept.ok().as_array().unwrap().iter().filter(|o| o["status"] == "CANCELED").count(), 2, "{}", swept.body);
 
+    // A fill-or-kill the book cannot fill in full: 200, EXPIRED, nothing filled or left locked.
+    let before = ex.facts(&maker).await;
+    let fok = binance(&ex, &maker, "POST", "/api/v3/order", "symbol=BTCUSD&side=BUY&type=LIMIT&timeInForce=FOK&quantity=50&price=99000").await;
+    assert_eq!((fok.ok()["status"].as_str(), fok.ok()["executedQty"].as_str()), (Some("EXPIRED"), Some("0.00000000")), "{}", fok.body);
+    assert!(fok.ok()["orderId"].as_u64().is_some());
+    assert_eq!(ex.facts(&maker).await, before);
+
     // A change's exact bytes sent twice: the second is refused.
     use actix_web::http::Method;
     let params = format!("symbol=BTCUSD&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.01&price=50000&timestamp={}", crate::harness::stamp());

@@ -191,10 +191,15 @@ fn ioc_fok_and_post_only() {
     let seller = h.account(COIN, 0);
     let buyer = h.account(0, 1_000_000_00);
     h.limit(seller, Side::Sell, 100, 10_000);
-    // FOK larger than the book: nothing happens at all.
-    let before = h.engine.snapshot();
+    // FOK larger than the book: accepted and expired untouched, nothing locked or traded.
+    let balances = h.engine.balances(buyer);
     let ev = h.order(buyer, Side::Buy, 100_00, 20_000, TimeInForce::Fok, false, Default::default());
-    assert_eq!(rejection(&ev), Some(RejectReason::FillOrKillUnfillable));
+    assert!(matches!(ev[0], Event::OrderAccepted(OrderAccepted { time_in_force: TimeInForce::Fok, .. })), "{ev:?}");
+    assert!(matches!(ev[1], Event::OrderClosed { reason: CloseReason::Expired, filled: Quantity::ZERO, .. }), "{ev:?}");
+    assert_eq!(ev.len(), 2, "no trade, no balance change: {ev:?}");
+    assert_eq!(h.engine.balances(buyer), balances);
+    assert_eq!(h.engine.level_quantity(MarketId(0), Side::Sell, Price(100_00)), Quantity(10_000));
+    let before = h.engine.snapshot();
     // Post-only that would cross.
     let ev = h.order(buyer, Side::Buy, 100_00, 10_000, TimeInForce::Gtc, true, Default::default());
     assert_eq!(rejection(&ev), Some(RejectReason::WouldTakeLiquidity));
