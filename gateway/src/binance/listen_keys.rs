@@ -41,7 +41,7 @@ async fn open(gw: Data<Gateway>, req: HttpRequest) -> Result<HttpResponse, Binan
 /// `listenKey` from the query or the form body.
 fn listen_key_param(req: &HttpRequest, body: &[u8]) -> Result<String, BinanceError> {
     let mut p = super::public::params(req)?;
-    if p.get("listenKey").is_none() && !body.is_empty() {
+    if !p.contains_key("listenKey") && !body.is_empty() {
         if let Ok(form) = web::Query::<HashMap<String, String>>::from_query(std::str::from_utf8(body).unwrap_or("")) {
             p.extend(form.into_inner());
         }

@@ -158,7 +158,7 @@ impl Conn {
                 _ = fast.tick() => {
                     ticks += 1;
                     let mut step = self.flush(Speed::Ms100).await;
-                    if step.is_ok() && ticks % 10 == 0 {
+                    if step.is_ok() && ticks.is_multiple_of(10) {
                         step = self.flush(Speed::Ms1000).await;
                     }
                     if step.is_ok() && last_ping.elapsed() >= PING_EVERY {
