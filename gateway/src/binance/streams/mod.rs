@@ -77,18 +77,24 @@ async fn open(gw: Data<Gateway>, req: HttpRequest, body: web::Payload, names: &s
             }
         }
     }
+    // The feed before the client hears back: everything after it is in it, everything before
+    // in what is read next. The user stream's base is read here too, before the answer, so all
+    // the client does once connected is newer than the base and reported.
+    let mut bus = gw.sequencer.subscribe();
+    let user = match listen_key {
+        Some((key, account)) => {
+            let _ = gw.catch_up_all().await;
+            Some(UserStream::start(&gw.store, key, account).await?)
+        }
+        None => None,
+    };
     let (response, session, stream) =
         actix_ws::handle(&req, body).map_err(|e| BinanceError::new(actix_web::http::StatusCode::BAD_REQUEST, -1000, format!("WebSocket handshake failed: {e}")))?;
     let gw = gw.into_inner();
-    // The feed before the client hears back: everything after it is in it, everything before
-    // in what the connection reads next (candles, open orders).
-    let mut bus = gw.sequencer.subscribe();
     actix_web::rt::spawn(async move {
         let mut conn = Conn::new(gw, session, combined);
+        conn.user = user;
         let started = async {
-            if let Some((key, account)) = listen_key {
-                conn.start_user(key, account).await?;
-            }
             for (name, s) in streams {
                 conn.subscribe(name, s).await?;
             }
@@ -191,20 +197,6 @@ impl Conn {
     fn decimals(&self, market: MarketId) -> Option<(String, Decimals)> {
         let spec = self.gw.engine_config.market(market)?;
         Some((symbol_of(&self.gw.engine_config, spec), Decimals::of(&self.gw, spec)))
-    }
-
-    async fn start_user(&mut self, key: String, account: tandem_matching::AccountId) -> Result<(), Gone> {
-        let _ = self.gw.catch_up_all().await;
-        match UserStream::start(&self.gw.store, key, account).await {
-            Ok(u) => {
-                self.user = Some(u);
-                Ok(())
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "user data stream could not start");
-                Err(Gone)
-            }
-        }
     }
 
     /// Adds a market stream (its base read now, after the feed was subscribed).

@@ -3,7 +3,8 @@
 //! `balanceUpdate`.
 //!
 //! An execution report carries the order's running totals (`z`, `Z`), which the events alone do
-//! not: the stream starts from the account's open orders in the store, read after the store has
+//! not: the stream starts from the account's open orders in the store, read before the connection
+//! is answered (so everything the client does once connected is newer) and after the store has
 //! caught up with everything the connection's feed does not bring, and applies to each order
 //! only events newer than the order's row (`updated_seq`), so nothing is counted twice or missed.
 
