@@ -81,6 +81,8 @@ pub(super) struct Candle {
 fn bucket_opens(interval: Interval, start: Option<u64>, end: Option<u64>, now: u64, n: usize) -> Vec<u64> {
     let last = interval.open_time(end.unwrap_or(now).min(now));
     match start {
+        // Nothing opens after now (and a start near the end of time cannot overflow).
+        Some(start) if start > now => Vec::new(),
         Some(start) => {
             let mut open = interval.open_time(start);
             if open < start {
@@ -341,6 +343,8 @@ mod tests {
         assert_eq!(bucket_opens(m, Some(9 * MIN), None, now, 10), vec![9 * MIN, 10 * MIN]);
         assert_eq!(bucket_opens(m, Some(9 * MIN), Some(9 * MIN), now, 10), vec![9 * MIN]);
         assert_eq!(bucket_opens(m, None, None, 5, 3), vec![0]);
+        assert!(bucket_opens(m, Some(u64::MAX), None, now, 3).is_empty());
+        assert!(bucket_opens(Interval::parse("1M").unwrap(), Some(u64::MAX - 1), None, now, 3).is_empty());
     }
 
     #[test]
